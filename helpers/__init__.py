@@ -1,0 +1,1 @@
+"""Helpers for the course *Federated and Transfer Learning for Recommender Systems*."""

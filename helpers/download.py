@@ -1,0 +1,315 @@
+"""Fetch a dataset archive into the course's cache, verified by checksum.
+
+One registry maps each archive to its official URL and checksum (as in d2l's
+``DATA_HUB``). :func:`fetch` returns the local path of a verified archive:
+
+1. An archive already in the cache (``data/`` at the project root) is used when its
+   hash is the official one, or the one recorded when it was first accepted.
+2. Otherwise it is downloaded with :func:`keras.utils.get_file` from the official
+   URL, or from ``$COURSE_DATA_MIRROR`` when that is set (a directory, or a
+   ``file://`` / ``http(s)://`` base URL holding the same file names).
+3. A mirror may hold another build of an archive (a re-zip, a subset). It is
+   accepted only when its sha256 is listed in the mirror's ``SHA256SUMS`` file, and
+   the function says so. Any other hash mismatch deletes the download and raises
+   :class:`ChecksumError`, naming the file and both hashes.
+4. When nothing can be reached, :class:`DataUnavailableError` says how to get it.
+
+Archives whose official checksum is unknown (Douban movie) are trusted on first
+use: the sha256 of the first download is recorded and enforced afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+MIRROR_ENV = "COURSE_DATA_MIRROR"
+CACHE_ENV = "COURSE_DATA_DIR"
+SUMS_FILE = "SHA256SUMS"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = PROJECT_ROOT / "data"
+
+
+class DataUnavailableError(RuntimeError):
+    """No copy of an archive could be found in the cache, the mirror or online."""
+
+
+class ChecksumError(RuntimeError):
+    """An archive's bytes do not match any hash the course accepts for it."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable file.
+
+    Attributes:
+        filename: the official file name, also used in the cache and in mirrors.
+        url: the official download URL.
+        sha256: the official sha256 in hex, if known.
+        md5: the official md5 in hex, used when no sha256 is published.
+        size: the official size in bytes, if known (shown in messages only).
+    """
+
+    filename: str
+    url: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+
+    def matches_official(self, digests: dict[str, str]) -> bool:
+        """True when ``digests`` (algorithm -> hex) equal a published checksum."""
+        if self.sha256 is not None:
+            return digests["sha256"] == self.sha256
+        return self.md5 is not None and digests["md5"] == self.md5
+
+    @property
+    def official_checksum(self) -> str:
+        """The published checksum as ``"algo:hex"``, or ``"unknown"``."""
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        return f"md5:{self.md5}" if self.md5 else "unknown"
+
+
+_GA_DTCDR = (
+    "https://raw.githubusercontent.com/fengzhu1/GA-DTCDR/"
+    "11a1dc6fda5148c8b1ce412ed4e2f0c4f124e2d0/Data"
+)
+
+REGISTRY: dict[str, Archive] = {
+    "ml-latest-small": Archive(
+        "ml-latest-small.zip",
+        "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+        sha256="696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        size=978_202,
+    ),
+    "ml-100k": Archive(
+        "ml-100k.zip",
+        "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        md5="0e33842e24a9c977be4e0107933c0723",
+        size=4_924_029,
+    ),
+    "cifar-10": Archive(
+        "cifar-10-python.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        size=170_498_071,
+    ),
+    "lastfm-2k": Archive(
+        "hetrec2011-lastfm-2k.zip",
+        "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip",
+        sha256="6738f48195667ff03caaab4d32ca9a3133d8cc026b7c3cdaf6ce1010e913c59c",
+    ),
+    "douban-book": Archive(
+        "douban_book_ratings.dat",
+        f"{_GA_DTCDR}/douban_book/ratings.dat",
+        sha256="cc1c191fabe2e05e95cd6dbe7be19d13ed3e1b27b80be2050e4f6b4e40945ddd",
+        size=1_116_081,
+    ),
+    "douban-music": Archive(
+        "douban_music_ratings.dat",
+        f"{_GA_DTCDR}/douban_music/ratings.dat",
+        sha256="40944be25f79e6cf80ab9acf0dca8f4b9b9fe2724a068702294608883ad46775",
+        size=811_063,
+    ),
+    "douban-movie": Archive(
+        "douban_movie_ratings.dat",
+        f"{_GA_DTCDR}/douban_movie/ratings.dat",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The download cache: ``$COURSE_DATA_DIR`` if set (relative to the project root), else ``data/``."""
+    return PROJECT_ROOT / os.environ[CACHE_ENV] if os.environ.get(CACHE_ENV) else DEFAULT_CACHE
+
+
+def mirror_base() -> str | None:
+    """``$COURSE_DATA_MIRROR`` as a base URL ending in ``/``, or None when unset.
+
+    A plain directory path is turned into a ``file://`` URL; a relative path is taken
+    from the project root (so ``../shared/datasets`` means the same thing in a shell
+    at the root and in a notebook kernel running in ``notebooks/``).
+    """
+    raw = os.environ.get(MIRROR_ENV, "").strip()
+    if not raw:
+        return None
+    if urllib.parse.urlsplit(raw).scheme in ("file", "http", "https"):
+        url = raw
+    else:
+        url = (PROJECT_ROOT / Path(raw).expanduser()).resolve().as_uri()
+    return url if url.endswith("/") else url + "/"
+
+
+def file_digests(path: Path) -> dict[str, str]:
+    """sha256 and md5 of a file, as ``{"sha256": hex, "md5": hex}``."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+            md5.update(block)
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+
+
+def _read_text(url: str, timeout: float = 10.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode("utf-8")
+    except (OSError, ValueError):
+        return None
+
+
+def mirror_sums(base: str) -> dict[str, str]:
+    """The ``SHA256SUMS`` listing at a mirror root: file name -> sha256 (empty if none)."""
+    text = _read_text(base + SUMS_FILE) or ""
+    sums = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and len(parts[0]) == 64:
+            sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+def _recorded_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _recorded_hash(target: Path) -> str | None:
+    record = _recorded_path(target)
+    return record.read_text().split()[0] if record.exists() else None
+
+
+def _how_to_get(spec: Archive, target: Path) -> str:
+    return (
+        f"To get {spec.filename}, do one of:\n"
+        f"  - connect to the internet (it is downloaded from {spec.url});\n"
+        f"  - set {MIRROR_ENV} to a folder or URL that holds {spec.filename} "
+        f"(a classroom mirror; in this repository's development setup: "
+        f"{MIRROR_ENV}=../shared/datasets);\n"
+        f"  - download {spec.url} yourself and save it as {target}."
+    )
+
+
+def _download(url: str, filename: str, into: Path) -> Path:
+    """Download ``url`` with Keras into ``into/.partial/filename``; return that path."""
+    from keras.utils import get_file  # imported here: importing keras is slow
+
+    partial = into / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(
+            get_file(
+                fname=filename,
+                origin=url,
+                cache_dir=str(into),
+                cache_subdir=".partial",
+                force_download=True,
+            )
+        )
+    except Exception as error:  # Keras wraps URL errors in a bare Exception
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataUnavailableError(f"could not download {url}: {error}") from error
+
+
+def fetch(name: str, *, verbose: bool = True) -> Path:
+    """Return the path of a verified copy of archive ``name`` (a key of REGISTRY).
+
+    Args:
+        name: dataset key, for example ``"ml-latest-small"``.
+        verbose: print which file was used when it is not the official release.
+
+    Returns:
+        Path to the archive in the cache directory.
+
+    Raises:
+        KeyError: unknown dataset name.
+        ChecksumError: the cached or downloaded bytes are not an accepted build.
+        DataUnavailableError: neither the cache, the mirror nor the official URL has it.
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)}")
+    spec = REGISTRY[name]
+    cache = cache_dir()
+    target = cache / spec.filename
+
+    if target.exists():
+        digests = file_digests(target)
+        if spec.matches_official(digests):
+            return target
+        if digests["sha256"] == _recorded_hash(target):
+            if verbose:
+                source = _recorded_path(target).read_text().split()[-1]
+                print(f"Using {target}: not the official release; accepted from {source} "
+                      f"(sha256 {digests['sha256'][:12]}…).")
+            return target
+        raise ChecksumError(
+            f"{target} is in the cache but is not an accepted build of {spec.filename}: "
+            f"expected {spec.official_checksum}"
+            + (f" or sha256:{_recorded_hash(target)}" if _recorded_hash(target) else "")
+            + f", got sha256:{digests['sha256']}. "
+            f"Delete it (it is corrupt or partial) and run again to re-download."
+        )
+
+    base = mirror_base()
+    url = base + spec.filename if base else spec.url
+    try:
+        downloaded = _download(url, spec.filename, cache)
+    except DataUnavailableError as error:
+        where = f"the mirror {MIRROR_ENV}={os.environ[MIRROR_ENV]}" if base else "the official URL"
+        raise DataUnavailableError(
+            f"{spec.filename} is not in the cache ({cache}) and {where} could not be reached "
+            f"({error}).\n{_how_to_get(spec, target)}"
+        ) from error
+
+    digests = file_digests(downloaded)
+    listed = mirror_sums(base).get(spec.filename) if base else None
+    if spec.matches_official(digests):
+        note = None
+    elif listed is not None and listed == digests["sha256"]:
+        note = (
+            f"Using {spec.filename} from the mirror {base}: a build that differs from the "
+            f"official release ({spec.official_checksum}); accepted because the mirror's "
+            f"{SUMS_FILE} lists its sha256 {digests['sha256']}."
+        )
+    elif spec.sha256 is None and spec.md5 is None:
+        note = (
+            f"No official checksum is published for {spec.filename}; recorded the sha256 of "
+            f"this first download ({digests['sha256']}) and will insist on it from now on."
+        )
+    else:
+        downloaded.unlink()
+        expected = spec.official_checksum + (f" (or sha256:{listed} per {SUMS_FILE})" if listed else "")
+        raise ChecksumError(
+            f"checksum mismatch for {spec.filename} from {url}: expected {expected}, "
+            f"got sha256:{digests['sha256']}. The bad download was deleted."
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    os.replace(downloaded, target)
+    shutil.rmtree(cache / ".partial", ignore_errors=True)
+    if note is not None:
+        _recorded_path(target).write_text(f"{digests['sha256']}  {url}\n")
+        if verbose:
+            print(note)
+    return target
+
+
+def is_available(name: str) -> bool:
+    """True when archive ``name`` is cached, in the mirror, or reachable online.
+
+    Used to decide whether data-dependent tests can run. Looks, does not download.
+    """
+    spec = REGISTRY[name]
+    if (cache_dir() / spec.filename).exists():
+        return True
+    base = mirror_base()
+    url = base + spec.filename if base else spec.url
+    request = urllib.request.Request(url, method="HEAD") if not url.startswith("file:") else url
+    try:
+        with urllib.request.urlopen(request, timeout=5):
+            return True
+    except (OSError, ValueError):
+        return False

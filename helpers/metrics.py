@@ -1,0 +1,56 @@
+"""Ranking and rating metrics.
+
+Ranking follows the leave-last-out protocol: each user has one held-out item; the
+whole catalogue is scored, items the user already saw in training are excluded,
+and the held-out item's rank decides the hit (HR@k) and its discount (NDCG@k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rank_of_targets(scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+    """0-based rank of each user's target item among the items not seen in training.
+
+    Args:
+        scores: (U, I) float scores, higher is better.
+        targets: (U,) held-out item index per row.
+        seen: U arrays of item indices to exclude (the user's training items). A
+            target that also appears in ``seen`` is still ranked (it is not excluded).
+
+    Returns:
+        (U,) int ranks; 0 means the target is the top recommendation. Ties count
+        against the target (pessimistic), so a constant scorer cannot look good.
+    """
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, targets]
+    for row, items in enumerate(seen):
+        scores[row, items] = -np.inf
+    scores[rows, targets] = -np.inf
+    return (scores >= target_scores[:, None]).sum(axis=1)
+
+
+def hit_rate_at_k(ranks: np.ndarray, k: int = 10) -> float:
+    """Fraction of users whose held-out item is in their top-k (rank < k)."""
+    return float(np.mean(np.asarray(ranks) < k))
+
+
+def ndcg_at_k(ranks: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k with one relevant item: 1/log2(rank + 2) inside the top-k, else 0."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return float(np.mean(gains))
+
+
+def rmse(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """Root mean squared error, in rating units (stars)."""
+    diff = np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
+    return float(np.sqrt(np.mean(diff**2)))
+
+
+def mae(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """Mean absolute error, in rating units (stars)."""
+    diff = np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
+    return float(np.mean(np.abs(diff)))

@@ -1,0 +1,220 @@
+"""The data layer on small archives built here in the official layouts (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from helpers import download
+from helpers.data import DataFormatError, load_movielens
+from helpers.download import Archive, ChecksumError, DataUnavailableError, fetch
+
+RATINGS = "userId,movieId,rating,timestamp\n1,10,4.0,100\n1,20,3.5,200\n2,10,5.0,150\n2,30,0.5,160\n"
+MOVIES = "movieId,title,genres\n10,Alpha (1990),Drama\n20,Beta (1991),Comedy|Drama\n30,Gamma (1992),Horror\n40,Delta (1993),Drama\n"
+
+
+def make_zip(path: Path, ratings: str = RATINGS, movies: str = MOVIES, comment: bytes = b"") -> str:
+    """Write an ml-latest-small style zip; return its sha256."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ml-latest-small/ratings.csv", ratings)
+        archive.writestr("ml-latest-small/movies.csv", movies)
+        archive.comment = comment
+    path.write_bytes(buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """An empty cache, no mirror, and an 'official' ml-latest-small served from a folder."""
+    official = tmp_path / "official"
+    official.mkdir()
+    digest = make_zip(official / "ml-latest-small.zip")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(download.CACHE_ENV, str(cache))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    monkeypatch.setitem(
+        download.REGISTRY,
+        "ml-latest-small",
+        Archive("ml-latest-small.zip", (official / "ml-latest-small.zip").as_uri(), sha256=digest),
+    )
+    return {"official": official, "cache": cache, "sha256": digest, "tmp": tmp_path}
+
+
+def set_official_sha(monkeypatch, sha256: str):
+    spec = download.REGISTRY["ml-latest-small"]
+    monkeypatch.setitem(download.REGISTRY, "ml-latest-small", Archive(spec.filename, spec.url, sha256=sha256))
+
+
+def test_download_verify_and_load(env):
+    data = load_movielens("latest-small")
+    assert (env["cache"] / "ml-latest-small.zip").exists()
+    assert list(data.ratings.columns) == ["user_id", "item_id", "rating", "timestamp", "user_idx", "item_idx"]
+    assert data.n_users == 2 and data.n_items == 4  # catalogue includes the never-rated movie 40
+    assert data.ratings["item_idx"].tolist() == [0, 1, 0, 2]
+    assert data.items.loc[1, "title"] == "Beta (1991)"
+    assert data.user_idx(2) == 1
+
+
+def test_cache_is_used_offline(env):
+    fetch("ml-latest-small")
+    (env["official"] / "ml-latest-small.zip").unlink()  # the network is gone
+    assert fetch("ml-latest-small") == env["cache"] / "ml-latest-small.zip"
+
+
+def test_checksum_mismatch_names_file_hashes_and_deletes(env, monkeypatch):
+    set_official_sha(monkeypatch, "0" * 64)
+    with pytest.raises(ChecksumError) as error:
+        fetch("ml-latest-small")
+    message = str(error.value)
+    assert "ml-latest-small.zip" in message and "0" * 64 in message and env["sha256"] in message
+    assert "deleted" in message
+    assert not (env["cache"] / "ml-latest-small.zip").exists()
+    assert not (env["cache"] / ".partial").exists() or not any((env["cache"] / ".partial").iterdir())
+
+
+def test_md5_only_archive_is_verified(env, monkeypatch):
+    spec = download.REGISTRY["ml-latest-small"]
+    good = hashlib.md5((env["official"] / spec.filename).read_bytes()).hexdigest()
+    monkeypatch.setitem(download.REGISTRY, "ml-latest-small", Archive(spec.filename, spec.url, md5=good))
+    assert fetch("ml-latest-small").exists()
+
+
+def test_corrupt_cached_file_is_reported(env):
+    env["cache"].mkdir()
+    (env["cache"] / "ml-latest-small.zip").write_bytes(b"partial download")
+    with pytest.raises(ChecksumError, match="not an accepted build"):
+        fetch("ml-latest-small")
+
+
+def test_offline_without_mirror_says_how_to_get_data(env):
+    (env["official"] / "ml-latest-small.zip").unlink()
+    with pytest.raises(DataUnavailableError) as error:
+        fetch("ml-latest-small")
+    message = str(error.value)
+    assert download.MIRROR_ENV in message
+    assert str(env["cache"] / "ml-latest-small.zip") in message
+    assert "internet" in message
+
+
+def make_mirror(env, comment: bytes, listed: bool) -> Path:
+    mirror = env["tmp"] / "mirror"
+    mirror.mkdir()
+    digest = make_zip(mirror / "ml-latest-small.zip", comment=comment)  # a re-zip: other bytes
+    if listed:
+        (mirror / "SHA256SUMS").write_text(f"{digest}  ml-latest-small.zip\n{'1' * 64}  other.zip\n")
+    return mirror
+
+
+@pytest.mark.parametrize("as_url", [False, True])
+def test_mirror_build_listed_in_sums_is_accepted_and_announced(env, monkeypatch, capsys, as_url):
+    mirror = make_mirror(env, b"re-zipped", listed=True)
+    monkeypatch.setenv(download.MIRROR_ENV, mirror.as_uri() if as_url else str(mirror))
+    (env["official"] / "ml-latest-small.zip").unlink()  # proves the mirror was used
+    data = load_movielens()
+    assert data.n_users == 2
+    first = capsys.readouterr().out
+    assert "differs from the official release" in first and "SHA256SUMS" in first
+    load_movielens()  # from the cache: still says which file it is
+    assert "not the official release" in capsys.readouterr().out
+
+
+def test_mirror_build_not_listed_is_rejected(env, monkeypatch):
+    mirror = make_mirror(env, b"tampered", listed=False)
+    monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
+    with pytest.raises(ChecksumError, match="checksum mismatch for ml-latest-small.zip"):
+        fetch("ml-latest-small")
+    assert not (env["cache"] / "ml-latest-small.zip").exists()
+
+
+def test_mirror_without_the_file(env, monkeypatch):
+    empty = env["tmp"] / "empty-mirror"
+    empty.mkdir()
+    monkeypatch.setenv(download.MIRROR_ENV, str(empty))
+    with pytest.raises(DataUnavailableError, match="mirror"):
+        fetch("ml-latest-small")
+
+
+def test_http_mirror(env, monkeypatch):
+    mirror = make_mirror(env, b"", listed=True)  # same bytes as official
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+        assert download.is_available("ml-latest-small")
+        assert fetch("ml-latest-small").exists()
+    finally:
+        server.shutdown()
+
+
+def test_is_available(env, monkeypatch):
+    assert download.is_available("ml-latest-small")
+    (env["official"] / "ml-latest-small.zip").unlink()
+    assert not download.is_available("ml-latest-small")
+
+
+def test_first_download_of_unknown_checksum_is_recorded(env, monkeypatch, capsys):
+    spec = download.REGISTRY["ml-latest-small"]
+    monkeypatch.setitem(download.REGISTRY, "ml-latest-small", Archive(spec.filename, spec.url))
+    path = fetch("ml-latest-small")
+    assert "recorded the sha256" in capsys.readouterr().out
+    path.write_bytes(b"changed later")
+    with pytest.raises(ChecksumError):
+        fetch("ml-latest-small")
+
+
+@pytest.mark.parametrize(
+    "ratings, problem",
+    [
+        ("userId,movieId,rating,timestamp\n1,10,7.0,100\n", "outside"),
+        ("userId,movieId,rating,timestamp\n1,10,four,100\n", "non-numeric"),
+        ("userId,movieId,rating,timestamp\n1,10,,100\n", "missing"),
+        ("userId,movieId,score,timestamp\n1,10,4,100\n", "lacks column"),
+        ("userId,movieId,rating,timestamp\n1,99,4.0,100\n", "missing from the item table"),
+    ],
+)
+def test_malformed_ratings_file(env, monkeypatch, ratings, problem):
+    digest = make_zip(env["official"] / "ml-latest-small.zip", ratings=ratings)
+    set_official_sha(monkeypatch, digest)
+    with pytest.raises(DataFormatError, match=problem):
+        load_movielens()
+
+
+def test_unknown_variant_and_dataset():
+    with pytest.raises(ValueError, match="variant"):
+        load_movielens("1m")
+    with pytest.raises(KeyError):
+        fetch("no-such-dataset")
+
+
+def test_ml100k_layout(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    genres = "|".join(["0"] * 19)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ml-100k/u.data", "1\t1\t5\t874965758\n2\t2\t3\t876893171\n")
+        archive.writestr(
+            "ml-100k/u.item",
+            f"1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|{'|'.join(['0'] * 13)}\n"
+            f"2|GoldenEye (1995)|01-Jan-1995||http://y|{genres}\n".encode("latin-1"),
+        )
+    path = tmp_path / "ml-100k.zip"
+    path.write_bytes(buffer.getvalue())
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    monkeypatch.setitem(
+        download.REGISTRY, "ml-100k",
+        Archive("ml-100k.zip", path.as_uri(), md5=hashlib.md5(buffer.getvalue()).hexdigest()),
+    )
+    data = load_movielens("100k")
+    assert data.n_items == 2 and data.n_users == 2
+    assert data.items.loc[0, "genres"] == "Animation|Children's|Comedy"

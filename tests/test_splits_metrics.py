@@ -1,0 +1,83 @@
+"""Splits are deterministic partitions; metrics match hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.metrics import hit_rate_at_k, mae, ndcg_at_k, rank_of_targets, rmse
+from helpers.splits import leave_last_out, per_user_split, random_split
+
+
+@pytest.fixture
+def ratings():
+    rng = np.random.default_rng(1)
+    n = 500
+    return pd.DataFrame({
+        "user_idx": rng.integers(0, 20, n),
+        "item_idx": rng.integers(0, 50, n),
+        "rating": rng.integers(1, 6, n).astype(float),
+        "timestamp": rng.integers(0, 10_000, n),
+    })
+
+
+def as_set(frame):
+    return set(map(tuple, frame[["user_idx", "item_idx", "timestamp"]].to_numpy().tolist()))
+
+
+@pytest.mark.parametrize("split", [random_split, per_user_split])
+def test_split_is_seeded_partition(ratings, split):
+    train, test = split(ratings, 0.2, seed=3)
+    again_train, again_test = split(ratings, 0.2, seed=3)
+    pd.testing.assert_frame_equal(train, again_train)
+    pd.testing.assert_frame_equal(test, again_test)
+    assert len(train) + len(test) == len(ratings)
+    assert abs(len(test) / len(ratings) - 0.2) < 0.05
+    other_train, _ = split(ratings, 0.2, seed=4)
+    assert not train.equals(other_train)
+
+
+def test_per_user_split_keeps_every_user_in_train(ratings):
+    single = pd.DataFrame({"user_idx": [99], "item_idx": [0], "rating": [3.0], "timestamp": [1]})
+    train, test = per_user_split(pd.concat([ratings, single], ignore_index=True), 0.2)
+    assert set(train["user_idx"]) == set(ratings["user_idx"]) | {99}
+    counts = ratings.groupby("user_idx").size()
+    test_counts = test.groupby("user_idx").size()
+    assert (test_counts == np.floor(0.2 * counts[test_counts.index])).all()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_split_rejects_bad_fraction(ratings, fraction):
+    with pytest.raises(ValueError):
+        random_split(ratings, fraction)
+
+
+def test_leave_last_out_holds_out_latest():
+    frame = pd.DataFrame({
+        "user_idx": [0, 0, 0, 1, 1, 2],
+        "item_idx": [5, 6, 7, 1, 2, 3],
+        "timestamp": [10, 30, 20, 5, 5, 1],
+    })
+    train, test = leave_last_out(frame)
+    assert test.sort_values("user_idx")[["user_idx", "item_idx"]].values.tolist() == [[0, 6], [1, 2]]
+    assert len(train) == 4 and 2 in set(train["user_idx"])  # single-rating user 2 stays in train
+
+
+def test_ranks_exclude_seen_and_ties_are_pessimistic():
+    scores = np.array([[0.9, 0.8, 0.7, 0.1], [1.0, 1.0, 1.0, 1.0]])
+    ranks = rank_of_targets(scores, np.array([2, 0]), [np.array([0]), np.array([], dtype=int)])
+    assert ranks.tolist() == [1, 3]  # item 0 excluded → only item 1 beats item 2; all tied → last
+
+
+def test_hit_rate_and_ndcg_by_hand():
+    ranks = np.array([0, 1, 9, 10])
+    assert hit_rate_at_k(ranks, 10) == 0.75
+    expected = (1 / np.log2(2) + 1 / np.log2(3) + 1 / np.log2(11) + 0) / 4
+    assert ndcg_at_k(ranks, 10) == pytest.approx(expected)
+    assert hit_rate_at_k(ranks, 1) == 0.25
+
+
+def test_rmse_mae():
+    assert rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
+    assert mae([1, 2, 3], [1, 2, 5]) == pytest.approx(2 / 3)
