@@ -55,3 +55,138 @@ def temperature_figure(scores: np.ndarray, titles, temperature: float, k: int = 
 
     summary = temperature_summary(scores, temperature, k)
     return plot_temperature(summary, [titles[i] for i in summary["top_items"]], temperature)
+
+
+def plot_contour_paths(grid_a, grid_b, grid_loss, paths: dict, optimum, title: str):
+    """Loss contours of a 2-parameter model with gradient-descent paths drawn on top.
+
+    Args:
+        grid_a, grid_b, grid_loss: 2-D arrays (meshgrid) of a, b and L(a, b) in stars².
+        paths: label → (steps + 1, 2) array of visited (a, b).
+        optimum: (a*, b*), marked with a star.
+    """
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    levels = np.quantile(grid_loss, np.linspace(0.0, 0.9, 14) ** 2)
+    contour = ax.contour(grid_a, grid_b, grid_loss, levels=np.unique(levels), cmap="viridis", linewidths=0.8)
+    ax.clabel(contour, fontsize=7, fmt="%.2f")
+    colors = ["tab:blue", "tab:green", "tab:red", "tab:orange"]
+    for order, ((label, path), color) in enumerate(zip(paths.items(), colors)):
+        ax.plot(path[:, 0], path[:, 1], "-o", ms=2.5, lw=1, color=color, label=label, zorder=10 - order)
+    ax.plot(*optimum, "k*", ms=14, label="least-squares optimum")
+    ax.set(xlim=(grid_a.min(), grid_a.max()), ylim=(grid_b.min(), grid_b.max()),
+           xlabel="a (intercept, stars)", ylabel="b (weight on the item's mean rating)", title=title)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None):
+    """Test RMSE against passes over the data (left) and against wall-clock seconds (right).
+
+    Args:
+        histories: label → :class:`helpers.mf.History`.
+        baseline: optional horizontal reference (stars), e.g. a tuned model's RMSE.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for label, history in histories.items():
+        epochs = np.arange(len(history.test_rmse))
+        left.plot(epochs, history.test_rmse, marker=".", label=label)
+        right.plot(history.seconds, history.test_rmse, marker=".", label=label)
+    for ax in (left, right):
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", ls=":", lw=1)
+        ax.grid(alpha=0.3)
+    left.set(xlabel="passes over the training data (epochs)", ylabel="test RMSE (stars)", title=title)
+    right.set(xlabel="training time (seconds)", title="… and against the clock")
+    right.set_xscale("symlog", linthresh=1.0)
+    right.set_xlim(left=0)
+    left.set_xscale("symlog", linthresh=10)
+    left.set_xlim(left=0)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_playground(result: dict, learning_rate: float, batch_size: int):
+    """Train and test RMSE against update steps for one slider setting."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.plot(result["steps"], result["train_rmse"], label="train")
+    ax.plot(result["steps"], result["test_rmse"], label="test")
+    verdict = "diverged" if result["diverged"] else f"test RMSE {result['test_rmse'][-1]:.3f}"
+    ax.set(xlabel="update steps", ylabel="RMSE (stars)",
+           title=f"η = {learning_rate:.3g}, batch {batch_size:,}: {verdict} after {result['steps'][-1]:,} steps")
+    finite = [v for v in result["train_rmse"] + result["test_rmse"] if np.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) - 0.02, min(max(finite), 2.0) + 0.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_round_diagram():
+    """The five steps of a federated round, drawn as a server, three clients and arrows."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    ax.set(xlim=(0, 11), ylim=(0, 5.2))
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.08", fc=color, ec="black", lw=1))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+
+    box(3.6, 3.9, 3.8, 1.0, "server: global model\nitem vectors Q, item biases b", "#dbe9f6")
+    for k, x in enumerate([0.3, 3.9, 7.5]):
+        box(x, 0.3, 3.2, 1.3, f"client {k + 1} (a user)\nown ratings + private p_u, b_u\nlocal copy of Q, b → trains", "#e8f4e2")
+        ax.add_artist(FancyArrowPatch((5.2, 3.85), (x + 1.2, 1.7), arrowstyle="-|>", mutation_scale=14, color="tab:blue"))
+        ax.add_artist(FancyArrowPatch((x + 2.0, 1.7), (5.8, 3.85), arrowstyle="-|>", mutation_scale=14, color="tab:green"))
+    ax.text(0.1, 3.3, "(1) server sends (Q, b)\n     to K sampled clients", color="tab:blue", fontsize=9)
+    ax.text(0.1, 2.2, "(2) each client trains on its own\n     data; p_u, b_u never leave it", fontsize=9)
+    ax.text(7.4, 3.3, "(3) clients send updates\n     Δ_k = (Q_k − Q, b_k − b) and n_k", color="tab:green", fontsize=9)
+    ax.text(7.6, 4.5, "(4) aggregate Δ = Σ (n_k / n) Δ_k\n(5) update Q ← Q + η_s Δ; repeat", fontsize=9)
+    ax.set_title("One federated round: the data stays on the clients, only model updates travel")
+    fig.tight_layout()
+    return fig
+
+
+def plot_client_distribution(train, test=None):
+    """Ratings per client (log scale) and each client's mean rating: why clients are non-IID."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    counts = train.groupby("user_idx").size()
+    left.hist(counts, bins=np.logspace(np.log10(counts.min()), np.log10(counts.max()), 30), color="tab:blue")
+    left.set_xscale("log")
+    left.set(xlabel="training ratings on the client (log scale)", ylabel="clients",
+             title=f"Client sizes span {counts.min()}–{counts.max():,} ratings (median {int(counts.median())})")
+    means = train.groupby("user_idx")["rating"].mean()
+    right.hist(means, bins=30, color="tab:orange")
+    right.axvline(train["rating"].mean(), color="black", ls="--", lw=1, label="overall mean")
+    right.set(xlabel="client's mean rating (stars)", ylabel="clients",
+              title=f"Client means range {means.min():.1f}–{means.max():.1f} stars")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_fed_curves(histories: dict, central_rmse: float, title: str):
+    """Test RMSE against rounds (left) and against cumulative MB sent, only touched rows (right).
+
+    Args:
+        histories: label → :class:`helpers.federated.FedHistory`.
+        central_rmse: the centralised model's best test RMSE on the same split (stars).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for label, history in histories.items():
+        left.plot(np.arange(len(history.test_rmse)), history.test_rmse, label=label)
+        right.plot(history.mb_touched, history.test_rmse, label=label)
+    for ax in (left, right):
+        ax.axhline(central_rmse, color="black", ls="--", lw=1, label="centralised MF (best)")
+        ax.axhline(central_rmse * 1.03, color="grey", ls=":", lw=1, label="centralised + 3%")
+        ax.grid(alpha=0.3)
+    left.set(xlabel="round", ylabel="test RMSE (stars)", title=title)
+    right.set(xlabel="cumulative MB sent, down + up (touched rows only)", title="… and against communication")
+    left.legend(fontsize=8)
+    lows = [min(h.test_rmse) for h in histories.values()]
+    left.set_ylim(min(lows + [central_rmse]) - 0.01, max(h.test_rmse[min(5, len(h.test_rmse) - 1)] for h in histories.values()) + 0.02)
+    fig.tight_layout()
+    return fig

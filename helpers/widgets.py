@@ -42,3 +42,42 @@ def user_control(render: Callable[[int], object], user_ids: np.ndarray, value: i
     picker = widgets.Dropdown(options=options, value=value if value is not None else options[0],
                               description="user id")
     return widgets.interact(lambda user_id: show_or_explain(render, user_id), user_id=picker)
+
+
+def gd_controls(render: Callable[[float, int, int], object], learning_rate: float = 1.0,
+                batch_size: int = 256, steps: int = 300):
+    """Learning rate (log slider 1e-3…1e2), batch size (typed, any integer) and steps → ``render``.
+
+    The batch size is a free text box on purpose: impossible values (0, negative,
+    larger than the data) reach ``render``, which must explain them.
+    """
+    rate = widgets.FloatLogSlider(value=learning_rate, base=10, min=-3, max=2, step=0.1,
+                                  description="learning rate η", continuous_update=False,
+                                  style={"description_width": "initial"})
+    batch = widgets.IntText(value=batch_size, description="batch size")
+    count = widgets.IntSlider(value=steps, min=0, max=1000, step=10, description="steps", continuous_update=False)
+    return widgets.interact(
+        lambda learning_rate, batch_size, steps: show_or_explain(render, learning_rate, batch_size, steps),
+        learning_rate=rate, batch_size=batch, steps=count,
+    )
+
+
+def federated_controls(render: Callable[[int, int, int, float, float], object]):
+    """Rounds, clients per round K, local epochs E, client rate η_c, server rate η_s → ``render``.
+
+    K is typed freely so that impossible values (0, more clients than exist) reach
+    ``render``, which must explain them.
+    """
+    style = {"description_width": "initial"}
+    return widgets.interact(
+        lambda rounds, clients_per_round, local_epochs, client_lr, server_lr: show_or_explain(
+            render, rounds, clients_per_round, local_epochs, client_lr, server_lr),
+        rounds=widgets.IntSlider(value=20, min=0, max=100, step=5, description="rounds", continuous_update=False),
+        clients_per_round=widgets.IntText(value=50, description="clients per round K", style=style),
+        local_epochs=widgets.IntSlider(value=1, min=1, max=10, description="local epochs E", continuous_update=False,
+                                       style=style),
+        client_lr=widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=0, step=0.1, description="client rate η_c",
+                                         continuous_update=False, style=style),
+        server_lr=widgets.FloatLogSlider(value=10.0, base=10, min=-1, max=2, step=0.1, description="server rate η_s",
+                                         continuous_update=False, style=style),
+    )

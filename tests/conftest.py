@@ -10,6 +10,8 @@ from helpers.download import MIRROR_ENV, is_available
 # Which archives each lesson needs (keys of helpers.download.REGISTRY).
 NOTEBOOK_DATA = {
     "01_softmax_scoring.ipynb": ["ml-latest-small"],
+    "02_gradient_descent.ipynb": ["ml-latest-small"],
+    "03_federated_rounds.ipynb": ["ml-latest-small"],
 }
 
 
