@@ -8,6 +8,8 @@ and checks the structure of what it reads, so a malformed file gives a
 from __future__ import annotations
 
 import io
+import pickle
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +173,141 @@ def load_movielens(variant: str = "latest-small") -> RatingsData:
         raise DataFormatError(f"{path.name}: ratings table lacks column(s) {sorted(missing)}")
     ratings = validate_ratings(raw, f"{path.name} (ratings)", low, high)
     return _index(ratings, items[["item_id", "title", "genres"]], f"movielens/{variant}")
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images with integer labels.
+
+    Attributes:
+        x_train, x_test: uint8 (N, 32, 32, 3) images, channels last.
+        y_train, y_test: int64 (N,) class indices — shape (N,), not (N, 1).
+        class_names: names of the classes, indexed by label.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+CIFAR_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def _read_cifar_batch(archive, member: str, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch → (images (n, 32, 32, 3) uint8, labels (n,) int64), any n."""
+    try:
+        handle = archive.extractfile(f"cifar-10-batches-py/{member}")
+    except KeyError:
+        raise DataFormatError(f"{source} has no member cifar-10-batches-py/{member}") from None
+    batch = pickle.load(handle, encoding="bytes")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise DataFormatError(f"{source}:{member}: expected uint8 rows of 3072 pixels, got {data.dtype} {data.shape}")
+    if len(labels) != len(data):
+        raise DataFormatError(f"{source}:{member}: {len(data)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataFormatError(f"{source}:{member}: labels outside 0–9")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _cap_per_class(x: np.ndarray, y: np.ndarray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if cap is None:
+        return x, y
+    keep = np.concatenate([np.flatnonzero(y == c)[:cap] for c in np.unique(y)])
+    keep.sort()
+    return x[keep], y[keep]
+
+
+def load_cifar10(per_class_cap: int | None = None) -> ImageData:
+    """Load CIFAR-10 from the official python archive (or a mirror's listed build).
+
+    Each batch file is read as it is and the batches are concatenated, so an archive
+    whose batches hold fewer than 10,000 images (a subset) loads correctly.
+
+    Args:
+        per_class_cap: keep at most this many images per class in each of train and
+            test (the first ones, in file order); None keeps everything.
+    """
+    if per_class_cap is not None and per_class_cap < 1:
+        raise ValueError(f"per_class_cap must be ≥ 1 or None, got {per_class_cap}")
+    path = fetch("cifar-10")
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            train = [_read_cifar_batch(archive, member, path) for member in CIFAR_TRAIN_BATCHES]
+            x_test, y_test = _read_cifar_batch(archive, "test_batch", path)
+            meta = pickle.load(archive.extractfile("cifar-10-batches-py/batches.meta"), encoding="bytes")
+    except (tarfile.TarError, EOFError, pickle.UnpicklingError) as error:
+        raise DataFormatError(f"{path} is not a readable CIFAR-10 archive: {error}") from error
+    names = [name.decode() for name in meta[b"label_names"]]
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    x_train, y_train = _cap_per_class(x_train, y_train, per_class_cap)
+    x_test, y_test = _cap_per_class(x_test, y_test, per_class_cap)
+    return ImageData(x_train, y_train, x_test, y_test, names)
+
+
+DOUBAN_DOMAINS = ("movie", "music", "book")
+
+
+def load_douban(domain: str) -> RatingsData:
+    """Douban ratings of one domain (GA-DTCDR release): the same user ids across domains.
+
+    The file is tab-separated ``user item rating`` with no header and no timestamp;
+    its structure is checked (three integer columns, ratings 1–5). Item ids are
+    domain-local. ``user_idx`` is dense *within this domain*; align domains by
+    ``user_id`` (see :mod:`helpers.cross_domain`). There are no titles: items are
+    named ``"<domain> #<id>"``.
+
+    Args:
+        domain: ``"movie"``, ``"music"`` or ``"book"``.
+    """
+    if domain not in DOUBAN_DOMAINS:
+        raise ValueError(f"unknown Douban domain {domain!r}; choose from {DOUBAN_DOMAINS}")
+    path = fetch(f"douban-{domain}")
+    try:
+        raw = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataFormatError(f"{path.name}: not a tab-separated ratings file ({error})") from error
+    if raw.shape[1] != 3:
+        raise DataFormatError(f"{path.name}: expected 3 tab-separated columns (user, item, rating), found {raw.shape[1]}")
+    raw.columns = ["user_id", "item_id", "rating"]
+    raw = raw.replace("", np.nan)
+    if raw["rating"].notna().all() and not raw["rating"].str.fullmatch(r"\s*\d+\s*").all():
+        raise DataFormatError(f"{path.name}: ratings must be whole numbers 1–5")
+    ratings = validate_ratings(raw, path.name, 1, 5)
+    items = pd.DataFrame({"item_id": np.sort(ratings["item_id"].unique())})
+    items["title"] = [f"{domain} #{i}" for i in items["item_id"]]
+    items["genres"] = ""
+    return _index(ratings, items, f"douban/{domain}")
+
+
+def load_lastfm() -> RatingsData:
+    """Last.fm HetRec 2011: how often each of 1,892 users played each artist.
+
+    ``rating`` here is not a star rating but a play-count score in 1–5: within each
+    user, ``1 + 4 · (rank of log plays among the user's artists, scaled to 0..1)``,
+    so every user's favourite artist scores 5 and least played 1. The raw count is
+    kept in ``plays``; items carry artist names.
+    """
+    path = fetch("lastfm-2k")
+    with zipfile.ZipFile(path) as archive:
+        plays = pd.read_csv(io.BytesIO(_read_member(archive, "user_artists.dat", path)), sep="\t")
+        artists = pd.read_csv(io.BytesIO(_read_member(archive, "artists.dat", path)), sep="\t",
+                              usecols=[0, 1], encoding="utf-8", quoting=3)
+    if list(plays.columns) != ["userID", "artistID", "weight"]:
+        raise DataFormatError(f"{path.name}: user_artists.dat has columns {list(plays.columns)}, "
+                              f"expected ['userID', 'artistID', 'weight']")
+    plays = plays.rename(columns={"userID": "user_id", "artistID": "item_id", "weight": "plays"})
+    if (plays["plays"] <= 0).any() or plays.isna().any().any():
+        raise DataFormatError(f"{path.name}: play counts must be positive integers")
+    rank = plays.groupby("user_id")["plays"].rank(method="average", pct=True)
+    size = plays.groupby("user_id")["plays"].transform("size")
+    score = np.where(size > 1, 1 + 4 * (rank - 1 / size) / np.maximum(1 - 1 / size, 1e-9), 3.0)
+    ratings = plays.assign(rating=score.astype(np.float32))
+    items = artists.rename(columns={"id": "item_id", "name": "title"})
+    items = pd.concat([items, pd.DataFrame({"item_id": sorted(set(ratings["item_id"]) - set(items["item_id"]))})])
+    items["title"] = items["title"].fillna("(unknown artist)")
+    items["genres"] = ""
+    return _index(ratings, items, "lastfm/hetrec2011-2k")

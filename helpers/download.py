@@ -261,7 +261,7 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
     except DataUnavailableError as error:
         where = f"the mirror {MIRROR_ENV}={os.environ[MIRROR_ENV]}" if base else "the official URL"
         raise DataUnavailableError(
-            f"{spec.filename} is not in the cache ({cache}) and {where} could not be reached "
+            f"{spec.filename} is not in the cache ({cache}) and {where} did not provide it "
             f"({error}).\n{_how_to_get(spec, target)}"
         ) from error
 

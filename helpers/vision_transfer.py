@@ -1,0 +1,397 @@
+"""Transfer learning on CIFAR-10: source classes → target classes (lesson 04).
+
+Source task: airplane, automobile, bird, cat, deer. Target task: dog, frog, horse,
+ship, truck. The classes are disjoint, so nothing about the target labels leaks into
+pre-training, but both tasks share low-level statistics of natural 32×32 photos
+(edges, colour blobs, textures) that early convolutions learn.
+
+Four ways to learn the target task from L labelled images per class:
+
+(a) **scratch**: a fresh network, all weights trained;
+(b) **feature extraction**: the source-trained extractor frozen (batch norm in
+    inference mode), only a new softmax head trained;
+(c) **fine-tuning**: start from the source weights and train the convolutions too, at
+    a low rate, with batch-norm layers frozen (their statistics and scale/shift stay
+    the source's; see :func:`set_trainable_blocks`);
+(d) **additive**: θ_target = θ_source + W. Every convolution computes with
+    K_source + W_K (and bias b_source + W_b); only W (zero at the start, optionally
+    low-rank) and the new head (whose bias is b_target) are trained. An L2 penalty
+    λ‖W‖² = λ‖θ_target − θ_source‖² keeps the target model close to the source.
+
+All models output logits and are trained with
+``SparseCategoricalCrossentropy(from_logits=True)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from helpers.data import ImageData
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+TARGET_CLASSES = (5, 6, 7, 8, 9)
+BLOCKS = ((32,), (64,), (128,))  # conv filters per block; a max-pool ends the first two
+
+
+@dataclass(frozen=True)
+class Task:
+    """One classification task with labels 0..C-1.
+
+    Attributes:
+        x_train, x_test: uint8 (N, 32, 32, 3).  y_train, y_test: int (N,).
+        class_names: C names.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+def make_task(data: ImageData, classes: tuple[int, ...], name: str) -> Task:
+    """The images of ``classes``, relabelled 0..len(classes)-1 in the given order."""
+    relabel = np.full(10, -1)
+    relabel[list(classes)] = np.arange(len(classes))
+    keep_train, keep_test = np.isin(data.y_train, classes), np.isin(data.y_test, classes)
+    return Task(name, data.x_train[keep_train], relabel[data.y_train[keep_train]],
+                data.x_test[keep_test], relabel[data.y_test[keep_test]], [data.class_names[c] for c in classes])
+
+
+def source_and_target(data: ImageData) -> tuple[Task, Task]:
+    """The lesson's split: first five classes → last five classes."""
+    return make_task(data, SOURCE_CLASSES, "source"), make_task(data, TARGET_CLASSES, "target")
+
+
+def label_budget(task: Task, per_class: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded subset with ``per_class`` training images of each class (None: all)."""
+    if per_class is None:
+        return task.x_train, task.y_train
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(task.y_train):
+        members = np.flatnonzero(task.y_train == c)
+        if per_class > len(members):
+            raise ValueError(f"only {len(members)} images of class {task.class_names[c]} available, asked for {per_class}")
+        chosen.append(rng.choice(members, per_class, replace=False))
+    index = np.sort(np.concatenate(chosen))
+    return task.x_train[index], task.y_train[index]
+
+
+def shuffled_labels(task: Task, seed: int = 0) -> Task:
+    """The same images with labels permuted at random: a source that teaches nothing real."""
+    rng = np.random.default_rng(seed)
+    return Task(task.name + " (shuffled labels)", task.x_train, rng.permutation(task.y_train),
+                task.x_test, task.y_test, task.class_names)
+
+
+def build_extractor(seed: int = 0) -> keras.Sequential:
+    """A small CNN feature extractor: uint8 image (32, 32, 3) → 128 features.
+
+    Rescale to [0, 1], then three conv blocks (3×3 conv → batch norm → ReLU) with
+    32 | pool | 64 | pool | 128 filters, then global average pooling. Batch-norm
+    momentum 0.9 (not Keras' 0.99), so the moving statistics settle within the few
+    hundred steps a small target set gets.
+    """
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255)]
+    for block, filters in enumerate(BLOCKS):
+        for j, f in enumerate(filters):
+            layers += [keras.layers.Conv2D(f, 3, padding="same", name=f"block{block}_conv{j}"),
+                       keras.layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{j}"),
+                       keras.layers.ReLU(name=f"block{block}_relu{j}")]
+        if block < len(BLOCKS) - 1:
+            layers.append(keras.layers.MaxPooling2D(name=f"block{block}_pool"))
+    layers.append(keras.layers.GlobalAveragePooling2D(name="features"))
+    return keras.Sequential(layers, name="extractor")
+
+
+def augmentation(seed: int = 0) -> keras.Sequential:
+    """Random horizontal flips and shifts of up to 10%, active only while training."""
+    return keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed),
+                             keras.layers.RandomTranslation(0.1, 0.1, seed=seed)], name="augment")
+
+
+def classifier(extractor: keras.Model, n_classes: int, inference_mode: bool, seed: int = 0) -> keras.Model:
+    """Image → augmentation → extractor → Dense(n_classes) logits.
+
+    Args:
+        inference_mode: call the extractor with ``training=False``, so its batch-norm
+            layers use their stored statistics even while the model trains (needed
+            whenever the extractor comes from the source task).
+    """
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((32, 32, 3))
+    x = augmentation(seed)(image)
+    features = extractor(x, training=False) if inference_mode else extractor(x)
+    logits = keras.layers.Dense(n_classes, name="head")(features)
+    return keras.Model(image, logits)
+
+
+def set_trainable_blocks(extractor: keras.Model, blocks: int) -> None:
+    """Make the convolutions of the last ``blocks`` blocks trainable, freeze the rest.
+
+    Batch-norm layers are always frozen here: with few target images their batch
+    statistics would be noisy and would overwrite the source's, so they keep the
+    source's moving statistics and scale/shift.
+    """
+    if not 0 <= blocks <= len(BLOCKS):
+        raise ValueError(f"unfrozen blocks must lie in 0..{len(BLOCKS)}, got {blocks}")
+    first = len(BLOCKS) - blocks
+    for layer in extractor.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.trainable = int(layer.name[5]) >= first
+        else:
+            layer.trainable = False
+
+
+class AdditiveConv2D(keras.layers.Layer):
+    """A 3×3 'same' convolution with weights θ_source + W: source frozen, W trainable.
+
+    Args:
+        source: the trained ``Conv2D`` whose kernel K_s (3, 3, c_in, c_out) and bias
+            b_s are copied and frozen.
+        rank: None for a full W_K of K_s's shape; r for W_K = reshape(A B) with
+            A (9·c_in, r) ~ N(0, 0.01²) and B (r, c_out) = 0 (so W starts at zero).
+        l2: penalty λ‖W‖², i.e. λ‖θ_target − θ_source‖² ("stay close to the source").
+    """
+
+    def __init__(self, source: keras.layers.Conv2D, rank: int | None = None, l2: float = 0.0, **kwargs):
+        super().__init__(name=source.name + "_additive", **kwargs)
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in source.weights)
+        self.shape_k = kernel.shape
+        self.rank = rank
+        regularizer = keras.regularizers.L2(l2) if l2 else None
+        self.kernel_source = self.add_weight(shape=kernel.shape, initializer=keras.initializers.Constant(kernel),
+                                             trainable=False, name="kernel_source")
+        self.bias_source = self.add_weight(shape=bias.shape, initializer=keras.initializers.Constant(bias),
+                                           trainable=False, name="bias_source")
+        if rank is None:
+            self.w_kernel = self.add_weight(shape=kernel.shape, initializer="zeros", regularizer=regularizer, name="W_kernel")
+        else:
+            fan_in = int(np.prod(kernel.shape[:3]))
+            self.w_a = self.add_weight(shape=(fan_in, rank), initializer=keras.initializers.RandomNormal(stddev=0.01),
+                                       name="W_a")
+            self.w_b = self.add_weight(shape=(rank, kernel.shape[3]), initializer="zeros", regularizer=regularizer,
+                                       name="W_b")
+        self.w_bias = self.add_weight(shape=bias.shape, initializer="zeros", regularizer=regularizer, name="W_bias")
+
+    def delta_kernel(self):
+        """W_K, the change of the kernel: (3, 3, c_in, c_out)."""
+        if self.rank is None:
+            return self.w_kernel
+        return keras.ops.reshape(keras.ops.matmul(self.w_a, self.w_b), self.shape_k)
+
+    def call(self, x):
+        kernel = self.kernel_source + self.delta_kernel()
+        return keras.ops.conv(x, kernel, strides=1, padding="same") + (self.bias_source + self.w_bias)
+
+
+def additive_extractor(source: keras.Sequential, rank: int | None = None, l2: float = 0.0) -> keras.Sequential:
+    """A copy of ``source`` in which every conv computes with θ_source + W (W = 0 at first).
+
+    Batch norms are copied and frozen (inference mode); nothing of ``source`` changes.
+    """
+    layers = [keras.Input((32, 32, 3))]
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layers.append(AdditiveConv2D(layer, rank=rank, l2=l2))
+        else:
+            copy = layer.__class__.from_config(layer.get_config())
+            copy.build(layer.input.shape)
+            copy.set_weights(layer.get_weights())
+            copy.trainable = False
+            layers.append(copy)
+    return keras.Sequential(layers, name="extractor_additive")
+
+
+def count_params(model: keras.Model) -> dict:
+    """Trainable and frozen parameter counts of a model."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+    return {"trainable": trainable, "frozen": frozen}
+
+
+def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learning_rate: float,
+        batch_size: int = 64, seed: int = 0) -> dict:
+    """Train ``model`` for a fixed number of Adam steps (the same budget for every method),
+    the rate decaying from ``learning_rate`` to 0 on a cosine.
+
+    The data is shuffled and repeated, so a tiny label budget still gets ``steps``
+    updates without per-epoch overhead.
+
+    Returns ``{"loss": mean training loss (nats), "seconds": float, "epochs": passes over x}``.
+    """
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+               .repeat().batch(batch_size))
+    start = time.perf_counter()
+    history = model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)  # tf.data shuffles
+    return {"loss": float(history.history["loss"][-1]), "seconds": time.perf_counter() - start,
+            "epochs": steps * batch_size / len(x)}
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy (0..1) on uint8 images ``x`` with labels ``y`` of shape (N,)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {y.shape}: flatten them with y.ravel()")
+    logits = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 512], training=False))
+                             for i in range(0, len(x), 512)])
+    return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def features(extractor: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Extractor outputs in inference mode: (N, 128) float32."""
+    return np.concatenate([keras.ops.convert_to_numpy(extractor(x[i:i + 512], training=False))
+                           for i in range(0, len(x), 512)])
+
+
+METHODS = {
+    "scratch": "(a) from scratch",
+    "features": "(b) frozen features + new head",
+    "finetune": "(c) fine-tune all, low rate",
+    "additive": "(d) θ_source + W",
+}
+LEARNING_RATES = {"scratch": 3e-3, "features": 3e-3, "finetune": 1e-3, "additive": 1e-3}
+
+
+def target_steps(n_images: int, max_steps: int = 800, batch_size: int = 64) -> int:
+    """Update budget for a target run: 20 passes over the data, at least 200 and at most ``max_steps``."""
+    return int(np.clip(round(20 * n_images / batch_size), min(200, max_steps), max_steps))
+
+
+def copy_extractor(extractor: keras.Sequential) -> keras.Sequential:
+    """An independent copy with the same weights (the source model stays untouched)."""
+    copy = keras.models.clone_model(extractor)
+    copy.set_weights(extractor.get_weights())
+    return copy
+
+
+def target_model(method: str, source: keras.Sequential | None, n_classes: int, seed: int = 0,
+                 unfrozen_blocks: int = len(BLOCKS), rank: int | None = None, l2: float = 0.0,
+                 retrain_batch_norm: bool = False) -> keras.Model:
+    """The target-task model of one method (see the module docstring), ready to train.
+
+    Args:
+        method: a key of :data:`METHODS`.
+        source: the source-trained extractor (unused for ``"scratch"``; never modified).
+        unfrozen_blocks: for ``"finetune"``, how many of the last conv blocks train.
+        rank, l2: for ``"additive"``, the rank of W (None: full) and its L2 penalty.
+        retrain_batch_norm: for ``"finetune"``, train everything *including* batch
+            norm in training mode (statistics re-estimated on the target batches) —
+            the alternative to keeping the source's statistics.
+    """
+    if method == "scratch":
+        return classifier(build_extractor(seed), n_classes, inference_mode=False, seed=seed)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    if method == "additive":
+        return classifier(additive_extractor(source, rank=rank, l2=l2), n_classes, inference_mode=True, seed=seed)
+    extractor = copy_extractor(source)
+    if method == "finetune" and retrain_batch_norm:
+        for layer in extractor.layers:
+            layer.trainable = True
+        return classifier(extractor, n_classes, inference_mode=False, seed=seed)
+    set_trainable_blocks(extractor, 0 if method == "features" else unfrozen_blocks)
+    return classifier(extractor, n_classes, inference_mode=True, seed=seed)
+
+
+def pretrain(task: Task, steps: int, seed: int = 0) -> tuple[keras.Sequential, keras.Model, float]:
+    """Train a fresh extractor + head on ``task``.
+
+    Returns:
+        (the extractor, the whole classifier, its test accuracy).
+    """
+    extractor = build_extractor(seed)
+    model = classifier(extractor, len(task.class_names), inference_mode=False, seed=seed)
+    fit(model, task.x_train, task.y_train, steps=steps, learning_rate=LEARNING_RATES["scratch"], seed=seed)
+    return extractor, model, accuracy(model, task.x_test, task.y_test)
+
+
+def run_method(method: str, source: keras.Sequential | None, target: Task, per_class: int | None,
+               seed: int = 0, max_steps: int = 800, **options) -> dict:
+    """Train one method on a seeded label budget for :func:`target_steps` updates and
+    measure target test accuracy.
+
+    Returns ``{"method", "per_class", "seed", "blocks" (trained conv blocks for (b)/(c),
+    else None), "accuracy", "seconds", "trainable"}``.
+    """
+    x, y = label_budget(target, per_class, seed)
+    model = target_model(method, source, len(target.class_names), seed, **options)
+    run = fit(model, x, y, steps=target_steps(len(x), max_steps), learning_rate=LEARNING_RATES[method], seed=seed)
+    blocks = {"features": 0, "finetune": options.get("unfrozen_blocks", len(BLOCKS))}.get(method)
+    return {"method": method, "per_class": per_class if per_class is not None else int(len(y) / len(target.class_names)),
+            "seed": seed, "blocks": blocks, "accuracy": accuracy(model, target.x_test, target.y_test),
+            "seconds": run["seconds"], "trainable": count_params(model)["trainable"]}
+
+
+def run_grid(source: keras.Sequential | None, target: Task, methods, budgets, seeds, progress: bool = True,
+             max_steps: int = 800, **options) -> "pd.DataFrame":
+    """Every (method, label budget, seed) combination; one row per run (see :func:`run_method`).
+
+    The same seed gives every method the same target examples.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    combos = [(m, b, s) for b in budgets for s in seeds for m in methods]
+    rows = [run_method(m, source, target, b, seed=s, max_steps=max_steps, **options)
+            for m, b, s in tqdm(combos, desc="target runs", disable=not progress, leave=False)]
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: "pd.DataFrame") -> "pd.DataFrame":
+    """Mean ± standard deviation of accuracy across seeds: rows = labels per class, columns = method."""
+    stats = runs.groupby(["per_class", "method"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
+    stats["cell"] = [f"{m:.3f} ± {0.0 if np.isnan(s) else s:.3f}" for m, s in zip(stats["mean"], stats["std"])]
+    table = stats.pivot(index="per_class", columns="method", values="cell")
+    return table[[m for m in METHODS if m in table.columns]].rename(columns=METHODS)
+
+
+def nearest_mean_accuracy(train_features: np.ndarray, y_train: np.ndarray, test_features: np.ndarray,
+                          y_test: np.ndarray) -> float:
+    """Accuracy of 'closest class mean' in feature space: how separable the features are, untrained."""
+    classes = np.unique(y_train)
+    means = np.stack([train_features[y_train == c].mean(axis=0) for c in classes])
+    distance = ((test_features[:, None, :] - means[None]) ** 2).sum(axis=2)
+    return float(np.mean(classes[np.argmin(distance, axis=1)] == y_test))
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    """Projection of (N, F) features on their first two principal components: (N, 2)."""
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def accuracies_for(runs: "pd.DataFrame", per_class: int, unfrozen_blocks: int) -> dict:
+    """The widget's lookup: mean accuracy of scratch, additive and fine-tuning with the
+    last ``unfrozen_blocks`` conv blocks trained (0 = frozen features), from cached runs.
+
+    Raises:
+        ValueError: a budget that was not run, or a block count outside 0..3.
+    """
+    if not 0 <= unfrozen_blocks <= len(BLOCKS):
+        raise ValueError(f"unfrozen blocks must lie in 0..{len(BLOCKS)}, got {unfrozen_blocks}")
+    budgets = sorted(int(b) for b in runs["per_class"].unique())
+    if per_class not in budgets:
+        raise ValueError(f"labels per class must be one of the cached budgets {budgets}, got {per_class}")
+    at = runs[runs["per_class"] == per_class]
+    tuned = at[at["method"].isin(["features", "finetune"]) & (at["blocks"] == unfrozen_blocks)]
+    if tuned.empty:
+        raise ValueError(f"no cached run with {unfrozen_blocks} unfrozen block(s) at {per_class} labels per class")
+    label = "(b) frozen features" if unfrozen_blocks == 0 else f"(c) fine-tune last {unfrozen_blocks} block(s)"
+    return {METHODS["scratch"]: float(at.loc[at["method"] == "scratch", "accuracy"].mean()),
+            label: float(tuned["accuracy"].mean()),
+            METHODS["additive"]: float(at.loc[at["method"] == "additive", "accuracy"].mean())}
