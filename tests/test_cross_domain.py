@@ -1,0 +1,137 @@
+"""Lesson 05: Douban/Last.fm loaders, cold-start protocol, mappings, source fallback."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import cross_domain as cd
+from helpers import download
+from helpers.data import DataFormatError, RatingsData, load_douban, load_lastfm
+from helpers.download import Archive, DataUnavailableError
+
+
+def serve(tmp_path, monkeypatch, key: str, filename: str, payload: bytes, known_hash: bool = True):
+    path = tmp_path / filename
+    path.write_bytes(payload)
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    digest = hashlib.sha256(payload).hexdigest() if known_hash else None
+    monkeypatch.setitem(download.REGISTRY, key, Archive(filename, path.as_uri(), sha256=digest))
+
+
+def test_douban_loader_reads_the_published_layout(tmp_path, monkeypatch):
+    serve(tmp_path, monkeypatch, "douban-music", "douban_music_ratings.dat", b"2\t3601\t3\n2\t2171\t5\n7\t3601\t4")
+    data = load_douban("music")
+    assert data.n_users == 2 and data.n_items == 2 and data.ratings["rating"].tolist() == [3.0, 5.0, 4.0]
+    assert data.items["title"].tolist() == ["music #2171", "music #3601"]
+
+
+@pytest.mark.parametrize("payload, problem", [
+    (b"1\t2\n3\t4\n", "3 tab-separated columns"),
+    (b"1\t2\t3\t4\n", "3 tab-separated columns"),
+    (b"1\t2\t6\n", "outside 1"),
+    (b"1\t2\t0\n", "outside 1"),
+    (b"1\t2\t3.5\n", "whole numbers"),
+    (b"1\tabc\t3\n", "non-numeric"),
+])
+def test_douban_loader_rejects_malformed_files(tmp_path, monkeypatch, payload, problem):
+    serve(tmp_path, monkeypatch, "douban-book", "douban_book_ratings.dat", payload)
+    with pytest.raises(DataFormatError, match=problem):
+        load_douban("book")
+
+
+def test_douban_movie_is_trusted_on_first_use(tmp_path, monkeypatch, capsys):
+    serve(tmp_path, monkeypatch, "douban-movie", "douban_movie_ratings.dat", b"1\t1\t5\n", known_hash=False)
+    assert load_douban("movie").n_users == 1
+    assert "recorded the sha256" in capsys.readouterr().out
+
+
+def test_missing_movie_domain_falls_back_with_one_line(capsys):
+    def loader(domain):
+        if domain == "movie":
+            raise DataUnavailableError("douban_movie_ratings.dat is not in the cache …")
+        return f"{domain} data"
+
+    assert cd.choose_source("movie", "book", loader=loader) == ("book", "book data")
+    message = capsys.readouterr().out.strip()
+    assert "\n" not in message and "movie" in message and "book" in message
+    assert cd.choose_source("movie", "book", loader=lambda d: f"{d} data") == ("movie", "movie data")
+
+
+def test_lastfm_scores(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("user_artists.dat", "userID\tartistID\tweight\n1\t10\t100\n1\t11\t10\n1\t12\t1\n2\t10\t5\n")
+        archive.writestr("artists.dat", "id\tname\turl\tpictureURL\n10\tA\tu\tp\n11\tB\tu\tp\n")
+    serve(tmp_path, monkeypatch, "lastfm-2k", "hetrec2011-lastfm-2k.zip", buffer.getvalue())
+    data = load_lastfm()
+    first = data.ratings[data.ratings["user_id"] == 1].set_index("item_id")["rating"]
+    assert first.tolist() == [5.0, 3.0, 1.0]  # most played → 5, least → 1
+    assert data.ratings.loc[data.ratings["user_id"] == 2, "rating"].tolist() == [3.0]
+    assert data.items.set_index("item_id").loc[12, "title"] == "(unknown artist)"
+
+
+def synthetic_domains(seed=0):
+    """Two planted domains sharing users (synthetic, for unit tests only): a user's taste
+    vector drives their ratings in both."""
+    rng = np.random.default_rng(seed)
+    taste = rng.normal(0, 1, (60, 2))
+    frames = {}
+    for name, n_items in (("source", 40), ("target", 30)):
+        items = rng.normal(0, 1, (n_items, 2))
+        rows = [(u, i, float(np.clip(np.round(3 + taste[u] @ items[i]), 1, 5)))
+                for u in range(60) for i in rng.choice(n_items, 12, replace=False)]
+        ratings = pd.DataFrame(rows, columns=["user_id", "item_idx", "rating"])
+        ratings["user_idx"] = ratings["user_id"]
+        frames[name] = RatingsData(name, ratings, pd.DataFrame({"item_id": range(n_items)}))
+    return cd.align(frames["source"], frames["target"])
+
+
+def test_cold_start_split_never_leaks_and_is_seeded():
+    domains = synthetic_domains()
+    split = cd.cold_start_split(domains, 0.5, seed=3)
+    assert len(split.cold) == 30
+    assert not split.train["user"].isin(split.cold).any()
+    assert set(split.test["user"]) == set(split.cold)
+    assert len(split.train) + len(split.test) == len(domains.target)
+    assert np.array_equal(split.cold, cd.cold_start_split(domains, 0.5, seed=3).cold)
+    for beta in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="β"):
+            cd.cold_start_split(domains, beta)
+
+
+def test_linear_map_starts_at_identity():
+    x = np.random.default_rng(0).normal(size=(5, 9)).astype(np.float32)
+    assert np.allclose(cd.linear_map(9)(x), x)
+
+
+def test_methods_run_are_seeded_and_transfer_helps_on_planted_data():
+    domains = synthetic_domains()
+    first = pd.DataFrame(cd.evaluate_methods(domains, 0.5, seed=0, dim=2, epochs=30))
+    again = pd.DataFrame(cd.evaluate_methods(domains, 0.5, seed=0, dim=2, epochs=30))
+    pd.testing.assert_frame_equal(first, again)
+    rmse = first.set_index("method")["RMSE"]
+    assert rmse["map_linear"] < rmse["tgt"] and rmse["finetune"] < rmse["tgt"]
+
+
+def test_playground_widget_function(capsys):
+    from helpers.plots import plot_bars
+    from helpers.widgets import show_or_explain
+
+    playground = cd.ColdStartPlayground(synthetic_domains(), epochs=5)
+    render = lambda beta, mapping, dim: plot_bars(playground.run(beta, mapping, dim), "t", "RMSE")
+    for beta, mapping, dim, message in [(0.0, "map_linear", 4, "β"), (1.0, "map_linear", 4, "β"),
+                                        (0.5, "map_nope", 4, "mapping"), (0.5, "map_mlp", 0, "embedding size")]:
+        assert show_or_explain(render, beta, mapping, dim) is None
+        assert message in capsys.readouterr().out
+    assert len(playground.run(0.5, "map_mlp", 4)) == 3
+    matplotlib.pyplot.close("all")
