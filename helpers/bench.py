@@ -111,6 +111,95 @@ def bench_federated(variant: str, rounds: int = 300) -> dict:
     return report
 
 
+def bench_transfer(budgets=(10, 25, 50, 100, None), seeds=(0, 1, 2), source_steps: int = 1500) -> dict:
+    """Lesson 04: source accuracy and target accuracy of methods (a)–(d) at each label budget."""
+    from helpers import vision_transfer as vt
+    from helpers.data import load_cifar10
+
+    data = load_cifar10()
+    source, target = vt.source_and_target(data)
+    extractor, _, source_accuracy = vt.pretrain(source, steps=source_steps, seed=0)
+    runs = vt.run_grid(extractor, target, list(vt.METHODS), list(budgets), list(seeds), progress=False)
+    stats = runs.groupby(["per_class", "method"])["accuracy"].agg(["mean", "std"]).reset_index()
+    return {
+        "benchmark": "transfer", "dataset": "CIFAR-10 as loaded",
+        "images": {"train": int(len(data.x_train)), "test": int(len(data.x_test))},
+        "source_classes": source.class_names, "target_classes": target.class_names,
+        "source_test_accuracy": source_accuracy, "seeds": list(seeds),
+        "target_test_accuracy": {
+            str(int(b)): {row.method: {"mean": row.mean, "std": row.std} for row in stats[stats["per_class"] == b].itertuples()}
+            for b in sorted(stats["per_class"].unique())},
+    }
+
+
+def bench_privacy(rounds: int = 100) -> dict:
+    """Lesson 07: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
+    import numpy as np
+
+    from helpers import federated as fl
+    from helpers import privacy as pv
+    from helpers import security as sec
+    from helpers.data import load_movielens
+    from helpers.splits import per_user_split
+
+    data = load_movielens("latest-small")
+    train, test = per_user_split(data.ratings, 0.2, seed=0)
+    federation = fl.Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
+    config = fl.FedConfig(50, 1, 16, 0.05, 10.0)
+    server, store, _ = fl.train_federated(federation, config, 20, dim=32)
+    updates = fl.local_training(server, store, federation, config, fl.sample_clients(federation, config, server.round))
+    leak = np.mean([pv.precision_recall(pv.reconstruct_items(pv.dense_update(updates, k, data.n_items)),
+                                        federation.client_data(c)[0]) for k, c in enumerate(updates.clients)], axis=0)
+    n = len(federation.client_ids)
+    q, delta = 50 / n, 1 / n**1.1
+    report = {"benchmark": "privacy", "dataset": data.name, "rounds": rounds,
+              "leak_dense_updates": {"precision": float(leak[0]), "recall": float(leak[1])},
+              "epsilon_anchor_sigma1.2_q120of3383_T100_delta1e-5": {
+                  a: pv.epsilon(1.2, 120 / 3383, 100, 1e-5, a) for a in ("rdp", "pld")},
+              "dp_fedavg": [], "attacks": []}
+    for sigma in (0.5, 1.0, 2.0):
+        dp = pv.DPConfig(0.1, sigma, q * n)
+        history = fl.train_federated(federation, config, rounds, dim=32, round_fn=pv.dp_round(dp, q))[2]
+        report["dp_fedavg"].append({"sigma": sigma, "clip_norm": 0.1, "q": q, "delta": delta,
+                                    "epsilon_rdp": pv.epsilon(sigma, q, rounds, delta, "rdp"),
+                                    "test_rmse": history.test_rmse[-1]})
+    counts = train.groupby("item_idx").size()
+    target = int(counts[counts == 2].index[0])
+    for attack in ("scale", "push"):
+        for aggregator in sec.AGGREGATORS:
+            threat = sec.Threat(attacker_share=0.1, attack=attack, target_item=target, aggregator=aggregator, clip_norm=0.1)
+            s, st, history = fl.train_federated(federation, config, rounds, dim=32, round_fn=sec.threatened_round(threat))
+            report["attacks"].append({"attack": attack, "aggregator": aggregator, "attacker_share": 0.1,
+                                      "test_rmse": history.test_rmse[-1],
+                                      "target_hit_rate": sec.hit_rate(s, st, federation, target)})
+    return report
+
+
+def bench_crossdomain(source: str = "movie", seeds=(0, 1, 2)) -> dict:
+    """Lesson 05: every cold-start method at β = 20/50/80% (book is used if movie is unreachable)."""
+    import pandas as pd
+
+    from helpers import cross_domain as cd
+    from helpers.data import load_douban
+
+    used, source_data = cd.choose_source(preferred=source, fallback="book")
+    domains = cd.align(source_data, load_douban("music"))
+    rows = []
+    for seed in seeds:
+        params = cd.train_domain_mf(domains.source, domains.n_users, domains.n_source_items, 16, 20, seed)
+        for beta in (0.2, 0.5, 0.8):
+            rows += cd.evaluate_methods(domains, beta, seed, dim=16, epochs=20, source_params=params)
+    stats = pd.DataFrame(rows).groupby(["beta", "method"])[["MAE", "RMSE"]].agg(["mean", "std"])
+    return {
+        "benchmark": "crossdomain", "source_domain_used": used, "target_domain": "music", "seeds": list(seeds),
+        "users": {"all": domains.n_users, "source": int(domains.source["user"].nunique()),
+                  "target": int(domains.target["user"].nunique()), "overlap": int(len(domains.overlap))},
+        "results": {f"beta={beta}": {method: {f"{m}_{s}": float(stats.loc[(beta, method), (m, s)])
+                                              for m in ("MAE", "RMSE") for s in ("mean", "std")}
+                                     for method in cd.METHODS} for beta in (0.2, 0.5, 0.8)},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     federated = commands.add_parser("federated", help="lesson 03: centralised vs FedSGD vs FedAvg; round speed")
     federated.add_argument("--variant", choices=["latest-small", "100k"], default="latest-small")
     federated.add_argument("--rounds", type=int, default=300)
+    transfer = commands.add_parser("transfer", help="lesson 04: CIFAR-10 source → target, methods (a)–(d)")
+    transfer.add_argument("--seeds", type=int, default=3)
+    crossdomain = commands.add_parser("crossdomain", help="lesson 05: cold-start cross-domain methods")
+    crossdomain.add_argument("--source", choices=["movie", "book"], default="movie")
+    privacy = commands.add_parser("privacy", help="lesson 07: leak, ε, DP utility, attacks and defences")
+    privacy.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args(argv)
     if args.command == "softmax":
         report = bench_softmax(args.variant)
@@ -128,6 +223,12 @@ def main(argv: list[str] | None = None) -> None:
         report = bench_gd(args.passes)
     elif args.command == "federated":
         report = bench_federated(args.variant, args.rounds)
+    elif args.command == "transfer":
+        report = bench_transfer(seeds=tuple(range(args.seeds)))
+    elif args.command == "crossdomain":
+        report = bench_crossdomain(args.source)
+    elif args.command == "privacy":
+        report = bench_privacy(args.rounds)
     print(json.dumps(report, indent=2))
 
 

@@ -243,8 +243,7 @@ def reference_round(server: ServerState, store: ClientStore, federation: Federat
     updates = [client_update(server, store, federation, config, c, server.round)   # (2), (3)
                for c in clients]
     vec, bias = aggregate(updates, federation.n_items, server.item_vec.shape[1])   # (4)
-    return ServerState(server.item_vec + config.server_lr * vec,                   # (5)
-                       server.item_bias + config.server_lr * bias, server.round + 1)
+    return apply_update(server, vec, bias, config.server_lr)                        # (5)
 
 
 # ---------------------------------------------------------------- vectorised: all clients at once
@@ -252,8 +251,8 @@ def reference_round(server: ServerState, store: ClientStore, federation: Federat
 
 @tf.function(reduce_retracing=True)
 def _train_clients(q_global, b_global, p_start, bu_start, slot, items, ratings, rows, weight,
-                   agg_weight, mu, client_lr, l2):
-    """Local training of all sampled clients at once; returns aggregated deltas and new user rows.
+                   mu, client_lr, l2):
+    """Local training of all sampled clients at once; returns each client's item deltas and user rows.
 
     Shapes: R = total ratings of the sampled clients, K = clients, E = local epochs,
     S = most local steps of any client in an epoch, W = K × B (one batch per client).
@@ -287,11 +286,7 @@ def _train_clients(q_global, b_global, p_start, bu_start, slot, items, ratings, 
             q = tf.tensor_scatter_nd_sub(q, batch[:, None], client_lr * gq)
             b = tf.tensor_scatter_nd_sub(b, batch[:, None], client_lr * gb)
             p, bu = p - client_lr * gp, bu - client_lr * gbu
-    n_items = tf.shape(q_global)[0]
-    q, b = q[:-1], b[:-1]
-    delta_vec = tf.math.unsorted_segment_sum(agg_weight[:, None] * (q - tf.gather(q_global, items)), items, n_items)
-    delta_bias = tf.math.unsorted_segment_sum(agg_weight * (b - tf.gather(b_global, items)), items, n_items)
-    return delta_vec, delta_bias, p, bu
+    return q[:-1] - tf.gather(q_global, items), b[:-1] - tf.gather(b_global, items), p, bu
 
 
 def _flat_batch(federation: Federation, config: FedConfig, clients: np.ndarray, round_num: int):
@@ -311,27 +306,73 @@ def _flat_batch(federation: Federation, config: FedConfig, clients: np.ndarray, 
                 rows[e, s, k, :len(batch)] = offsets[k] + batch
                 weight[e, s, k, :len(batch)] = 1.0 / len(batch)
     shape = (config.local_epochs, steps, len(clients) * width)
-    agg = np.repeat(counts / max(counts.sum(), 1), counts).astype(np.float32)
     return (np.repeat(np.arange(len(clients), dtype=np.int32), counts),
             np.concatenate([items for items, _ in data]), np.concatenate([r for _, r in data]),
-            rows.reshape(shape), weight.reshape(shape), agg)
+            rows.reshape(shape), weight.reshape(shape))
+
+
+@dataclass
+class RoundUpdates:
+    """Everything the sampled clients send in one round, one row per (client, rated item).
+
+    Attributes:
+        clients: (K,) client ids.  num_examples: (K,) n_k.
+        slot: (R,) which client (index into ``clients``) each row belongs to.
+        items: (R,) item index of each row.
+        item_vec_delta: (R, d), item_bias_delta: (R,) the change the client made to that item.
+    """
+
+    clients: np.ndarray
+    num_examples: np.ndarray
+    slot: np.ndarray
+    items: np.ndarray
+    item_vec_delta: np.ndarray
+    item_bias_delta: np.ndarray
+
+    def client_update(self, k: int) -> ClientUpdate:
+        """The :class:`ClientUpdate` of the k-th client (k indexes ``clients``)."""
+        rows = self.slot == k
+        return ClientUpdate(self.items[rows], self.item_vec_delta[rows], self.item_bias_delta[rows],
+                            int(self.num_examples[k]))
+
+
+def local_training(server: ServerState, store: ClientStore, federation: Federation, config: FedConfig,
+                   clients: np.ndarray) -> RoundUpdates:
+    """Steps (2)–(3) for all ``clients`` in one compiled call; their private rows are updated in place."""
+    check_config(config)
+    slot, items, ratings, rows, weight = _flat_batch(federation, config, clients, server.round)
+    delta_vec, delta_bias, p, bu = _train_clients(
+        tf.constant(server.item_vec), tf.constant(server.item_bias),
+        tf.constant(store.user_vec[clients]), tf.constant(store.user_bias[clients]),
+        tf.constant(slot), tf.constant(items), tf.constant(ratings), tf.constant(rows),
+        tf.constant(weight), tf.constant(federation.mu, tf.float32),
+        tf.constant(config.client_lr, tf.float32), tf.constant(config.l2, tf.float32))
+    store.user_vec[clients], store.user_bias[clients] = p.numpy(), bu.numpy()  # stays on the clients
+    return RoundUpdates(clients, federation.num_examples(clients), slot, items, delta_vec.numpy(), delta_bias.numpy())
+
+
+def weighted_mean(updates: RoundUpdates, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step (4): Δ = Σ_k (n_k / Σ_j n_j) Δ_k as dense (I, d) and (I,) arrays."""
+    total = max(int(updates.num_examples.sum()), 1)
+    weight = (updates.num_examples / total)[updates.slot].astype(np.float32)
+    vec = np.zeros((n_items, updates.item_vec_delta.shape[1]), np.float32)
+    bias = np.zeros(n_items, np.float32)
+    np.add.at(vec, updates.items, weight[:, None] * updates.item_vec_delta)
+    np.add.at(bias, updates.items, weight * updates.item_bias_delta)
+    return vec, bias
+
+
+def apply_update(server: ServerState, vec: np.ndarray, bias: np.ndarray, server_lr: float) -> ServerState:
+    """Step (5): θ ← θ + η_s Δ; returns the next round's state."""
+    return ServerState(server.item_vec + server_lr * vec, server.item_bias + server_lr * bias, server.round + 1)
 
 
 def run_round(server: ServerState, store: ClientStore, federation: Federation, config: FedConfig) -> ServerState:
     """One round with all sampled clients trained in one compiled call. Returns the new state."""
-    check_config(config)
-    clients = sample_clients(federation, config, server.round)                                   # (1)
-    slot, items, ratings, rows, weight, agg = _flat_batch(federation, config, clients, server.round)
-    delta_vec, delta_bias, p, bu = _train_clients(                                              # (2)–(4)
-        tf.constant(server.item_vec), tf.constant(server.item_bias),
-        tf.constant(store.user_vec[clients]), tf.constant(store.user_bias[clients]),
-        tf.constant(slot), tf.constant(items), tf.constant(ratings), tf.constant(rows),
-        tf.constant(weight), tf.constant(agg),
-        tf.constant(federation.mu, tf.float32), tf.constant(config.client_lr, tf.float32),
-        tf.constant(config.l2, tf.float32))
-    store.user_vec[clients], store.user_bias[clients] = p.numpy(), bu.numpy()  # stays on the clients
-    return ServerState(server.item_vec + config.server_lr * delta_vec.numpy(),                # (5)
-                       server.item_bias + config.server_lr * delta_bias.numpy(), server.round + 1)
+    clients = sample_clients(federation, config, server.round)                      # (1)
+    updates = local_training(server, store, federation, config, clients)           # (2), (3)
+    vec, bias = weighted_mean(updates, federation.n_items)                         # (4)
+    return apply_update(server, vec, bias, config.server_lr)                        # (5)
 
 
 # ---------------------------------------------------------------- evaluation and cost

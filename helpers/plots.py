@@ -190,3 +190,153 @@ def plot_fed_curves(histories: dict, central_rmse: float, title: str):
     left.set_ylim(min(lows + [central_rmse]) - 0.01, max(h.test_rmse[min(5, len(h.test_rmse) - 1)] for h in histories.values()) + 0.02)
     fig.tight_layout()
     return fig
+
+
+def plot_image_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], per_class: int = 6, title: str = ""):
+    """``per_class`` real images of every class, one row per class, names on the left."""
+    classes = np.unique(labels)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.1, len(classes) * 1.15))
+    for row, c in enumerate(classes):
+        for col, index in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            axes[row, col].imshow(images[index])
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(class_names[c], rotation=0, ha="right", va="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_transfer_curves(summary_runs, title: str, methods: dict):
+    """Target test accuracy against labelled images per class, mean ± std over seeds.
+
+    Args:
+        summary_runs: frame with columns ``method, per_class, accuracy`` (one row per run).
+        methods: method key → legend label.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for method, label in methods.items():
+        stats = summary_runs[summary_runs["method"] == method].groupby("per_class")["accuracy"].agg(["mean", "std"])
+        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ticks = sorted(summary_runs["per_class"].unique())
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlabel="labelled target images per class (log scale)", ylabel="target test accuracy", title=title)
+    ax.axhline(0.2, color="grey", ls=":", lw=1, label="chance (5 classes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_pca(projections: dict, labels: np.ndarray, class_names: list[str], title: str):
+    """Side-by-side 2-D PCA scatter plots of features, coloured by class.
+
+    Args:
+        projections: panel title → (N, 2) projected features.
+    """
+    fig, axes = plt.subplots(1, len(projections), figsize=(6 * len(projections), 4.6))
+    for ax, (name, points) in zip(np.atleast_1d(axes), projections.items()):
+        for c, cname in enumerate(class_names):
+            ax.scatter(*points[labels == c].T, s=6, alpha=0.6, label=cname)
+        ax.set(xlabel="principal component 1", ylabel="principal component 2", title=name)
+    np.atleast_1d(axes)[0].legend(markerscale=3, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bars(values: dict, title: str, xlabel: str, xlim=None, reference: float | None = None):
+    """One horizontal bar per label with its value written on it.
+
+    Args:
+        values: label → value, drawn top to bottom in order.
+        xlim: x-axis range; None fits the values.  reference: a dotted vertical line (e.g. chance).
+    """
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(values) + 1.6))
+    names = list(values)
+    bars = ax.barh(names[::-1], [values[n] for n in names[::-1]], color="tab:blue")
+    ax.bar_label(bars, fmt="%.3f", padding=3)
+    ax.set(xlabel=xlabel, title=title)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    if reference is not None:
+        ax.axvline(reference, color="grey", ls=":", lw=1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_domains(source, target, overlap: int, source_name: str, target_name: str):
+    """Users per domain and overlap, ratings per user, and rating distributions of two domains.
+
+    Args:
+        source, target: frames with ``user`` and ``rating`` columns.
+        overlap: number of users who rated in both domains.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    n_source, n_target = source["user"].nunique(), target["user"].nunique()
+    bars = axes[0].bar([f"{source_name} only", "both", f"{target_name} only"],
+                       [n_source - overlap, overlap, n_target - overlap], color=["tab:blue", "tab:purple", "tab:orange"])
+    axes[0].bar_label(bars)
+    axes[0].set(ylabel="users", title=f"{overlap:,} users rate both domains")
+    bins = np.logspace(0, np.log10(max(source.groupby("user").size().max(), target.groupby("user").size().max())), 30)
+    for frame, name, color in [(source, source_name, "tab:blue"), (target, target_name, "tab:orange")]:
+        axes[1].hist(frame.groupby("user").size(), bins=bins, alpha=0.6, label=name, color=color)
+        shares = frame["rating"].value_counts(normalize=True).sort_index()
+        offset = -0.2 if frame is source else 0.2
+        axes[2].bar(shares.index + offset, shares.values, width=0.4, label=f"{name} (mean {frame['rating'].mean():.2f})",
+                    color=color)
+    axes[1].set_xscale("log")
+    axes[1].set(xlabel="ratings per user (log scale)", ylabel="users", title="Activity per user")
+    axes[1].legend()
+    axes[2].set(xlabel="rating (stars)", ylabel="share of ratings", title="Are the two domains rated alike?")
+    axes[2].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_bars(results, metric: str, methods: dict, title: str):
+    """Grouped bars: one group per β, one bar per method, mean ± std over seeds.
+
+    Args:
+        results: frame with columns ``method, beta, <metric>`` (one row per run).
+        methods: method key → label, in display order.
+    """
+    stats = results.groupby(["beta", "method"])[metric].agg(["mean", "std"]).reset_index()
+    betas = sorted(stats["beta"].unique())
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    for j, (method, label) in enumerate(methods.items()):
+        part = stats[stats["method"] == method].set_index("beta").reindex(betas)
+        ax.bar(np.arange(len(betas)) + (j - (len(methods) - 1) / 2) * width, part["mean"], width,
+               yerr=part["std"].fillna(0), capsize=2, label=label)
+    ax.set_xticks(np.arange(len(betas)), [f"β = {b:.0%} cold" for b in betas])
+    low = stats["mean"].min()
+    ax.set_ylim(low - 0.03, stats["mean"].max() + 0.02)
+    ax.set(ylabel=f"{metric} on cold users' hidden ratings (stars)", title=title)
+    ax.legend(fontsize=8, ncol=4)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def plot_privacy_utility(frontier, clean_rmse: float, title: str):
+    """Test RMSE against ε (log scale), one point per noise multiplier, RDP and PLD ε side by side.
+
+    Args:
+        frontier: frame with columns ``σ``, ``ε (RDP)``, ``ε (PLD)``, ``test RMSE``.
+        clean_rmse: the same training without DP (stars).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for column, marker in (("ε (RDP)", "o"), ("ε (PLD)", "s")):
+        ax.plot(frontier[column], frontier["test RMSE"], marker=marker, label=column.replace("ε ", "accountant "))
+    for _, row in frontier.iterrows():
+        ax.annotate(f"σ = {row['σ']:g}", (row["ε (RDP)"], row["test RMSE"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.axhline(clean_rmse, color="black", ls="--", lw=1, label="no DP")
+    ax.set_xscale("log")
+    ax.set(xlabel="ε (log scale; smaller = more private)", ylabel="test RMSE (stars)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -81,3 +81,56 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
         server_lr=widgets.FloatLogSlider(value=10.0, base=10, min=-1, max=2, step=0.1, description="server rate η_s",
                                          continuous_update=False, style=style),
     )
+
+
+def transfer_controls(render: Callable[[int, int], object], budgets: list[int], max_blocks: int):
+    """Labels per class (the cached budgets) and unfrozen conv blocks → ``render``."""
+    style = {"description_width": "initial"}
+    return widgets.interact(
+        lambda per_class, unfrozen_blocks: show_or_explain(render, per_class, unfrozen_blocks),
+        per_class=widgets.Dropdown(options=budgets, value=budgets[0], description="labels per class", style=style),
+        unfrozen_blocks=widgets.IntSlider(value=0, min=0, max=max_blocks, description="unfrozen blocks",
+                                          continuous_update=False, style=style),
+    )
+
+
+def cold_start_controls(render: Callable[[float, str, int], object]):
+    """β (share of overlapping users made cold), mapping type and embedding size → ``render``."""
+    style = {"description_width": "initial"}
+    return widgets.interact(
+        lambda beta, mapping, dim: show_or_explain(render, beta, mapping, dim),
+        beta=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="β (cold share)",
+                                 continuous_update=False, style=style),
+        mapping=widgets.Dropdown(options=[("linear", "map_linear"), ("MLP", "map_mlp")], value="map_linear",
+                                 description="mapping", style=style),
+        dim=widgets.Dropdown(options=[4, 8, 16, 32], value=16, description="embedding size", style=style),
+    )
+
+
+def dp_controls(render: Callable[[float, float, int, int], object]):
+    """Noise multiplier σ, clipping norm C, clients per round and rounds → ``render``."""
+    style = {"description_width": "initial"}
+    return widgets.interact(
+        lambda noise_multiplier, clip_norm, clients_per_round, rounds: show_or_explain(
+            render, noise_multiplier, clip_norm, clients_per_round, rounds),
+        noise_multiplier=widgets.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="noise σ",
+                                             continuous_update=False, style=style),
+        clip_norm=widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="clip norm C",
+                                         continuous_update=False, style=style),
+        clients_per_round=widgets.IntText(value=50, description="clients per round", style=style),
+        rounds=widgets.IntSlider(value=30, min=0, max=100, step=10, description="rounds", continuous_update=False),
+    )
+
+
+def attack_controls(render: Callable[[float, str, str], object]):
+    """Attackers' share, attack type and aggregator → ``render``."""
+    from helpers.security import AGGREGATORS, ATTACKS
+
+    style = {"description_width": "initial"}
+    return widgets.interact(
+        lambda attacker_share, attack, aggregator: show_or_explain(render, attacker_share, attack, aggregator),
+        attacker_share=widgets.FloatSlider(value=0.1, min=0.0, max=0.5, step=0.05, description="attacker share",
+                                           continuous_update=False, style=style),
+        attack=widgets.Dropdown(options=ATTACKS, value="push", description="attack"),
+        aggregator=widgets.Dropdown(options=AGGREGATORS, value="clip", description="aggregator"),
+    )

@@ -12,6 +12,9 @@ NOTEBOOK_DATA = {
     "01_softmax_scoring.ipynb": ["ml-latest-small"],
     "02_gradient_descent.ipynb": ["ml-latest-small"],
     "03_federated_rounds.ipynb": ["ml-latest-small"],
+    "04_transfer_cifar10.ipynb": ["cifar-10"],
+    "05_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
+    "07_privacy_security.ipynb": ["ml-latest-small"],
 }
 
 
