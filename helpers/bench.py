@@ -7,7 +7,9 @@ loaders as the lessons, so ``COURSE_DATA_MIRROR`` is honoured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 
 def bench_softmax(variant: str) -> dict:
@@ -217,19 +219,21 @@ def main(argv: list[str] | None = None) -> None:
     privacy = commands.add_parser("privacy", help="lesson 07: leak, ε, DP utility, attacks and defences")
     privacy.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args(argv)
-    if args.command == "softmax":
-        report = bench_softmax(args.variant)
-    elif args.command == "gd":
-        report = bench_gd(args.passes)
-    elif args.command == "federated":
-        report = bench_federated(args.variant, args.rounds)
-    elif args.command == "transfer":
-        report = bench_transfer(seeds=tuple(range(args.seeds)))
-    elif args.command == "crossdomain":
-        report = bench_crossdomain(args.source)
-    elif args.command == "privacy":
-        report = bench_privacy(args.rounds)
+    with contextlib.redirect_stdout(sys.stderr):  # downloads and notices go to stderr: stdout is the JSON only
+        report = _run(args)
     print(json.dumps(report, indent=2))
+
+
+def _run(args) -> dict:
+    commands = {
+        "softmax": lambda: bench_softmax(args.variant),
+        "gd": lambda: bench_gd(args.passes),
+        "federated": lambda: bench_federated(args.variant, args.rounds),
+        "transfer": lambda: bench_transfer(seeds=tuple(range(args.seeds))),
+        "crossdomain": lambda: bench_crossdomain(args.source),
+        "privacy": lambda: bench_privacy(args.rounds),
+    }
+    return commands[args.command]()
 
 
 if __name__ == "__main__":
