@@ -54,3 +54,16 @@ def mae(predictions: np.ndarray, targets: np.ndarray) -> float:
     """Mean absolute error, in rating units (stars)."""
     diff = np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
     return float(np.mean(np.abs(diff)))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy (0..1) of (N, C) scores against integer labels of shape (N,).
+
+    Labels of shape (N, 1) — what ``keras.datasets.*.load_data()`` returns — are
+    refused: compared with (N,) predictions they broadcast to an (N, N) table and
+    give a silently wrong number.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {labels.shape}: flatten them with y.ravel()")
+    return float(np.mean(np.argmax(logits, axis=1) == labels))

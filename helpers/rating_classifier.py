@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from helpers import metrics
+
 N_CLASSES = 10
 
 
@@ -74,4 +76,4 @@ def fit_batched(model: keras.Model, optimizer, loss_fn, x: np.ndarray, y: np.nda
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     """Fraction of examples whose most probable class is the true one."""
-    return float(np.mean(np.argmax(keras.ops.convert_to_numpy(model(x, training=False)), axis=1) == y))
+    return metrics.accuracy(keras.ops.convert_to_numpy(model(x, training=False)), y)

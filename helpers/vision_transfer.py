@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from helpers import metrics
 from helpers.data import ImageData
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -242,13 +243,10 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learnin
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy (0..1) on uint8 images ``x`` with labels ``y`` of shape (N,)."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"labels must have shape (N,), got {y.shape}: flatten them with y.ravel()")
+    """Top-1 accuracy (0..1) on uint8 images ``x`` with labels ``y`` of shape (N,), in batches of 512."""
     logits = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 512], training=False))
                              for i in range(0, len(x), 512)])
-    return float(np.mean(np.argmax(logits, axis=1) == y))
+    return metrics.accuracy(logits, y)
 
 
 def features(extractor: keras.Model, x: np.ndarray) -> np.ndarray:

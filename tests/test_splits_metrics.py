@@ -81,3 +81,12 @@ def test_hit_rate_and_ndcg_by_hand():
 def test_rmse_mae():
     assert rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
     assert mae([1, 2, 3], [1, 2, 5]) == pytest.approx(2 / 3)
+
+
+def test_accuracy_and_column_labels():
+    from helpers.metrics import accuracy
+
+    logits = np.array([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0]])
+    assert accuracy(logits, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="ravel"):
+        accuracy(logits, np.array([[0], [1], [1]]))
