@@ -1,6 +1,7 @@
 """Interactive controls for the lessons.
 
-Each control is ``ipywidgets.interact`` over a plain function of the slider values.
+Each control is ``ipywidgets.interact`` over a plain function of the slider values,
+called with keyword arguments named as the controls (``render(learning_rate=…, …)``).
 Invalid values are caught *inside* those functions (they raise ValueError), and
 :func:`show_or_explain` turns that error into one readable line in the output area.
 """
@@ -29,11 +30,19 @@ def show_or_explain(render: Callable, *args, **kwargs):
     return result
 
 
+def explained_interact(render: Callable, **controls):
+    """``ipywidgets.interact`` over ``render(**values)``, with ValueErrors explained in one line.
+
+    Each keyword names one of ``render``'s parameters and gives the widget that sets it.
+    """
+    return widgets.interact(lambda **values: show_or_explain(render, **values), **controls)
+
+
 def temperature_control(render: Callable[[float], object], value: float = 1.0):
     """A log-scale temperature slider (0.05 … 20) that calls ``render(temperature)``."""
     slider = widgets.FloatLogSlider(value=value, base=10, min=-1.3, max=1.3, step=0.05,
                                     description="temperature T", continuous_update=False)
-    return widgets.interact(lambda temperature: show_or_explain(render, temperature), temperature=slider)
+    return explained_interact(lambda temperature: render(temperature), temperature=slider)
 
 
 def user_control(render: Callable[[int], object], user_ids: np.ndarray, value: int | None = None):
@@ -41,7 +50,7 @@ def user_control(render: Callable[[int], object], user_ids: np.ndarray, value: i
     options = [int(u) for u in user_ids]
     picker = widgets.Dropdown(options=options, value=value if value is not None else options[0],
                               description="user id")
-    return widgets.interact(lambda user_id: show_or_explain(render, user_id), user_id=picker)
+    return explained_interact(lambda user_id: render(user_id), user_id=picker)
 
 
 def gd_controls(render: Callable[[float, int, int], object], learning_rate: float = 1.0,
@@ -56,10 +65,7 @@ def gd_controls(render: Callable[[float, int, int], object], learning_rate: floa
                                   style={"description_width": "initial"})
     batch = widgets.IntText(value=batch_size, description="batch size")
     count = widgets.IntSlider(value=steps, min=0, max=1000, step=10, description="steps", continuous_update=False)
-    return widgets.interact(
-        lambda learning_rate, batch_size, steps: show_or_explain(render, learning_rate, batch_size, steps),
-        learning_rate=rate, batch_size=batch, steps=count,
-    )
+    return explained_interact(render, learning_rate=rate, batch_size=batch, steps=count)
 
 
 def federated_controls(render: Callable[[int, int, int, float, float], object]):
@@ -69,9 +75,8 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
     ``render``, which must explain them.
     """
     style = {"description_width": "initial"}
-    return widgets.interact(
-        lambda rounds, clients_per_round, local_epochs, client_lr, server_lr: show_or_explain(
-            render, rounds, clients_per_round, local_epochs, client_lr, server_lr),
+    return explained_interact(
+        render,
         rounds=widgets.IntSlider(value=20, min=0, max=100, step=5, description="rounds", continuous_update=False),
         clients_per_round=widgets.IntText(value=50, description="clients per round K", style=style),
         local_epochs=widgets.IntSlider(value=1, min=1, max=10, description="local epochs E", continuous_update=False,
@@ -86,8 +91,8 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
 def transfer_controls(render: Callable[[int, int], object], budgets: list[int], max_blocks: int):
     """Labels per class (the cached budgets) and unfrozen conv blocks → ``render``."""
     style = {"description_width": "initial"}
-    return widgets.interact(
-        lambda per_class, unfrozen_blocks: show_or_explain(render, per_class, unfrozen_blocks),
+    return explained_interact(
+        render,
         per_class=widgets.Dropdown(options=budgets, value=budgets[0], description="labels per class", style=style),
         unfrozen_blocks=widgets.IntSlider(value=0, min=0, max=max_blocks, description="unfrozen blocks",
                                           continuous_update=False, style=style),
@@ -97,8 +102,8 @@ def transfer_controls(render: Callable[[int, int], object], budgets: list[int], 
 def cold_start_controls(render: Callable[[float, str, int], object]):
     """β (share of overlapping users made cold), mapping type and embedding size → ``render``."""
     style = {"description_width": "initial"}
-    return widgets.interact(
-        lambda beta, mapping, dim: show_or_explain(render, beta, mapping, dim),
+    return explained_interact(
+        render,
         beta=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="β (cold share)",
                                  continuous_update=False, style=style),
         mapping=widgets.Dropdown(options=[("linear", "map_linear"), ("MLP", "map_mlp")], value="map_linear",
@@ -110,9 +115,8 @@ def cold_start_controls(render: Callable[[float, str, int], object]):
 def dp_controls(render: Callable[[float, float, int, int], object]):
     """Noise multiplier σ, clipping norm C, clients per round and rounds → ``render``."""
     style = {"description_width": "initial"}
-    return widgets.interact(
-        lambda noise_multiplier, clip_norm, clients_per_round, rounds: show_or_explain(
-            render, noise_multiplier, clip_norm, clients_per_round, rounds),
+    return explained_interact(
+        render,
         noise_multiplier=widgets.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="noise σ",
                                              continuous_update=False, style=style),
         clip_norm=widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="clip norm C",
@@ -127,8 +131,8 @@ def attack_controls(render: Callable[[float, str, str], object]):
     from helpers.security import AGGREGATORS, ATTACKS
 
     style = {"description_width": "initial"}
-    return widgets.interact(
-        lambda attacker_share, attack, aggregator: show_or_explain(render, attacker_share, attack, aggregator),
+    return explained_interact(
+        render,
         attacker_share=widgets.FloatSlider(value=0.1, min=0.0, max=0.5, step=0.05, description="attacker share",
                                            continuous_update=False, style=style),
         attack=widgets.Dropdown(options=ATTACKS, value="push", description="attack"),

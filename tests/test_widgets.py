@@ -1,0 +1,40 @@
+"""Every lesson control calls its render function with the documented keyword names,
+and explains a ValueError instead of raising it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import widgets as w
+
+
+def recorder(calls):
+    def render(**values):
+        calls.append(values)
+        if values.get("fail"):
+            raise ValueError("explained")
+    return render
+
+
+@pytest.mark.parametrize("make, names", [
+    (lambda r: w.gd_controls(r), {"learning_rate", "batch_size", "steps"}),
+    (lambda r: w.federated_controls(r), {"rounds", "clients_per_round", "local_epochs", "client_lr", "server_lr"}),
+    (lambda r: w.transfer_controls(r, [10, 50], 3), {"per_class", "unfrozen_blocks"}),
+    (lambda r: w.cold_start_controls(r), {"beta", "mapping", "dim"}),
+    (lambda r: w.dp_controls(r), {"noise_multiplier", "clip_norm", "clients_per_round", "rounds"}),
+    (lambda r: w.attack_controls(r), {"attacker_share", "attack", "aggregator"}),
+])
+def test_controls_pass_named_values(make, names):
+    calls = []
+    make(recorder(calls)).widget.update()
+    assert set(calls[-1]) == names
+
+
+def test_single_value_controls_and_explanations(capsys):
+    seen = []
+    w.temperature_control(lambda T: seen.append(T)).widget.update()
+    w.user_control(lambda user: seen.append(user), np.array([3, 1])).widget.update()
+    assert seen[0] == 1.0 and seen[-1] == 3  # interact calls once on display, again on update
+    assert w.explained_interact(recorder([]), fail=True) is not None
+    assert "⚠ explained" in capsys.readouterr().out
