@@ -134,9 +134,8 @@ def cold_start_split(domains: CrossDomain, beta: float, seed: int = 0) -> ColdSt
 # ------------------------------------------------------------------ building blocks
 
 
-def _as_mf_frame(frame: pd.DataFrame, item_offset: int = 0, shift: float = 0.0) -> pd.DataFrame:
-    return pd.DataFrame({"user_idx": frame["user"], "item_idx": frame["item"] + item_offset,
-                         "rating": frame["rating"] - shift})
+def _as_mf_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"user_idx": frame["user"], "item_idx": frame["item"], "rating": frame["rating"]})
 
 
 def train_domain_mf(frame: pd.DataFrame, n_users: int, n_items: int, dim: int, epochs: int, seed: int,
@@ -252,12 +251,12 @@ def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int 
     predictions["tgt"] = _predict(mu_t, zeros_vec, zeros_bias, q_t, b_t, test)
     predictions["bias_transfer"] = _predict(mu_t, zeros_vec, source_params.user_bias.numpy(), q_t, b_t, test)
     if "cmf" in methods:
-        mu_s = float(domains.source["rating"].mean())
-        joint = pd.concat([_as_mf_frame(domains.source, 0, mu_s),
-                           _as_mf_frame(split.train, domains.n_source_items, mu_t)], ignore_index=True)
-        shared = mf.init_mf(domains.n_users, domains.n_source_items + domains.n_target_items, dim, 0.0, seed=seed)
-        mf.train_mf(shared, joint, joint.iloc[:1], batch_size=256, epochs=epochs, learning_rate=1.0, l2=0.02, seed=seed)
+        # one item table for both domains (target items after the source's), ratings centred per domain
         off = domains.n_source_items
+        joint = pd.concat([domains.source.assign(rating=domains.source["rating"] - domains.source["rating"].mean()),
+                           split.train.assign(item=split.train["item"] + off, rating=split.train["rating"] - mu_t)],
+                          ignore_index=True)
+        shared = train_domain_mf(joint, domains.n_users, off + domains.n_target_items, dim, epochs, seed, mu=0.0)
         predictions["cmf"] = _predict(mu_t, shared.user_vec.numpy(), shared.user_bias.numpy(),
                                       shared.item_vec.numpy()[off:], shared.item_bias.numpy()[off:], test)
     mapped_all = {}
