@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from helpers.federated import RoundUpdates
+from helpers.federated import RoundUpdates, apply_update, local_training
 
 MODULUS = 2**32
 SCALE = 2**20  # fixed-point scale: updates are rounded to multiples of 2⁻²⁰ ≈ 1e-6
@@ -205,8 +205,6 @@ def dp_round(dp: DPConfig, sampling_rate: float):
     Clients are Poisson-sampled with rate q; their updates are clipped, summed, noised
     and divided by qN (``dp.expected_clients``); the server applies η_s times that.
     """
-    from helpers.federated import apply_update, local_training
-
     if not 0 < sampling_rate <= 1:
         raise ValueError(f"sampling rate q = clients per round / N must lie in (0, 1], got {sampling_rate:.3g}")
     if not dp.clip_norm > 0 or dp.noise_multiplier < 0:
