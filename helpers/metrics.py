@@ -67,3 +67,11 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     if labels.ndim != 1:
         raise ValueError(f"labels must have shape (N,), got {labels.shape}: flatten them with y.ravel()")
     return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def first_reaching(values, target: float, higher_is_better: bool = True) -> int | None:
+    """Index of the first value at least as good as ``target`` (≥ if higher is better, else ≤);
+    None if none is. With per-round records (index 0 = before round 1) it is the round count."""
+    values = np.asarray(values, dtype=float)
+    hits = np.flatnonzero(values >= target if higher_is_better else values <= target)
+    return int(hits[0]) if len(hits) else None
