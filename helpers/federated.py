@@ -145,6 +145,15 @@ class Federation:
         """n_k for each client id: (K,) int."""
         return self._count[np.asarray(clients)]
 
+    def rows(self, clients: np.ndarray) -> np.ndarray:
+        """Positions in ``train`` of the clients' ratings, client by client: (Σ n_k,) int.
+
+        The same order as the rows of :class:`RoundUpdates`, so row r of a round's updates
+        is rating ``rows(clients)[r]`` — the (client, item) pair it belongs to.
+        """
+        return np.concatenate([np.arange(self._start[c], self._start[c] + self._count[c]) for c in clients]
+                              ) if len(clients) else np.zeros(0, np.int64)
+
 
 def init_state(federation: Federation, dim: int, seed: int = 0, scale: float = 0.1) -> tuple[ServerState, ClientStore]:
     """Global model and every client's private initial values, N(0, scale²), seeded.
@@ -378,12 +387,40 @@ def run_round(server: ServerState, store: ClientStore, federation: Federation, c
 # ---------------------------------------------------------------- evaluation and cost
 
 
-def federated_rmse(server: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> float:
-    """RMSE (stars) of global item parameters + each client's private user parameters on ``frame``."""
+def predict(server: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> np.ndarray:
+    """r̂ = μ + b_u + b_i + p_u · q_i for every row of ``frame``: (N,) stars, global item
+    parameters combined with each client's private user parameters."""
     users, items = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
-    prediction = (federation.mu + store.user_bias[users] + server.item_bias[items]
-                  + np.einsum("nd,nd->n", store.user_vec[users], server.item_vec[items]))
-    return float(np.sqrt(np.mean((frame["rating"].to_numpy() - prediction) ** 2)))
+    return (federation.mu + store.user_bias[users] + server.item_bias[items]
+            + np.einsum("nd,nd->n", store.user_vec[users], server.item_vec[items]))
+
+
+def federated_rmse(server: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> float:
+    """RMSE (stars) of :func:`predict` on ``frame``."""
+    return float(np.sqrt(np.mean((frame["rating"].to_numpy() - predict(server, store, federation, frame)) ** 2)))
+
+
+def per_client_rmse(server: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> pd.Series:
+    """RMSE (stars) of each client on its own rows of ``frame``: a Series indexed by user_idx."""
+    error = frame["rating"].to_numpy() - predict(server, store, federation, frame)
+    squared = pd.Series(error**2, index=frame["user_idx"].to_numpy())
+    return np.sqrt(squared.groupby(level=0).mean()).rename("rmse")
+
+
+def without_private(store: ClientStore) -> ClientStore:
+    """The store with every user vector and bias at zero: predictions from the global part μ + b_i only."""
+    return ClientStore(np.zeros_like(store.user_vec), np.zeros_like(store.user_bias))
+
+
+def refit_private(server: ServerState, store: ClientStore, federation: Federation, config: FedConfig) -> ClientStore:
+    """Personalisation after training: every client runs E local epochs against the final global
+    model and keeps only its private p_u, b_u (its item changes are never sent).
+
+    Returns a new :class:`ClientStore`; ``store`` is not changed.
+    """
+    refit = ClientStore(store.user_vec.copy(), store.user_bias.copy())
+    local_training(server, refit, federation, config, federation.client_ids)
+    return refit
 
 
 def round_bytes(federation: Federation, clients: np.ndarray, dim: int) -> dict:
@@ -403,13 +440,16 @@ def round_bytes(federation: Federation, clients: np.ndarray, dim: int) -> dict:
 
 @dataclass
 class FedHistory:
-    """Per-round record: test/train RMSE (index 0 = before round 1), cumulative MB, seconds."""
+    """Per-round record: test/train RMSE (index 0 = before round 1), cumulative MB, seconds,
+    and cumulative client compute: ``client_examples``, the per-example gradients the
+    clients computed (Σ over rounds of Σ_k n_k · E)."""
 
     test_rmse: list[float] = field(default_factory=list)
     train_rmse: list[float] = field(default_factory=list)
     mb_full: list[float] = field(default_factory=list)
     mb_touched: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    client_examples: list[int] = field(default_factory=list)
 
 
 def train_federated(federation: Federation, config: FedConfig, rounds: int, dim: int = 32,
@@ -424,7 +464,7 @@ def train_federated(federation: Federation, config: FedConfig, rounds: int, dim:
     check_config(config)
     server, store = init_state(federation, dim, init_seed)
     history = FedHistory([federated_rmse(server, store, federation, federation.test)],
-                         [federated_rmse(server, store, federation, federation.train)], [0.0], [0.0], [0.0])
+                         [federated_rmse(server, store, federation, federation.train)], [0.0], [0.0], [0.0], [0])
     iterator = range(rounds)
     if progress:
         from tqdm.auto import tqdm
@@ -437,6 +477,8 @@ def train_federated(federation: Federation, config: FedConfig, rounds: int, dim:
         cost = round_bytes(federation, clients, dim)
         history.mb_full.append(history.mb_full[-1] + (cost["full"]["down"] + cost["full"]["up"]) / 1e6)
         history.mb_touched.append(history.mb_touched[-1] + (cost["touched"]["down"] + cost["touched"]["up"]) / 1e6)
+        history.client_examples.append(history.client_examples[-1]
+                                       + int(federation.num_examples(clients).sum()) * config.local_epochs)
         history.test_rmse.append(federated_rmse(server, store, federation, federation.test))
         history.train_rmse.append(federated_rmse(server, store, federation, federation.train))
     return server, store, history
