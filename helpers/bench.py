@@ -202,6 +202,57 @@ def bench_crossdomain(source: str = "movie", seeds=(0, 1, 2)) -> dict:
     }
 
 
+def _number(value):
+    """A JSON-safe number: None for missing (NaN, pd.NA), int for whole numbers, else float."""
+    import pandas as pd
+
+    if value is None or pd.isna(value):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def bench_fltl(alphas=(0.1, 0.3, 1.0, 10.0, 100.0), rounds: int = 30, mf_rounds: int = 200,
+               source_steps: int = 1500, target_accuracy: float = 0.6) -> dict:
+    """Lesson 06: per α, rounds to a target accuracy from scratch and from the pre-trained
+    extractor (FedAvg, 20 clients, K = 10, E = 2); RMSE and MB uploaded per compression method."""
+    from helpers import compression as cp
+    from helpers import federated as fl
+    from helpers import federated_vision as fv
+    from helpers import vision_transfer as vt
+    from helpers.data import load_cifar10, load_movielens
+    from helpers.splits import per_user_split
+
+    data = load_cifar10()
+    source, target = vt.source_and_target(data)
+    extractor, _, source_accuracy = vt.pretrain(source, steps=source_steps, seed=0)
+    experiment = fv.FLTLExperiment(target, extractor, n_clients=20, rounds=rounds, clients_per_round=10,
+                                   local_epochs=2, target_accuracy=target_accuracy)
+    sweep = experiment.sweep(list(alphas), progress=False)
+
+    ratings = load_movielens("latest-small")
+    train, test = per_user_split(ratings.ratings, test_fraction=0.2, seed=0)
+    federation = fl.Federation(train, test, ratings.n_users, ratings.n_items, mu=float(train["rating"].mean()))
+    config = fl.FedConfig(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0)
+    curves = cp.compare_uploads(federation, cp.comparison_runs(config), rounds=mf_rounds, progress=False)
+    target_rmse = round(1.02 * min(curves["FedAvg, float32"][0].test_rmse), 4)
+    table = cp.upload_table(curves, target_rmse)
+    return {
+        "benchmark": "fltl", "dataset": "CIFAR-10 as loaded (target classes over 20 clients); MovieLens latest-small",
+        "images": {"train": int(len(data.x_train)), "test": int(len(data.x_test))},
+        "source_test_accuracy": source_accuracy,
+        "fedavg": {"rounds": rounds, "clients_per_round": 10, "local_epochs": 2, "target_accuracy": target_accuracy},
+        "per_alpha": {f"{a:g}": {row.init: {"rounds_to_target": _number(row.rounds_to_target),
+                                            "final_accuracy": round(row.final_accuracy, 4),
+                                            "drift_B2": round(row.drift, 2)}
+                                for row in sweep[sweep["alpha"] == a].itertuples()} for a in alphas},
+        "compression": {"rounds": mf_rounds, "target_rmse": target_rmse,
+                        "runs": {label: {"final_test_rmse": _number(row["final test RMSE"]),
+                                         "mb_uploaded": _number(row["MB uploaded"]),
+                                         "mb_uploaded_to_target": _number(row["MB up to target"])}
+                                 for label, row in table.iterrows()}},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     crossdomain.add_argument("--source", choices=["movie", "book"], default="movie")
     privacy = commands.add_parser("privacy", help="lesson 07: leak, ε, DP utility, attacks and defences")
     privacy.add_argument("--rounds", type=int, default=100)
+    fltl = commands.add_parser("fltl", help="lesson 06: FedAvg from scratch vs pre-trained per α; compression")
+    fltl.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # downloads and notices go to stderr: stdout is the JSON only
         report = _run(args)
@@ -232,6 +285,7 @@ def _run(args) -> dict:
         "transfer": lambda: bench_transfer(seeds=tuple(range(args.seeds))),
         "crossdomain": lambda: bench_crossdomain(args.source),
         "privacy": lambda: bench_privacy(args.rounds),
+        "fltl": lambda: bench_fltl(rounds=args.rounds),
     }
     return commands[args.command]()
 

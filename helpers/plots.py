@@ -340,3 +340,133 @@ def plot_privacy_utility(frontier, clean_rmse: float, title: str):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_client_classes(counts_by_alpha: dict, class_names: list[str], title: str):
+    """Each client's training images stacked by class, one panel per α.
+
+    Args:
+        counts_by_alpha: α → (N, C) counts (:func:`helpers.partition.class_counts`).
+    """
+    fig, axes = plt.subplots(1, len(counts_by_alpha), figsize=(4.2 * len(counts_by_alpha), 3.6), sharey=True)
+    for ax, (alpha, counts) in zip(np.atleast_1d(axes), counts_by_alpha.items()):
+        bottom = np.zeros(len(counts))
+        for c, name in enumerate(class_names):
+            ax.bar(np.arange(len(counts)), counts[:, c], bottom=bottom, label=name, width=0.85)
+            bottom += counts[:, c]
+        ax.set(xlabel="client", title=f"α = {alpha:g}")
+    np.atleast_1d(axes)[0].set_ylabel("training images on the client")
+    np.atleast_1d(axes)[-1].legend(fontsize=8, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_rounds(panels: dict, target: float | None, title: str):
+    """Global test accuracy against rounds, one panel per key of ``panels``.
+
+    Args:
+        panels: panel title → {curve label → history with ``.accuracy`` (index 0 = start)}.
+        target: a dotted horizontal line (the accuracy whose round count is reported).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True, squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, history in curves.items():
+            ax.plot(np.arange(len(history.accuracy)), history.accuracy, label=label)
+        if target is not None:
+            ax.axhline(target, color="grey", ls=":", lw=1)
+        ax.set(xlabel="round", title=name)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("test accuracy (5 classes, chance 0.2)")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_sweep(sweep, inits: dict, title: str):
+    """Final accuracy (left) and the clients' gradient dissimilarity B² at the start (right) against α
+    (log scale), one line per start.
+
+    Args:
+        sweep: a frame with ``alpha, init, final_accuracy, drift`` (:meth:`FLTLExperiment.sweep`).
+        inits: init key → legend label.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for init, label in inits.items():
+        rows = sweep[sweep["init"] == init].sort_values("alpha")
+        left.plot(rows["alpha"], rows["final_accuracy"], "o-", label=label)
+        right.plot(rows["alpha"], rows["drift"], "o-", label=label)
+    left.set(xscale="log", xlabel="Dirichlet α (log scale; small = skewed)", ylabel="final test accuracy",
+             title="Accuracy after the last round")
+    right.set(xscale="log", xlabel="Dirichlet α (log scale; small = skewed)",
+              ylabel="gradient dissimilarity B² (1 = none)", title="How much clients disagree, at the start")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_personalisation(tables: dict, title: str, metric: str = "accuracy"):
+    """Per client: global model (x) against personalised model (y), one panel per key.
+
+    Args:
+        tables: panel title → frame with ``global``, ``personalised`` and ``n_test`` columns.
+        metric: axis wording; points above the diagonal gained (for accuracy).
+    """
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 4.2), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        ax.scatter(table["global"], table["personalised"], s=12 + 2 * table["n_test"], alpha=0.6)
+        low = min(table["global"].min(), table["personalised"].min())
+        ax.plot([low, 1], [low, 1], color="grey", ls="--", lw=1)
+        ax.set(xlabel=f"global model: {metric} on the client's own test images",
+               ylabel=f"after local fine-tuning: {metric}", title=name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rmse_distributions(per_client: dict, title: str):
+    """Cumulative share of clients against their own test RMSE, one line per model.
+
+    Args:
+        per_client: label → Series of per-client RMSE (stars).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for label, values in per_client.items():
+        ordered = np.sort(np.asarray(values))
+        ax.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered),
+                label=f"{label} (median {np.median(ordered):.3f})")
+    ax.set(xlabel="client's test RMSE on its own ratings (stars)", ylabel="share of clients with RMSE ≤ x",
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_xy_curves(panels: dict, ylabel: str, title: str, reference: float | None = None):
+    """Curves y against x, one panel per key; x axes in log scale when the panel name says so.
+
+    Args:
+        panels: (panel title, x label, log x?) → {curve label → (x, y)}.
+        reference: a dotted horizontal line (a target value), or None.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), sharey=True, squeeze=False)
+    for ax, ((name, xlabel, logx), curves) in zip(axes[0], panels.items()):
+        for label, (x, y) in curves.items():
+            ax.plot(x, y, label=label)
+        if reference is not None:
+            ax.axhline(reference, color="grey", ls=":", lw=1, label="target")
+        ax.set(xlabel=xlabel, title=name, xscale="log" if logx else "linear")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize=8)
+    curves = [np.asarray(y) for c in panels.values() for _, y in c.values()]
+    axes[0, 0].set_ylim(min(y.min() for y in curves) - 0.01, max(y[min(5, len(y) - 1)] for y in curves) + 0.02)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -138,3 +138,34 @@ def attack_controls(render: Callable[[float, str, str], object]):
         attack=widgets.Dropdown(options=ATTACKS, value="push", description="attack"),
         aggregator=widgets.Dropdown(options=AGGREGATORS, value="clip", description="aggregator"),
     )
+
+
+def fltl_controls(render: Callable[[float, bool, int, int], object], alphas: list[float], n_clients: int,
+                  clients_per_round: int, local_epochs: int):
+    """Dirichlet α (the swept values), pre-trained start, clients per round K and local epochs E → ``render``.
+
+    K is typed freely so impossible values (0, more than ``n_clients``) reach ``render``.
+    """
+    style = {"description_width": "initial"}
+    return explained_interact(
+        render,
+        alpha=widgets.Dropdown(options=list(alphas), value=alphas[0], description="Dirichlet α", style=style),
+        pretrained=widgets.Checkbox(value=True, description="start from the pre-trained extractor", style=style),
+        clients_per_round=widgets.IntText(value=clients_per_round, description=f"clients per round (of {n_clients})",
+                                          style=style),
+        local_epochs=widgets.IntSlider(value=local_epochs, min=1, max=5, description="local epochs E",
+                                       continuous_update=False, style=style),
+    )
+
+
+def compression_controls(render: Callable[[str, float, bool], object], fraction: float = 0.01):
+    """Compression method, share of entries kept (log slider, top-k only) and error feedback → ``render``."""
+    style = {"description_width": "initial"}
+    return explained_interact(
+        render,
+        method=widgets.Dropdown(options=[("top-k sparsification", "topk"), ("8-bit quantisation", "int8")],
+                                value="topk", description="compression", style=style),
+        fraction=widgets.FloatLogSlider(value=fraction, base=10, min=-4, max=0, step=0.25,
+                                        description="share kept (top-k)", continuous_update=False, style=style),
+        error_feedback=widgets.Checkbox(value=True, description="error feedback", style=style),
+    )

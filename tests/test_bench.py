@@ -17,3 +17,9 @@ def test_stdout_is_one_json_object(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"benchmark": "softmax", "variant": "100k"}
     assert "Downloading" in captured.err
+
+
+def test_fltl_numbers_are_json_safe():
+    import pandas as pd
+
+    assert [bench._number(v) for v in (None, float("nan"), pd.NA, 3.0, 2.5)] == [None, None, None, 3, 2.5]

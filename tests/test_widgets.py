@@ -24,6 +24,8 @@ def recorder(calls):
     (lambda r: w.cold_start_controls(r), {"beta", "mapping", "dim"}),
     (lambda r: w.dp_controls(r), {"noise_multiplier", "clip_norm", "clients_per_round", "rounds"}),
     (lambda r: w.attack_controls(r), {"attacker_share", "attack", "aggregator"}),
+    (lambda r: w.fltl_controls(r, [0.1, 100.0], 20, 10, 2), {"alpha", "pretrained", "clients_per_round", "local_epochs"}),
+    (lambda r: w.compression_controls(r), {"method", "fraction", "error_feedback"}),
 ])
 def test_controls_pass_named_values(make, names):
     calls = []

@@ -1,0 +1,319 @@
+"""Lesson 06: Dirichlet partitions, update compression, FedAvg on Keras models, personalisation."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import compression as cp
+from helpers import federated as fl
+from helpers import federated_vision as fv
+from helpers import metrics
+from helpers import partition
+from helpers import vision_transfer as vt
+from test_federated import federation  # noqa: F401  (the planted federation fixture)
+
+# ---------------------------------------------------------------- Dirichlet partition
+
+LABELS = np.repeat(np.arange(5), 400)  # 5 classes × 400 examples
+
+
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 100.0])
+def test_every_example_is_assigned_exactly_once(alpha):
+    parts, shares = partition.dirichlet_partition(LABELS, 20, alpha, seed=3)
+    assert len(parts) == 20 and shares.shape == (5, 20)
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(len(LABELS)))
+    assert min(len(p) for p in parts) >= 10
+
+
+def test_large_alpha_tends_to_equal_class_shares_and_small_alpha_skews():
+    iid = partition.class_counts(LABELS, partition.dirichlet_partition(LABELS, 10, 1e4, seed=0)[0], 5)
+    fractions = iid / iid.sum(axis=0, keepdims=True)
+    assert np.abs(fractions - 0.1).max() < 0.02          # each client holds ≈ 1/N of every class
+    skewed = partition.class_counts(LABELS, partition.dirichlet_partition(LABELS, 10, 0.1, seed=0)[0], 5)
+    assert partition.classes_seen(skewed).mean() < 2.5 < partition.classes_seen(iid).mean()
+
+
+def test_partition_is_seeded():
+    a, _ = partition.dirichlet_partition(LABELS, 8, 0.5, seed=1)
+    b, _ = partition.dirichlet_partition(LABELS, 8, 0.5, seed=1)
+    c, _ = partition.dirichlet_partition(LABELS, 8, 0.5, seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_test_split_follows_the_same_shares():
+    shares = np.array([[1.0, 0.0], [0.25, 0.75]])
+    parts = partition.split_by_shares(np.repeat([0, 1], 40), shares, np.random.default_rng(0))
+    assert [np.bincount(np.repeat([0, 1], 40)[p], minlength=2).tolist() for p in parts] == [[40, 10], [0, 30]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_clients": 5, "alpha": 0.0}, "α must be a positive"),
+    ({"n_clients": 5, "alpha": float("nan")}, "α must be a positive"),
+    ({"n_clients": 0, "alpha": 1.0}, "whole number ≥ 1"),
+    ({"n_clients": 300, "alpha": 1.0}, "only 2000 available"),
+    ({"n_clients": 150, "alpha": 0.01, "max_tries": 3}, "raise α"),
+])
+def test_impossible_partitions_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        partition.dirichlet_partition(LABELS, **kwargs)
+
+
+# ---------------------------------------------------------------- compression
+
+
+def test_top_k_keeps_exactly_the_largest_entries():
+    values = np.random.default_rng(0).normal(size=(30, 9)).astype(np.float32)
+    kept = cp.top_k(values, 0.1)
+    k = cp.kept_count(values.size, 0.1)
+    assert k == 27 and np.count_nonzero(kept) == k
+    np.testing.assert_array_equal(kept[kept != 0], values[kept != 0])           # kept entries exact
+    dropped = np.abs(values[kept == 0])
+    assert dropped.max() <= np.abs(values[kept != 0]).min()                       # error ≤ smallest kept
+    assert np.abs(values - kept).max() == pytest.approx(dropped.max())
+    np.testing.assert_array_equal(cp.top_k(values, 1.0), values)
+
+
+def test_int8_round_trip_error_is_at_most_half_a_step():
+    rng = np.random.default_rng(1)
+    for scale in (1e-4, 1.0, 300.0):
+        values = (rng.normal(size=(50, 5)) * scale).astype(np.float32)
+        codes, step = cp.quantise_int8(values)
+        assert codes.dtype == np.int8 and np.abs(codes).max() == 127
+        error = np.abs(cp.dequantise_int8(codes, step) - values)
+        assert error.max() <= step / 2 * (1 + 1e-5) and step == pytest.approx(np.abs(values).max() / 127)
+    codes, step = cp.quantise_int8(np.zeros((3, 2), np.float32))
+    assert not codes.any() and step == 1.0
+
+
+def test_upload_bytes_per_method():
+    block = np.ones((10, 33), np.float32)
+    assert cp.encode(block, cp.Compressor("none"))[1] == 10 * (4 + 4 * 33)
+    assert cp.encode(block, cp.Compressor("int8"))[1] == 10 * (4 + 33) + 4
+    assert cp.encode(block, cp.Compressor("topk", 0.05))[1] == cp.kept_count(330, 0.05) * 8
+
+
+def test_error_feedback_loses_nothing_only_delays():
+    """Σ sent over rounds + the final residual = Σ of the true updates."""
+    rng = np.random.default_rng(2)
+    updates = [rng.normal(size=(6, 4)).astype(np.float32) for _ in range(8)]
+    for compressor in (cp.Compressor("topk", 0.1), cp.Compressor("int8")):
+        residual, sent = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
+        for update in updates:
+            decoded, residual, _ = cp.compress_with_feedback(update, residual, compressor)
+            sent += decoded
+        np.testing.assert_allclose(sent + residual, np.sum(updates, axis=0), atol=1e-5)
+    decoded, residual, _ = cp.compress_with_feedback(updates[0], np.zeros((6, 4), np.float32),
+                                                     cp.Compressor("topk", 0.1, error_feedback=False))
+    assert not residual.any()
+
+
+@pytest.mark.parametrize("compressor, message", [
+    (cp.Compressor("zip"), "unknown compression"),
+    (cp.Compressor("topk", 0.0), r"must lie in \(0, 1\]"),
+    (cp.Compressor("topk", 1.5), r"must lie in \(0, 1\]"),
+])
+def test_bad_compressors_are_refused(compressor, message):
+    with pytest.raises(ValueError, match=message):
+        compressor.check()
+
+
+def test_rows_line_up_with_round_updates(federation):
+    server, store = fl.init_state(federation, dim=3)
+    clients = np.array([2, 7, 11])
+    updates = fl.local_training(server, store, federation, fl.FedConfig(3, 1, 4, 0.1), clients)
+    rows = federation.rows(clients)
+    np.testing.assert_array_equal(federation.train["item_idx"].to_numpy()[rows], updates.items)
+    np.testing.assert_array_equal(federation.train["user_idx"].to_numpy()[rows], clients[updates.slot])
+
+
+def test_uncompressed_uploads_reproduce_plain_fedavg_and_its_bytes(federation):
+    config = fl.FedConfig(clients_per_round=8, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=2.0)
+    _, _, plain = fl.train_federated(federation, config, rounds=4, dim=3)
+    uploads = cp.CompressedUploads(cp.Compressor("none"), federation, dim=3)
+    _, _, same = fl.train_federated(federation, config, rounds=4, dim=3, round_fn=uploads)
+    np.testing.assert_allclose(same.test_rmse, plain.test_rmse, atol=1e-6)
+    touched_up = [fl.round_bytes(federation, fl.sample_clients(federation, config, r), 3)["touched"]["up"]
+                  for r in range(4)]
+    assert uploads.uploaded == touched_up
+    assert uploads.mb_uploaded()[-1] == pytest.approx(sum(touched_up) / 1e6)
+
+
+def test_compressed_training_still_learns_and_sends_less(federation):
+    config = fl.FedConfig(clients_per_round=10, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=3.0)
+    plain, plain_mb = cp.run_compressed(federation, config, cp.Compressor("none"), rounds=15, dim=3)
+    for compressor in (cp.Compressor("topk", 0.2), cp.Compressor("int8")):
+        history, mb = cp.run_compressed(federation, config, compressor, rounds=15, dim=3)
+        assert mb[-1] < 0.5 * plain_mb[-1]
+        assert history.train_rmse[-1] < history.train_rmse[0]
+
+
+def test_client_compute_counts_local_epochs(federation):
+    config = fl.FedConfig(clients_per_round=5, local_epochs=3, batch_size=4)
+    _, _, history = fl.train_federated(federation, config, rounds=2, dim=3)
+    expected = [0]
+    for r in range(2):
+        expected.append(expected[-1] + 3 * int(federation.num_examples(fl.sample_clients(federation, config, r)).sum()))
+    assert history.client_examples == expected
+
+
+def test_personalisation_on_ratings(federation):
+    config = fl.FedConfig(clients_per_round=10, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=3.0)
+    server, store, _ = fl.train_federated(federation, config, rounds=10, dim=3)
+    before = store.user_vec.copy()
+    refit = fl.refit_private(server, store, federation, fl.FedConfig(25, 3, 4, 0.05))
+    np.testing.assert_array_equal(store.user_vec, before)                          # the input is untouched
+    assert fl.federated_rmse(server, refit, federation, federation.train) < fl.federated_rmse(
+        server, store, federation, federation.train)
+    per_client = fl.per_client_rmse(server, store, federation, federation.test)
+    assert per_client.index.tolist() == sorted(federation.test["user_idx"].unique())
+    counts = federation.test.groupby("user_idx").size()
+    pooled = np.sqrt((per_client**2 * counts).sum() / counts.sum())
+    assert pooled == pytest.approx(fl.federated_rmse(server, store, federation, federation.test), rel=1e-5)
+    global_only = fl.without_private(store)
+    assert not global_only.user_vec.any() and not global_only.user_bias.any()
+
+
+# ---------------------------------------------------------------- FedAvg on Keras models
+
+
+def coloured_task(n_per_class: int = 40, seed: int = 0) -> vt.Task:
+    """Synthetic 32×32 images whose colour says the class (unit tests only): learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    palette = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220], [220, 220, 30], [30, 220, 220]])
+
+    def images(n):
+        y = np.repeat(np.arange(5), n)
+        x = np.clip(palette[y][:, None, None, :] + rng.normal(0, 40, (len(y), 32, 32, 3)), 0, 255).astype(np.uint8)
+        return x, y
+
+    (x_train, y_train), (x_test, y_test) = images(n_per_class), images(10)
+    return vt.Task("colours", x_train, y_train, x_test, y_test, ["r", "g", "b", "y", "c"])
+
+
+@pytest.fixture(scope="module")
+def task():
+    return coloured_task()
+
+
+@pytest.fixture(scope="module")
+def source():
+    keras.utils.set_random_seed(5)
+    extractor = vt.build_extractor(seed=5)
+    for layer in extractor.layers:  # "pre-trained": weights moved away from a fresh initialisation
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.kernel.assign(layer.kernel * 1.5 + 0.01)
+    return extractor
+
+
+def test_pretrained_start_is_exactly_the_source_weights(task, source):
+    original = [w.numpy().copy() for w in source.weights]
+    model = fv.federated_model("pretrained", source, 5)
+    extractor = model.model.get_layer("extractor")
+    for mine, theirs in zip(extractor.weights, source.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    fv.train_fedavg(model, clients, task.x_test, task.y_test, fv.VisionFedConfig(2, 1, 16, 0.05), rounds=1)
+    assert not np.array_equal(extractor.weights[0].numpy(), source.weights[0].numpy())  # training moved it
+    model.reset()
+    for mine, theirs in zip(extractor.weights, source.weights):                            # and reset restores it
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    for now, before in zip(source.weights, original):                                    # the source is never touched
+        np.testing.assert_array_equal(now.numpy(), before)
+
+
+def test_fedavg_of_one_client_is_that_clients_local_training(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    config = fv.VisionFedConfig(clients_per_round=1, local_epochs=1, batch_size=16, client_lr=0.05)
+    state = model.reset()
+    new = fv.fedavg_round(model, state, clients, config, round_num=0)
+    (k,) = fv.sample_clients(4, config, 0)
+    model.set_shared(state)
+    model.local_train(clients.x_train[k], clients.y_train[k], 1, 16, 0.05, [config.seed, 0, int(k)])
+    for a, b in zip(new, model.get_shared()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fedavg_learns_and_is_reproducible(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=5, alpha=100.0, min_size=5)
+    config = fv.VisionFedConfig(clients_per_round=3, local_epochs=2, batch_size=16, client_lr=0.05)
+    _, first = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
+    _, again = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
+    assert first.accuracy[-1] > 0.6 > first.accuracy[0]
+    assert first.accuracy == again.accuracy and first.dissimilarity == again.dissimilarity
+    assert first.dissimilarity >= 1.0
+    assert first.mb[1] == pytest.approx(2 * 3 * model.n_shared() * 4 / 1e6)
+
+
+def test_dissimilarity_grows_with_label_skew(task):
+    model = fv.federated_model("scratch", None, 5)
+    state = model.reset()
+    iid = fv.gradient_dissimilarity(model, state, fv.make_clients(task, 5, alpha=1e4, min_size=5))
+    skewed = fv.gradient_dissimilarity(model, state, fv.make_clients(task, 5, alpha=0.05, min_size=5))
+    assert 1.0 <= iid < skewed
+
+
+def test_personalisation_leaves_the_global_model_alone(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=0.1, min_size=5)
+    state = model.reset()
+    table = fv.personalise(model, state, clients, epochs=2, learning_rate=0.05)
+    assert set(table.columns) == {"client", "n_train", "n_test", "global", "personalised"}
+    assert table["n_test"].sum() == len(task.y_test) and table["personalised"].mean() > table["global"].mean()
+    for a, b in zip(model.get_shared(), state):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("config, message", [
+    (fv.VisionFedConfig(clients_per_round=0), "clients per round"),
+    (fv.VisionFedConfig(clients_per_round=9), "clients per round"),
+    (fv.VisionFedConfig(clients_per_round=2.5), "clients per round"),
+    (fv.VisionFedConfig(2, local_epochs=0), "local epochs"),
+    (fv.VisionFedConfig(2, client_lr=-1.0), "learning rate"),
+])
+def test_impossible_fedavg_settings_are_refused(config, message):
+    with pytest.raises(ValueError, match=message):
+        config.check(8)
+
+
+def test_first_round_reaching_a_target():
+    assert metrics.first_reaching([0.2, 0.5, 0.61, 0.58, 0.7], 0.6) == 2
+    assert metrics.first_reaching([0.2, 0.5], 0.6) is None
+    assert metrics.first_reaching([1.1, 0.95, 0.9], 0.9, higher_is_better=False) == 2
+
+
+def test_widget_view_caches_runs_and_explains_bad_settings(task, source):
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=2, clients_per_round=2, local_epochs=1,
+                                   target_accuracy=0.5)
+    sweep = experiment.sweep([1.0], progress=False)
+    assert list(sweep["init"]) == list(fv.INITS) and sweep["drift"].ge(1.0).all()
+    default = experiment.view(1.0, pretrained=True, clients_per_round=2, local_epochs=1, progress=False)
+    (history,) = default.values()
+    assert history is experiment.run(1.0, "pretrained")[1]                      # from the cache, not retrained
+    other = experiment.view(1.0, pretrained=False, clients_per_round=3, local_epochs=1, progress=False)
+    assert len(other) == 2 and all(len(h.accuracy) == 3 for h in other.values())
+    for k in (0, 5):
+        with pytest.raises(ValueError, match="clients per round"):
+            experiment.view(1.0, True, k, 1, progress=False)
+
+
+def test_compression_widget_values_are_checked(federation):
+    config = fl.FedConfig(clients_per_round=5, local_epochs=1, batch_size=4, client_lr=0.1)
+    with pytest.raises(ValueError, match="share of entries kept"):
+        cp.run_compressed(federation, config, cp.Compressor("topk", 0.0), rounds=2, dim=3)
+    history, mb = cp.run_compressed(federation, config, cp.Compressor("topk", 1e-4, False), rounds=2, dim=3)
+    assert len(mb) == 3 and mb[-1] > 0 and len(history.test_rmse) == 3
+
+
+def test_comparison_table_reports_targets(federation):
+    config = fl.FedConfig(clients_per_round=8, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=2.0)
+    runs = {k: v for k, v in cp.comparison_runs(config, fedsgd_rate=1.0).items() if "0.1%" not in k}
+    curves = cp.compare_uploads(federation, runs, rounds=3, dim=3, progress=False)
+    table = cp.upload_table(curves, target_rmse=10.0)                                  # reached at round 0
+    assert list(table.index) == list(runs) and (table["rounds to target"] == 0).all()
+    never = cp.upload_table(curves, target_rmse=0.0)
+    assert never["rounds to target"].isna().all() and never["MB up to target"].isna().all()
