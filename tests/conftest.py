@@ -14,6 +14,7 @@ NOTEBOOK_DATA = {
     "03_federated_rounds.ipynb": ["ml-latest-small"],
     "04_transfer_cifar10.ipynb": ["cifar-10"],
     "05_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
+    "06_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
     "07_privacy_security.ipynb": ["ml-latest-small"],
 }
 
