@@ -290,15 +290,17 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
 
 
 def personalise(model: FederatedModel, state: list[np.ndarray], clients: ImageClients, epochs: int,
-                learning_rate: float, batch_size: int = 32, seed: int = 0) -> pd.DataFrame:
+                learning_rate: float, batch_size: int = 32, seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """Each client fine-tunes the global model on its own training images for ``epochs`` epochs.
 
     Returns one row per client with a test set: ``client, n_train, n_test, global`` (accuracy
     of the global model on the client's own test images) and ``personalised`` (after its
     local fine-tuning). Nothing leaves the client; the global state is not changed.
     """
+    from tqdm.auto import tqdm
+
     rows = []
-    for k in range(clients.n_clients):
+    for k in tqdm(range(clients.n_clients), desc="clients", disable=not progress, leave=False):
         if len(clients.y_test[k]) == 0:
             continue
         model.set_shared(state)
