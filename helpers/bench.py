@@ -12,6 +12,18 @@ import json
 import sys
 
 
+def _movielens_federation(variant: str = "latest-small"):
+    """Lessons 03, 06, 07's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
+    μ the training mean. Returns (ratings data, train frame, test frame, Federation)."""
+    from helpers import federated as fl
+    from helpers.data import load_movielens
+    from helpers.splits import per_user_split
+
+    data = load_movielens(variant)
+    train, test = per_user_split(data.ratings, 0.2, seed=0)
+    return data, train, test, fl.Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
+
+
 def bench_softmax(variant: str) -> dict:
     """Lesson 01: softmax recommender vs most-popular under leave-last-out."""
     from helpers import softmax as sm
@@ -79,12 +91,8 @@ def bench_federated(variant: str, rounds: int = 300) -> dict:
 
     from helpers import federated as fl
     from helpers import mf
-    from helpers.data import load_movielens
-    from helpers.splits import per_user_split
 
-    data = load_movielens(variant)
-    train, test = per_user_split(data.ratings, 0.2, seed=0)
-    federation = fl.Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
+    data, train, test, federation = _movielens_federation(variant)
     central = mf.train_mf(mf.init_mf(data.n_users, data.n_items, 32, federation.mu, seed=0), train, test,
                           batch_size=256, epochs=20, learning_rate=1.0, l2=0.02)
     report = {"benchmark": "federated", "dataset": data.name, "clients": len(federation.client_ids),
@@ -141,12 +149,8 @@ def bench_privacy(rounds: int = 100) -> dict:
     from helpers import federated as fl
     from helpers import privacy as pv
     from helpers import security as sec
-    from helpers.data import load_movielens
-    from helpers.splits import per_user_split
 
-    data = load_movielens("latest-small")
-    train, test = per_user_split(data.ratings, 0.2, seed=0)
-    federation = fl.Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
+    data, train, _, federation = _movielens_federation()
     config = fl.FedConfig(50, 1, 16, 0.05, 10.0)
     server, store, _ = fl.train_federated(federation, config, 20, dim=32)
     updates = fl.local_training(server, store, federation, config, fl.sample_clients(federation, config, server.round))
@@ -219,8 +223,7 @@ def bench_fltl(alphas=(0.1, 0.3, 1.0, 10.0, 100.0), rounds: int = 30, mf_rounds:
     from helpers import federated as fl
     from helpers import federated_vision as fv
     from helpers import vision_transfer as vt
-    from helpers.data import load_cifar10, load_movielens
-    from helpers.splits import per_user_split
+    from helpers.data import load_cifar10
 
     data = load_cifar10()
     source, target = vt.source_and_target(data)
@@ -229,9 +232,7 @@ def bench_fltl(alphas=(0.1, 0.3, 1.0, 10.0, 100.0), rounds: int = 30, mf_rounds:
                                    local_epochs=2, target_accuracy=target_accuracy)
     sweep = experiment.sweep(list(alphas), progress=False)
 
-    ratings = load_movielens("latest-small")
-    train, test = per_user_split(ratings.ratings, test_fraction=0.2, seed=0)
-    federation = fl.Federation(train, test, ratings.n_users, ratings.n_items, mu=float(train["rating"].mean()))
+    *_, federation = _movielens_federation()
     config = fl.FedConfig(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0)
     curves = cp.compare_uploads(federation, cp.comparison_runs(config), rounds=mf_rounds, progress=False)
     target_rmse = round(1.02 * min(curves["FedAvg, float32"][0].test_rmse), 4)

@@ -52,6 +52,7 @@ class Compressor:
             raise ValueError(f"the share of entries kept must lie in (0, 1], got {self.fraction}")
 
     def label(self) -> str:
+        """A legend label, e.g. "top-1% + error feedback"."""
         name = {"none": "float32", "topk": f"top-{self.fraction * 100:g}%", "int8": "8-bit"}[self.method]
         if self.method != "none":
             name += " + error feedback" if self.error_feedback else ", no error feedback"
@@ -195,7 +196,6 @@ def upload_table(curves: dict, target_rmse: float) -> pd.DataFrame:
     Args:
         curves: label → (FedHistory, cumulative MB uploaded), as from :func:`compare_uploads`.
     """
-
     rows = []
     for label, (history, mb) in curves.items():
         hit = first_reaching(history.test_rmse, target_rmse, higher_is_better=False)

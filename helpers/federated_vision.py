@@ -56,7 +56,6 @@ class ImageClients:
     Attributes:
         x_train, x_test: uint8 (n_k, 32, 32, 3).  y_train, y_test: int (n_k,).
         train_counts: (N, C) training images of each class per client.
-        alpha: the Dirichlet concentration used.  class_names: C names.
     """
 
     x_train: list[np.ndarray]
@@ -64,8 +63,6 @@ class ImageClients:
     x_test: list[np.ndarray]
     y_test: list[np.ndarray]
     train_counts: np.ndarray
-    alpha: float
-    class_names: list[str]
 
     @property
     def n_clients(self) -> int:
@@ -80,10 +77,9 @@ def make_clients(task: vt.Task, n_clients: int, alpha: float, seed: int = 0, min
     """Deal ``task`` to clients with Dirichlet(α) label skew; the test set is split with the same shares."""
     parts, shares = partition.dirichlet_partition(task.y_train, n_clients, alpha, seed, min_size)
     test_parts = partition.split_by_shares(task.y_test, shares, np.random.default_rng([seed, 1]))
-    n_classes = len(task.class_names)
     return ImageClients([task.x_train[p] for p in parts], [task.y_train[p] for p in parts],
                         [task.x_test[p] for p in test_parts], [task.y_test[p] for p in test_parts],
-                        partition.class_counts(task.y_train, parts, n_classes), float(alpha), task.class_names)
+                        partition.class_counts(task.y_train, parts, len(task.class_names)))
 
 
 @dataclass(frozen=True)
@@ -179,20 +175,17 @@ class FederatedModel:
         return int(sum(np.prod(v.shape) for v in self.shared))
 
     def local_train(self, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, learning_rate: float,
-                    seed_key: list[int]) -> int:
-        """E epochs of mini-batch SGD on (x, y), order seeded by ``seed_key``; returns the step count."""
+                    seed_key: list[int]) -> None:
+        """E epochs of mini-batch SGD on (x, y), batch order and augmentation seeded by ``seed_key``."""
         rate = tf.constant(learning_rate, tf.float32)
         augment_seed = int(np.random.default_rng(seed_key).integers(2**31))
         for i, state in enumerate(self._seed_states):
             state.assign(np.array([augment_seed, i], np.int64))
-        steps = 0
         for epoch in range(epochs):
             order = np.random.default_rng([*seed_key, epoch]).permutation(len(y))
             for start in range(0, len(y), batch_size):
                 batch = order[start:start + batch_size]
                 self._step(tf.constant(x[batch]), tf.constant(y[batch]), rate)
-                steps += 1
-        return steps
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
         """Top-1 accuracy (0..1) of the current weights on (x, y)."""

@@ -14,6 +14,8 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
+LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
+
 
 def show_or_explain(render: Callable, *args, **kwargs):
     """Call ``render``; on ValueError print a one-line explanation instead of a traceback.
@@ -62,7 +64,7 @@ def gd_controls(render: Callable[[float, int, int], object], learning_rate: floa
     """
     rate = widgets.FloatLogSlider(value=learning_rate, base=10, min=-3, max=2, step=0.1,
                                   description="learning rate η", continuous_update=False,
-                                  style={"description_width": "initial"})
+                                  style=LABEL_STYLE)
     batch = widgets.IntText(value=batch_size, description="batch size")
     count = widgets.IntSlider(value=steps, min=0, max=1000, step=10, description="steps", continuous_update=False)
     return explained_interact(render, learning_rate=rate, batch_size=batch, steps=count)
@@ -74,54 +76,50 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
     K is typed freely so that impossible values (0, more clients than exist) reach
     ``render``, which must explain them.
     """
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
         rounds=widgets.IntSlider(value=20, min=0, max=100, step=5, description="rounds", continuous_update=False),
-        clients_per_round=widgets.IntText(value=50, description="clients per round K", style=style),
+        clients_per_round=widgets.IntText(value=50, description="clients per round K", style=LABEL_STYLE),
         local_epochs=widgets.IntSlider(value=1, min=1, max=10, description="local epochs E", continuous_update=False,
-                                       style=style),
+                                       style=LABEL_STYLE),
         client_lr=widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=0, step=0.1, description="client rate η_c",
-                                         continuous_update=False, style=style),
+                                         continuous_update=False, style=LABEL_STYLE),
         server_lr=widgets.FloatLogSlider(value=10.0, base=10, min=-1, max=2, step=0.1, description="server rate η_s",
-                                         continuous_update=False, style=style),
+                                         continuous_update=False, style=LABEL_STYLE),
     )
 
 
 def transfer_controls(render: Callable[[int, int], object], budgets: list[int], max_blocks: int):
     """Labels per class (the cached budgets) and unfrozen conv blocks → ``render``."""
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
-        per_class=widgets.Dropdown(options=budgets, value=budgets[0], description="labels per class", style=style),
+        per_class=widgets.Dropdown(options=budgets, value=budgets[0], description="labels per class", style=LABEL_STYLE),
         unfrozen_blocks=widgets.IntSlider(value=0, min=0, max=max_blocks, description="unfrozen blocks",
-                                          continuous_update=False, style=style),
+                                          continuous_update=False, style=LABEL_STYLE),
     )
 
 
 def cold_start_controls(render: Callable[[float, str, int], object]):
     """β (share of overlapping users made cold), mapping type and embedding size → ``render``."""
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
         beta=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="β (cold share)",
-                                 continuous_update=False, style=style),
+                                 continuous_update=False, style=LABEL_STYLE),
         mapping=widgets.Dropdown(options=[("linear", "map_linear"), ("MLP", "map_mlp")], value="map_linear",
-                                 description="mapping", style=style),
-        dim=widgets.Dropdown(options=[4, 8, 16, 32], value=16, description="embedding size", style=style),
+                                 description="mapping", style=LABEL_STYLE),
+        dim=widgets.Dropdown(options=[4, 8, 16, 32], value=16, description="embedding size", style=LABEL_STYLE),
     )
 
 
 def dp_controls(render: Callable[[float, float, int, int], object]):
     """Noise multiplier σ, clipping norm C, clients per round and rounds → ``render``."""
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
         noise_multiplier=widgets.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="noise σ",
-                                             continuous_update=False, style=style),
+                                             continuous_update=False, style=LABEL_STYLE),
         clip_norm=widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="clip norm C",
-                                         continuous_update=False, style=style),
-        clients_per_round=widgets.IntText(value=50, description="clients per round", style=style),
+                                         continuous_update=False, style=LABEL_STYLE),
+        clients_per_round=widgets.IntText(value=50, description="clients per round", style=LABEL_STYLE),
         rounds=widgets.IntSlider(value=30, min=0, max=100, step=10, description="rounds", continuous_update=False),
     )
 
@@ -130,11 +128,10 @@ def attack_controls(render: Callable[[float, str, str], object]):
     """Attackers' share, attack type and aggregator → ``render``."""
     from helpers.security import AGGREGATORS, ATTACKS
 
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
         attacker_share=widgets.FloatSlider(value=0.1, min=0.0, max=0.5, step=0.05, description="attacker share",
-                                           continuous_update=False, style=style),
+                                           continuous_update=False, style=LABEL_STYLE),
         attack=widgets.Dropdown(options=ATTACKS, value="push", description="attack"),
         aggregator=widgets.Dropdown(options=AGGREGATORS, value="clip", description="aggregator"),
     )
@@ -146,26 +143,24 @@ def fltl_controls(render: Callable[[float, bool, int, int], object], alphas: lis
 
     K is typed freely so impossible values (0, more than ``n_clients``) reach ``render``.
     """
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
-        alpha=widgets.Dropdown(options=list(alphas), value=alphas[0], description="Dirichlet α", style=style),
-        pretrained=widgets.Checkbox(value=True, description="start from the pre-trained extractor", style=style),
+        alpha=widgets.Dropdown(options=list(alphas), value=alphas[0], description="Dirichlet α", style=LABEL_STYLE),
+        pretrained=widgets.Checkbox(value=True, description="start from the pre-trained extractor", style=LABEL_STYLE),
         clients_per_round=widgets.IntText(value=clients_per_round, description=f"clients per round (of {n_clients})",
-                                          style=style),
+                                          style=LABEL_STYLE),
         local_epochs=widgets.IntSlider(value=local_epochs, min=1, max=5, description="local epochs E",
-                                       continuous_update=False, style=style),
+                                       continuous_update=False, style=LABEL_STYLE),
     )
 
 
 def compression_controls(render: Callable[[str, float, bool], object], fraction: float = 0.01):
     """Compression method, share of entries kept (log slider, top-k only) and error feedback → ``render``."""
-    style = {"description_width": "initial"}
     return explained_interact(
         render,
         method=widgets.Dropdown(options=[("top-k sparsification", "topk"), ("8-bit quantisation", "int8")],
-                                value="topk", description="compression", style=style),
+                                value="topk", description="compression", style=LABEL_STYLE),
         fraction=widgets.FloatLogSlider(value=fraction, base=10, min=-4, max=0, step=0.25,
-                                        description="share kept (top-k)", continuous_update=False, style=style),
-        error_feedback=widgets.Checkbox(value=True, description="error feedback", style=style),
+                                        description="share kept (top-k)", continuous_update=False, style=LABEL_STYLE),
+        error_feedback=widgets.Checkbox(value=True, description="error feedback", style=LABEL_STYLE),
     )
