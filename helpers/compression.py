@@ -25,6 +25,7 @@ import pandas as pd
 
 from helpers import federated as fl
 from helpers.metrics import first_reaching
+from helpers.progress import progress as progress_bar
 
 METHODS = {"none": "float32 (lesson 03)", "topk": "top-k sparsification", "int8": "8-bit quantisation"}
 INDEX_BYTES = 4
@@ -183,10 +184,8 @@ def comparison_runs(config: fl.FedConfig, fedsgd_rate: float = 10.0) -> dict:
 def compare_uploads(federation: fl.Federation, runs: dict, rounds: int, dim: int = 32,
                     progress: bool = True) -> dict:
     """Train every run of ``runs`` (label → (FedConfig, Compressor)); label → (history, cumulative MB up)."""
-    from tqdm.auto import tqdm
-
     return {label: run_compressed(federation, config, compressor, rounds, dim)
-            for label, (config, compressor) in tqdm(runs.items(), desc="runs", disable=not progress, leave=False)}
+            for label, (config, compressor) in progress_bar(list(runs.items()), "runs", enabled=progress)}
 
 
 def upload_table(curves: dict, target_rmse: float) -> pd.DataFrame:

@@ -215,6 +215,14 @@ def _download(url: str, filename: str, into: Path) -> Path:
         raise DataUnavailableError(f"could not download {url}: {error}") from error
 
 
+def _portable_source(url: str) -> str:
+    """Where an archive came from, without this machine's folders: a web address stays as it
+    is; a local mirror folder is named by its role (its path differs on every laptop)."""
+    if url.startswith("file:"):
+        return f"a local mirror folder ({MIRROR_ENV})"
+    return url
+
+
 def fetch(name: str, *, verbose: bool = True) -> Path:
     """Return the path of a verified copy of archive ``name`` (a key of REGISTRY).
 
@@ -243,8 +251,8 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
         if digests["sha256"] == _recorded_hash(target):
             if verbose:
                 source = _recorded_path(target).read_text().split()[-1]
-                print(f"Using {target}: not the official release; accepted from {source} "
-                      f"(sha256 {digests['sha256'][:12]}…).")
+                print(f"Using the cached {spec.filename}: not the official release; accepted from "
+                      f"{_portable_source(source)} (sha256 {digests['sha256'][:12]}…).")
             return target
         raise ChecksumError(
             f"{target} is in the cache but is not an accepted build of {spec.filename}: "
@@ -271,7 +279,7 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
         note = None
     elif listed is not None and listed == digests["sha256"]:
         note = (
-            f"Using {spec.filename} from the mirror {base}: a build that differs from the "
+            f"Using {spec.filename} from {_portable_source(url)}: a build that differs from the "
             f"official release ({spec.official_checksum}); accepted because the mirror's "
             f"{SUMS_FILE} lists its sha256 {digests['sha256']}."
         )

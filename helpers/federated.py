@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from helpers.progress import progress as progress_bar
+
 FLOAT_BYTES = 4
 INDEX_BYTES = 4
 
@@ -465,11 +467,7 @@ def train_federated(federation: Federation, config: FedConfig, rounds: int, dim:
     server, store = init_state(federation, dim, init_seed)
     history = FedHistory([federated_rmse(server, store, federation, federation.test)],
                          [federated_rmse(server, store, federation, federation.train)], [0.0], [0.0], [0.0], [0])
-    iterator = range(rounds)
-    if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc="rounds", leave=False)
-    for _ in iterator:
+    for _ in progress_bar(range(rounds), "rounds", enabled=progress):
         clients = sample_clients(federation, config, server.round)
         start = time.perf_counter()
         server = round_fn(server, store, federation, config)

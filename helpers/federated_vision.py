@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from helpers import metrics, partition
 from helpers import vision_transfer as vt
+from helpers.progress import progress as progress_bar
 
 FLOAT_BYTES = 4
 PERSONALISE_TAG = 10**6  # seed-key slot that no round number reaches: personalisation batches
@@ -267,11 +268,7 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
     history = VisionFedHistory([model.accuracy(x_test, y_test)], [0.0], [0.0],
                                gradient_dissimilarity(model, state, clients))
     round_mb = 2 * config.clients_per_round * model.n_shared() * FLOAT_BYTES / 1e6
-    iterator = range(rounds)
-    if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc="rounds", leave=False)
-    for round_num in iterator:
+    for round_num in progress_bar(range(rounds), "rounds", enabled=progress):
         start = time.perf_counter()
         rate = config.client_lr * 0.5 * (1 + np.cos(np.pi * (round_num + 0.5) / rounds))  # cosine decay
         state = fedavg_round(model, state, clients, config, round_num, rate)
@@ -290,10 +287,8 @@ def personalise(model: FederatedModel, state: list[np.ndarray], clients: ImageCl
     of the global model on the client's own test images) and ``personalised`` (after its
     local fine-tuning). Nothing leaves the client; the global state is not changed.
     """
-    from tqdm.auto import tqdm
-
     rows = []
-    for k in tqdm(range(clients.n_clients), desc="clients", disable=not progress, leave=False):
+    for k in progress_bar(range(clients.n_clients), "clients personalised", enabled=progress):
         if len(clients.y_test[k]) == 0:
             continue
         model.set_shared(state)
@@ -353,11 +348,9 @@ class FLTLExperiment:
     def sweep(self, alphas, progress: bool = True) -> pd.DataFrame:
         """Every α × starting point at the default K and E; one row per run: ``alpha, init,
         final_accuracy, best_accuracy, rounds_to_target`` (None: not reached), ``drift`` (B² at the start), ``seconds``."""
-        from tqdm.auto import tqdm
-
         combos = [(a, i) for a in alphas for i in INITS]
         rows = []
-        for alpha, init in tqdm(combos, desc="FedAvg runs", disable=not progress, leave=False):
+        for alpha, init in progress_bar(combos, "FedAvg runs", enabled=progress):
             _, history = self.run(alpha, init)
             rows.append({"alpha": alpha, "init": init, "final_accuracy": history.accuracy[-1],
                          "best_accuracy": max(history.accuracy),

@@ -19,6 +19,7 @@ is what the server would receive from each client.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,8 +190,17 @@ def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: f
         engine = dp_accounting.pld.PLDAccountant()
     else:
         raise ValueError(f"accountant must be 'rdp' or 'pld', got {accountant!r}")
-    engine.compose(event)
-    return float(engine.get_epsilon(delta))
+    # The RDP accountant tries fractional Rényi orders near 1 whose series may not converge for
+    # small σ; it then excludes that order (ε comes from the others) and logs one absl warning per
+    # order. That exclusion is its documented behaviour, so the warnings are not shown to learners.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        engine.compose(event)
+        return float(engine.get_epsilon(delta))
+    finally:
+        absl_logger.setLevel(level)
 
 
 def poisson_sample(federation, sampling_rate: float, seed: int, round_num: int) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 
 from helpers import metrics
 from helpers.data import ImageData
+from helpers.progress import progress as progress_bar
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -341,11 +342,9 @@ def run_grid(source: keras.Sequential | None, target: Task, methods, budgets, se
     The same seed gives every method the same target examples.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
-
     combos = [(m, b, s) for b in budgets for s in seeds for m in methods]
     rows = [run_method(m, source, target, b, seed=s, max_steps=max_steps, **options)
-            for m, b, s in tqdm(combos, desc="target runs", disable=not progress, leave=False)]
+            for m, b, s in progress_bar(combos, "target runs", enabled=progress)]
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,186 @@
+"""Findings as code: a lesson states a measured result only through this module.
+
+A finding is a sentence rendered from the measured numbers plus the condition under
+which that sentence is true. :func:`check` shows the sentence (as Markdown, with the
+condition and the numbers it was checked on) when the condition holds, and raises
+:class:`FindingError` — naming the finding and the numbers — when it does not, so that
+nbval fails instead of the lesson saying something its run did not produce.
+
+Where a result can go either way on other data (the mirror's CIFAR-10 subset vs the
+complete archive, fast vs full mode), :func:`choose` picks the sentence from the numbers:
+it takes several (condition, sentence) cases and states the first whose condition holds.
+
+Example::
+
+    check("FedAvg is close to centralised",
+          "FedAvg's best test RMSE, {fedavg:.4f}, is {gap:+.2%} from centralised training's {central:.4f}.",
+          "abs(gap) < 0.01", fedavg=0.8687, central=0.8660, gap=0.0031)
+
+Conditions are Python expressions over the numbers' names, evaluated with a few
+built-ins only (abs, min, max, all, any, len, sum, round, sorted, zip, range,
+enumerate, float, int, isnan).
+
+Every finding stated in a session is remembered; :func:`recap` lists them, for a lesson's summary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+_SAFE_BUILTINS = {"abs": abs, "min": min, "max": max, "all": all, "any": any, "len": len,
+                  "sum": sum, "round": round, "sorted": sorted, "zip": zip, "range": range,
+                  "enumerate": enumerate, "float": float, "int": int, "isnan": math.isnan}
+
+_STATED: dict[str, "Finding"] = {}  # name → latest statement; a re-run cell replaces its finding
+
+
+class FindingError(AssertionError):
+    """A lesson's finding does not hold for the numbers of this run."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A checked sentence.
+
+    Attributes:
+        name: short title, e.g. "FedAvg is close to centralised".
+        sentence: the rendered sentence (numbers filled in).
+        condition: the expression that made it true.
+        numbers: the measured values it was checked on (name → value).
+    """
+
+    name: str
+    sentence: str
+    condition: str
+    numbers: dict = field(default_factory=dict)
+
+    def _checked_on(self) -> str:
+        shown = ", ".join(f"{k} = {_short(v)}" for k, v in self.numbers.items())
+        return f"checked: `{self.condition}`" + (f" with {shown}" if shown else "")
+
+    def _repr_markdown_(self) -> str:
+        return f"**Finding — {self.name}.** {self.sentence}  \n<sub>{self._checked_on()}</sub>"
+
+    def __str__(self) -> str:
+        return f"Finding — {self.name}. {self.sentence} [{self._checked_on().replace('`', '')}]"
+
+    __repr__ = __str__
+
+
+@dataclass(frozen=True)
+class Recap:
+    """Several findings shown as one Markdown list."""
+
+    findings: tuple
+    with_checks: bool = True
+
+    def _repr_markdown_(self) -> str:
+        if not self.findings:
+            return "_No findings were stated in this run._"
+        return "\n".join(f"- **{f.name}.** {f.sentence}"
+                         + (f" <sub>({f._checked_on()})</sub>" if self.with_checks else "")
+                         for f in self.findings)
+
+    def __str__(self) -> str:
+        return "\n".join(f"- {f.name}. {f.sentence}" for f in self.findings)
+
+    __repr__ = __str__
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"[{', '.join(_short(v) for v in value[:8])}, …]"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(_short(v) for v in value)}]"
+    return str(value)
+
+
+def _plain(value):
+    """NumPy scalars and arrays → Python floats/ints/lists, so conditions and messages read plainly."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def holds(condition: str, numbers: dict) -> bool:
+    """Evaluate ``condition`` over ``numbers``; a condition that cannot be evaluated is an error."""
+    if not isinstance(condition, str) or not condition.strip():
+        raise ValueError("a finding needs its condition as a non-empty expression string")
+    try:
+        # numbers go in as globals so that generator expressions in the condition see them too
+        result = eval(condition, {"__builtins__": _SAFE_BUILTINS, **numbers})  # noqa: S307 - lesson code
+    except Exception as error:  # a typo in a condition must not pass silently
+        raise ValueError(f"cannot evaluate the condition {condition!r} on {sorted(numbers)}: {error}") from error
+    return bool(result)
+
+
+def check(name: str, sentence: str, condition: str, **numbers) -> Finding:
+    """State ``sentence`` (a ``str.format`` template over ``numbers``) if ``condition`` holds.
+
+    Args:
+        name: the finding's short title.
+        sentence: template, e.g. ``"FedAvg ends {gap:+.1%} from centralised"``.
+        condition: expression over the numbers' names, e.g. ``"abs(gap) < 0.01"``.
+        **numbers: the measured values (floats, ints, lists; NumPy values are converted).
+
+    Returns:
+        The :class:`Finding`; as the last expression of a cell it shows as Markdown.
+
+    Raises:
+        FindingError: the condition is false for these numbers.
+        ValueError: the condition cannot be evaluated or the template names a missing number.
+    """
+    numbers = {k: _plain(v) for k, v in numbers.items()}
+    try:
+        text = sentence.format(**numbers)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"finding {name!r}: the sentence cannot be rendered from {sorted(numbers)}: {error}") from error
+    if not holds(condition, numbers):
+        raise FindingError(
+            f"finding {name!r} does not hold in this run: `{condition}` is false with "
+            + ", ".join(f"{k} = {_short(v)}" for k, v in numbers.items())
+            + f". The lesson would have said: {text}")
+    finding = Finding(name, text, condition, numbers)
+    _STATED[name] = finding
+    return finding
+
+
+def choose(name: str, cases: list[tuple[str, str]], **numbers) -> Finding:
+    """State the sentence of the first case whose condition holds.
+
+    Args:
+        name: the finding's short title.
+        cases: ``[(condition, sentence template), …]`` in order of preference; make the
+            conditions cover every outcome the data can give (the last may be ``"True"``).
+        **numbers: the measured values.
+
+    Raises:
+        FindingError: no case holds (the outcomes were not covered).
+    """
+    if not cases:
+        raise ValueError(f"finding {name!r}: give at least one (condition, sentence) case")
+    numbers = {k: _plain(v) for k, v in numbers.items()}
+    for condition, sentence in cases:
+        if holds(condition, numbers):
+            return check(name, sentence, condition, **numbers)
+    raise FindingError(
+        f"finding {name!r}: none of the cases {[c for c, _ in cases]} holds with "
+        + ", ".join(f"{k} = {_short(v)}" for k, v in numbers.items()))
+
+
+def report(*findings: Finding) -> Recap:
+    """Show several findings of one cell together."""
+    return Recap(tuple(findings))
+
+
+def recap() -> Recap:
+    """Every finding stated so far in this session, once each, in order (for a lesson's summary)."""
+    return Recap(tuple(_STATED.values()), with_checks=False)
+
+
+def forget() -> None:
+    """Clear the session's list of stated findings (tests use it)."""
+    _STATED.clear()

@@ -1,0 +1,156 @@
+"""Measured run times of the lessons, and the one place their wording comes from.
+
+Each notebook's "Expected run time" line and the README's lesson table are rendered
+from ``helpers/run_times.json``, which holds the seconds of real executions (full and
+``COURSE_FAST=1``) on the machine named in the file. A test checks that notebooks,
+README and the file agree.
+
+Command line (run from the project root, with the data reachable)::
+
+    python -m helpers.runtimes execute notebooks/03_federated_rounds.ipynb   # full run, outputs saved
+    python -m helpers.runtimes execute --fast notebooks/03_federated_rounds.ipynb   # timed only
+    python -m helpers.runtimes write     # update the notebooks' opening lines and the README table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMES_FILE = Path(__file__).with_name("run_times.json")
+RUN_TIME_LINE = re.compile(r"^\*\*Expected run time\.\*\*.*$", re.MULTILINE)
+MODES = ("full", "fast")
+
+
+def load_times(path: Path = TIMES_FILE) -> dict:
+    """``{"machine": str, "notebooks": {name: {"full": seconds, "fast": seconds}}}``."""
+    if not path.exists():
+        return {"machine": "", "notebooks": {}}
+    return json.loads(path.read_text())
+
+
+def minutes_phrase(seconds: float) -> str:
+    """Seconds → the words a learner reads: ``"under 1 minute"``, ``"about 4 minutes"``."""
+    if seconds < 0:
+        raise ValueError(f"a run time cannot be negative, got {seconds}")
+    minutes = seconds / 60
+    if minutes < 1:
+        return "under 1 minute"
+    whole = max(1, round(minutes))
+    return f"about {whole} minute" + ("s" if whole > 1 else "")
+
+
+def short_phrase(seconds: float) -> str:
+    """Seconds → the README's short form: ``"<1 min"``, ``"~4 min"``."""
+    phrase = minutes_phrase(seconds)
+    return "<1 min" if phrase.startswith("under") else "~" + phrase.split()[1] + " min"
+
+
+def run_time_line(name: str, times: dict | None = None) -> str:
+    """The opening cell's line for notebook ``name`` (for example ``"03_federated_rounds.ipynb"``)."""
+    entry = (times or load_times())["notebooks"][name]
+    full, fast = minutes_phrase(entry["full"]), minutes_phrase(entry["fast"])
+    return (f"**Expected run time.** {full[0].upper() + full[1:]} on a 2-core laptop CPU; "
+            f"{fast} with `COURSE_FAST=1` (both measured; see `helpers/run_times.json`).")
+
+
+def readme_cell(name: str, times: dict | None = None) -> str:
+    """The README table's run-time cell for notebook ``name``, e.g. ``"~12 min (~4 min fast)"``."""
+    entry = (times or load_times())["notebooks"][name]
+    return f"{short_phrase(entry['full'])} ({short_phrase(entry['fast'])} fast)"
+
+
+def execute(path: Path, fast: bool, timeout: int = 3600) -> float:
+    """Run every cell of the notebook at ``path`` in a fresh kernel; return the wall seconds.
+
+    A full run saves the outputs into the notebook; a fast run (``COURSE_FAST=1``) only times it.
+    Raises ``nbclient.exceptions.CellExecutionError`` when a cell fails (a finding included).
+    """
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    previous = os.environ.get("COURSE_FAST")
+    os.environ["COURSE_FAST"] = "1" if fast else "0"
+    try:
+        client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                         record_timing=False,
+                                         resources={"metadata": {"path": str(path.parent)}})
+        start = time.perf_counter()
+        client.execute()
+        seconds = time.perf_counter() - start
+    finally:
+        if previous is None:
+            os.environ.pop("COURSE_FAST", None)
+        else:
+            os.environ["COURSE_FAST"] = previous
+    if not fast:
+        nbformat.write(notebook, path)
+    return seconds
+
+
+def record(name: str, mode: str, seconds: float, path: Path = TIMES_FILE) -> None:
+    """Store one measurement in ``run_times.json``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    times = load_times(path)
+    times["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    times["notebooks"].setdefault(name, {})[mode] = round(seconds, 1)
+    times["notebooks"] = dict(sorted(times["notebooks"].items()))
+    path.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def write_texts(root: Path = ROOT, times: dict | None = None) -> list[str]:
+    """Rewrite each notebook's run-time line and the README's run-time cells; return what changed."""
+    import nbformat
+
+    times = times or load_times()
+    changed = []
+    readme_path = root / "README.md"
+    readme = readme_path.read_text()
+    for name in times["notebooks"]:
+        path = root / "notebooks" / name
+        notebook = nbformat.read(path, as_version=4)
+        opening = notebook.cells[0]
+        updated = RUN_TIME_LINE.sub(run_time_line(name, times), opening.source, count=1)
+        if updated != opening.source:
+            opening.source = updated
+            nbformat.write(notebook, path)
+            changed.append(name)
+        row = re.compile(rf"^(\| \[`{re.escape(name)}`\].*\| )([^|]*)( \|)$", re.MULTILINE)
+        readme = row.sub(lambda m: m.group(1) + readme_cell(name, times) + m.group(3), readme)
+    if readme != readme_path.read_text():
+        readme_path.write_text(readme)
+        changed.append("README.md")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.runtimes", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("execute", help="execute notebooks and record their run time")
+    run.add_argument("--fast", action="store_true", help="COURSE_FAST=1; time only, outputs not saved")
+    run.add_argument("notebooks", nargs="+", type=Path)
+    commands.add_parser("write", help="render the notebooks' run-time lines and the README table")
+    args = parser.parse_args(argv)
+    if args.command == "write":
+        print("updated:", ", ".join(write_texts()) or "nothing")
+        return 0
+    for path in args.notebooks:
+        mode = "fast" if args.fast else "full"
+        print(f"{path.name} ({mode}) …", file=sys.stderr, flush=True)
+        seconds = execute(path, args.fast)
+        record(path.name, mode, seconds)
+        print(f"{path.name} ({mode}): {seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

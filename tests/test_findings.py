@@ -1,0 +1,87 @@
+"""helpers.findings: a finding is shown only when its condition holds; otherwise the cell fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import findings
+from helpers.findings import FindingError
+
+
+@pytest.fixture(autouse=True)
+def fresh_recap():
+    findings.forget()
+    yield
+    findings.forget()
+
+
+def test_check_renders_the_sentence_from_the_numbers_and_shows_the_condition():
+    f = findings.check("FedAvg is close to centralised", "FedAvg ends {gap:+.1%} from centralised ({fed:.4f}).",
+                       "abs(gap) < 0.01", gap=0.0031, fed=0.8687)
+    assert f.sentence == "FedAvg ends +0.3% from centralised (0.8687)."
+    markdown = f._repr_markdown_()
+    assert "**Finding — FedAvg is close to centralised.**" in markdown
+    assert "abs(gap) < 0.01" in markdown and "gap = 0.0031" in markdown
+
+
+def test_a_false_condition_raises_and_names_the_finding_and_the_numbers():
+    with pytest.raises(FindingError) as error:
+        findings.check("over a hundred times cheaper", "Touched rows are {ratio:.0f}× cheaper.", "ratio > 100", ratio=70.2)
+    message = str(error.value)
+    assert "over a hundred times cheaper" in message and "ratio = 70.2" in message and "ratio > 100" in message
+
+
+def test_numpy_values_are_plain_numbers_in_conditions():
+    np = pytest.importorskip("numpy")
+    f = findings.check("monotone", "RMSE rises with σ: {rmse}.", "all(a < b for a, b in zip(rmse, rmse[1:]))",
+                       rmse=np.array([0.90, 0.91, 0.94]))
+    assert f.numbers["rmse"] == [0.90, 0.91, 0.94]
+
+
+def test_choose_states_the_first_case_that_holds():
+    cases = [("transfer > scratch", "Transfer wins by {d:+.3f}."),
+             ("transfer < scratch", "Scratch wins by {d:+.3f}."),
+             ("True", "They tie.")]
+    assert findings.choose("who wins", cases, transfer=0.6, scratch=0.5, d=0.1).sentence == "Transfer wins by +0.100."
+    assert findings.choose("who wins", cases, transfer=0.5, scratch=0.6, d=-0.1).sentence == "Scratch wins by -0.100."
+    assert findings.choose("who wins", cases, transfer=0.5, scratch=0.5, d=0.0).sentence == "They tie."
+
+
+def test_choose_fails_when_no_case_covers_the_outcome():
+    with pytest.raises(FindingError, match="none of the cases"):
+        findings.choose("who wins", [("a > b", "a wins")], a=1, b=2)
+
+
+def test_a_condition_with_a_typo_or_a_sentence_with_a_missing_number_is_an_error_not_a_pass():
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        findings.check("typo", "x is {x}", "x > thershold", x=1)
+    with pytest.raises(ValueError, match="cannot be rendered"):
+        findings.check("missing", "x is {y}", "x > 0", x=1)
+    with pytest.raises(ValueError, match="condition"):
+        findings.check("empty", "x is {x}", "", x=1)
+
+
+def test_conditions_cannot_reach_python_builtins():
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        findings.check("no imports", "x", "__import__('os') is not None", x=1)
+
+
+def test_recap_lists_each_finding_once_in_order_and_a_rerun_replaces_it():
+    findings.check("first", "one {x}", "x == 1", x=1)
+    findings.check("second", "two", "True")
+    findings.check("first", "one again {x}", "x == 2", x=2)
+    recap = findings.recap()
+    assert [f.name for f in recap.findings] == ["first", "second"]
+    assert "one again 2" in recap._repr_markdown_()
+
+
+def test_report_shows_several_findings_with_their_checks():
+    a = findings.check("a", "A.", "True")
+    b = findings.check("b", "B {v}.", "v > 0", v=3)
+    markdown = findings.report(a, b)._repr_markdown_()
+    assert markdown.splitlines()[0].startswith("- **a.** A.") and "v > 0" in markdown
+
+
+def test_generator_expressions_in_conditions_see_every_number():
+    f = findings.check("all under the limit", "ok", "all(x < limit for x in xs)", xs=[1, 2], limit=3)
+    assert f.sentence == "ok"

@@ -1,0 +1,59 @@
+"""helpers.progress (one summary line left behind) and helpers.runtimes (measured run times in words)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import progress, runtimes
+
+
+def test_progress_yields_every_item_and_can_be_silent(capsys):
+    assert list(progress.progress(range(5), "rounds")) == [0, 1, 2, 3, 4]
+    assert list(progress.progress(iter([1, 2]), "items", enabled=False)) == [1, 2]
+    assert capsys.readouterr().out == ""
+
+
+def test_summary_line_reads_as_one_line():
+    assert progress.summary_line("rounds", 300, 7.46) == "rounds: 300 in 7.5 s"
+    assert progress.summary_line("target runs", 60, 600) == "target runs: 60 in 10.0 min"
+
+
+@pytest.mark.parametrize("seconds, words, short", [(20, "under 1 minute", "<1 min"), (65, "about 1 minute", "~1 min"),
+                                                    (150, "about 2 minutes", "~2 min"), (731, "about 12 minutes", "~12 min")])
+def test_minutes_phrases(seconds, words, short):
+    assert runtimes.minutes_phrase(seconds) == words
+    assert runtimes.short_phrase(seconds) == short
+
+
+def test_negative_time_is_refused():
+    with pytest.raises(ValueError):
+        runtimes.minutes_phrase(-1)
+
+
+def test_write_texts_renders_notebook_line_and_readme_cell(tmp_path: Path):
+    (tmp_path / "notebooks").mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# L\n\n**Expected run time.** About 99 minutes.\n\nMore.")]
+    nbformat.write(notebook, tmp_path / "notebooks" / "01_x.ipynb")
+    (tmp_path / "README.md").write_text("| notebook | t |\n|---|---|\n| [`01_x.ipynb`](notebooks/01_x.ipynb) | old |\n")
+    times = {"machine": "test", "notebooks": {"01_x.ipynb": {"full": 250.0, "fast": 40.0}}}
+    assert runtimes.write_texts(tmp_path, times) == ["01_x.ipynb", "README.md"]
+    opening = nbformat.read(tmp_path / "notebooks" / "01_x.ipynb", as_version=4).cells[0].source
+    assert runtimes.run_time_line("01_x.ipynb", times) in opening and opening.endswith("More.")
+    assert "About 4 minutes" in opening and "under 1 minute with `COURSE_FAST=1`" in opening
+    assert "| ~4 min (<1 min fast) |" in (tmp_path / "README.md").read_text()
+    assert runtimes.write_texts(tmp_path, times) == []  # idempotent
+
+
+def test_record_keeps_both_modes(tmp_path: Path):
+    path = tmp_path / "times.json"
+    runtimes.record("01_x.ipynb", "full", 100.04, path)
+    runtimes.record("01_x.ipynb", "fast", 30.0, path)
+    assert json.loads(path.read_text())["notebooks"]["01_x.ipynb"] == {"full": 100.0, "fast": 30.0}
+    with pytest.raises(ValueError):
+        runtimes.record("01_x.ipynb", "slow", 1.0, path)
