@@ -218,3 +218,42 @@ def test_ml100k_layout(tmp_path, monkeypatch):
     data = load_movielens("100k")
     assert data.n_items == 2 and data.n_users == 2
     assert data.items.loc[0, "genres"] == "Animation|Children's|Comedy"
+
+
+def git_blob_id(data: bytes) -> str:
+    """What `git hash-object` prints, computed independently of helpers.download."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_a_file_known_only_by_its_git_blob_id_is_verified_and_its_sha256_recorded(tmp_path, monkeypatch):
+    official = tmp_path / "publisher"
+    official.mkdir()
+    content = b"1\t10\t4\n2\t10\t5\n"
+    (official / "douban_movie_ratings.dat").write_bytes(content)
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    monkeypatch.setitem(download.REGISTRY, "douban-movie", Archive(
+        "douban_movie_ratings.dat", (official / "douban_movie_ratings.dat").as_uri(), git_blob=git_blob_id(content)))
+    path = fetch("douban-movie")
+    assert path.read_bytes() == content
+    assert hashlib.sha256(content).hexdigest() in download._recorded_path(path).read_text()
+    assert fetch("douban-movie") == path  # the cached copy verifies again
+
+
+def test_a_different_file_is_refused_against_the_git_blob_id(tmp_path, monkeypatch):
+    official = tmp_path / "publisher"
+    official.mkdir()
+    (official / "douban_movie_ratings.dat").write_bytes(b"1\t10\t4\n")
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    expected = git_blob_id(b"something else\n")
+    monkeypatch.setitem(download.REGISTRY, "douban-movie", Archive(
+        "douban_movie_ratings.dat", (official / "douban_movie_ratings.dat").as_uri(), git_blob=expected))
+    with pytest.raises(ChecksumError, match=f"git-blob:{expected}"):
+        fetch("douban-movie")
+    assert not (tmp_path / "cache" / "douban_movie_ratings.dat").exists()
+
+
+def test_the_douban_movie_file_is_pinned_to_the_publishers_blob():
+    spec = download.REGISTRY["douban-movie"]
+    assert spec.git_blob == "0a944e57dc2107fb4ded66f9740f242c666e6949" and spec.official_checksum.startswith("git-blob:")
