@@ -14,8 +14,10 @@ One registry maps each archive to its official URL and checksum (as in d2l's
    :class:`ChecksumError`, naming the file and both hashes.
 4. When nothing can be reached, :class:`DataUnavailableError` says how to get it.
 
-Archives whose official checksum is unknown (Douban movie) are trusted on first
-use: the sha256 of the first download is recorded and enforced afterwards.
+An archive whose publisher gives only a git blob id (Douban movie, from the tree of the
+pinned GA-DTCDR commit) is verified against that id; its sha256 is then recorded beside
+the cached copy. An archive with no known checksum at all would be trusted on first use:
+the sha256 of the first download is recorded and enforced afterwards.
 """
 
 from __future__ import annotations
