@@ -29,12 +29,12 @@ def plot_temperature(summary: dict, titles: list[str], temperature: float):
     k = len(titles)
     left.barh(np.arange(k)[::-1], summary["top_probs"], color="tab:blue")
     left.set_yticks(np.arange(k)[::-1], [t[:40] for t in titles], fontsize=8)
-    left.set(xlabel="P(item | user)", title=f"Top-{k} at T = {temperature:.2g}: "
+    left.set(xlabel="P(item | user) among unrated items", title=f"Top-{k} at T = {temperature:.2g}: "
              f"{summary['mass_top_k']:.0%} of the probability mass")
-    sorted_probs = np.sort(summary["probs"])[::-1]
+    sorted_probs = np.sort(summary["probs"][summary["probs"] > 0])[::-1]  # the candidates only
     right.loglog(np.arange(1, len(sorted_probs) + 1), sorted_probs)
     right.axvline(k, color="grey", ls="--", lw=1)
-    right.set(xlabel="item rank (1 = most probable)", ylabel="P(item | user)",
+    right.set(xlabel="rank among unrated items (1 = most probable)", ylabel="P(item | user)",
               title=f"Entropy {summary['entropy_bits']:.1f} of {summary['max_entropy_bits']:.1f} bits")
     right.grid(alpha=0.3, which="both")
     fig.tight_layout()
@@ -42,18 +42,19 @@ def plot_temperature(summary: dict, titles: list[str], temperature: float):
 
 
 
-def temperature_figure(scores: np.ndarray, titles, temperature: float, k: int = 10):
+def temperature_figure(scores: np.ndarray, titles, temperature: float, k: int = 10, exclude=None):
     """The temperature widget's callback: one user's distribution at temperature T.
 
     Args:
-        scores: (I,) logits of one user (already-seen items may be set to -inf).
+        scores: (I,) logits of one user.
         titles: sequence of I item titles, indexed like ``scores``.
         temperature: T > 0 (ValueError otherwise).
         k: length of the top list.
+        exclude: items the user already rated; left out as in the ranking.
     """
     from helpers.softmax import temperature_summary
 
-    summary = temperature_summary(scores, temperature, k)
+    summary = temperature_summary(scores, temperature, k, exclude=exclude)
     return plot_temperature(summary, [titles[i] for i in summary["top_items"]], temperature)
 
 

@@ -169,26 +169,37 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def temperature_summary(scores: np.ndarray, temperature: float, k: int = 10) -> dict:
-    """How one user's distribution over the catalogue looks at temperature T.
+def temperature_summary(scores: np.ndarray, temperature: float, k: int = 10,
+                        exclude: np.ndarray | None = None) -> dict:
+    """How one user's distribution over the candidate items looks at temperature T.
+
+    The candidates are the catalogue minus ``exclude`` (the items the user already rated),
+    as in the ranking protocol and :func:`recommend_for_user`: the distribution is the
+    softmax of the candidates' scores, P_T(c | u) ∝ exp(s_c / T), and seen items get 0.
 
     Args:
         scores: (I,) logits of one user.
         temperature: T > 0.
-        k: size of the top list, 1 ≤ k ≤ I.
+        k: size of the top list, 1 ≤ k ≤ number of candidates.
+        exclude: item indices left out of the candidates (default: none).
 
     Returns:
-        ``probs`` (I,) the whole distribution, ``top_items`` (k,) item indices best first, ``top_probs`` (k,) their
-        probabilities, ``mass_top_k`` (probability in the top-k, 0..1),
-        ``entropy_bits`` (of the whole distribution) and ``max_entropy_bits``
-        (log2 I, the uniform distribution's entropy).
+        ``probs`` (I,) the distribution (0 for excluded items), ``top_items`` (k,) item indices best first,
+        ``top_probs`` (k,) their probabilities, ``mass_top_k`` (probability in the top-k, 0..1),
+        ``entropy_bits`` (of the distribution), ``max_entropy_bits`` (log2 of the number of
+        candidates, the uniform distribution's entropy) and ``n_candidates``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"scores must be a non-empty 1-D array, got shape {scores.shape}")
-    if not 1 <= k <= scores.size:
-        raise ValueError(f"k must lie in 1..{scores.size}, got {k}")
-    probs = softmax(scores, temperature)
+    candidates = np.ones(scores.size, dtype=bool)
+    if exclude is not None and len(exclude):
+        candidates[np.asarray(exclude, dtype=int)] = False
+    n_candidates = int(candidates.sum())
+    if not 1 <= k <= n_candidates:
+        raise ValueError(f"k must lie in 1..{n_candidates} (the items not excluded), got {k}")
+    probs = np.zeros_like(scores)
+    probs[candidates] = softmax(scores[candidates], temperature)
     top = np.argsort(-probs, kind="stable")[:k]
     nonzero = probs[probs > 0]
     return {
@@ -197,7 +208,8 @@ def temperature_summary(scores: np.ndarray, temperature: float, k: int = 10) -> 
         "top_probs": probs[top],
         "mass_top_k": float(probs[top].sum()),
         "entropy_bits": float(-(nonzero * np.log2(nonzero)).sum()),
-        "max_entropy_bits": float(np.log2(scores.size)),
+        "max_entropy_bits": float(np.log2(n_candidates)),
+        "n_candidates": n_candidates,
     }
 
 
@@ -215,7 +227,8 @@ def recommend_for_user(
 
     Returns:
         Frame with columns ``rank, title, genres, probability`` where probability is
-        P(c | u) over the whole catalogue (seen items included in the normaliser).
+        P(c | u) among the items the user has not rated (the softmax over those items only,
+        the same distribution as :func:`temperature_summary` with ``exclude`` at T = 1).
     """
     if not 0 <= user_idx < model.n_users:
         raise ValueError(f"user_idx must lie in 0..{model.n_users - 1}, got {user_idx}")
@@ -224,7 +237,7 @@ def recommend_for_user(
     best = top_k(scores, seen, k)
     table = items.loc[best, ["title", "genres"]].reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(best) + 1))
-    table["probability"] = softmax(scores)[best]
+    table["probability"] = temperature_summary(scores, 1.0, k, exclude=seen)["probs"][best]
     return table
 
 

@@ -87,3 +87,20 @@ def test_recommend_for_user_rejects_unknown_user():
         sm.recommend_for_user(model, items, pd.DataFrame({"user_idx": [], "item_idx": []}), 7)
     table = sm.recommend_for_user(model, items, pd.DataFrame({"user_idx": [0], "item_idx": [1]}), 0, k=3)
     assert "b" not in table["title"].tolist() and table["probability"].between(0, 1).all()
+
+
+def test_temperature_summary_leaves_out_seen_items_like_the_ranking():
+    scores = np.array([5.0, 4.0, 1.0, 0.0])
+    summary = sm.temperature_summary(scores, 1.0, k=2, exclude=np.array([0]))
+    assert summary["top_items"].tolist() == [1, 2]
+    assert summary["probs"][0] == 0 and summary["probs"].sum() == pytest.approx(1.0)
+    assert summary["n_candidates"] == 3 and summary["max_entropy_bits"] == pytest.approx(np.log2(3))
+    with pytest.raises(ValueError, match="not excluded"):
+        sm.temperature_summary(scores, 1.0, k=4, exclude=np.array([0]))
+
+
+def test_recommend_for_user_probabilities_are_over_unseen_items():
+    items = pd.DataFrame({"title": list("abcd"), "genres": ["x"] * 4})
+    model = sm.SoftmaxRecommender(1, 4, dim=2)
+    table = sm.recommend_for_user(model, items, pd.DataFrame({"user_idx": [0], "item_idx": [1]}), 0, k=3)
+    assert table["probability"].sum() == pytest.approx(1.0, abs=1e-6)  # k = all three unseen items
