@@ -37,7 +37,10 @@ def explained_interact(render: Callable, **controls):
 
     Each keyword names one of ``render``'s parameters and gives the widget that sets it.
     """
-    return widgets.interact(lambda **values: show_or_explain(render, **values), **controls)
+    def panel(**values):
+        show_or_explain(render, **values)  # it shows the figure; returning it too would draw it twice
+
+    return widgets.interact(panel, **controls)
 
 
 def temperature_control(render: Callable[[float], object], value: float = 1.0):
@@ -66,7 +69,7 @@ def gd_controls(render: Callable[[float, int, int], object], learning_rate: floa
                                   description="learning rate η", continuous_update=False,
                                   style=LABEL_STYLE)
     batch = widgets.IntText(value=batch_size, description="batch size")
-    count = widgets.IntSlider(value=steps, min=0, max=1000, step=10, description="steps", continuous_update=False)
+    count = widgets.IntSlider(value=steps, min=10, max=1000, step=10, description="steps", continuous_update=False)
     return explained_interact(render, learning_rate=rate, batch_size=batch, steps=count)
 
 
@@ -78,7 +81,7 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
     """
     return explained_interact(
         render,
-        rounds=widgets.IntSlider(value=20, min=0, max=100, step=5, description="rounds", continuous_update=False),
+        rounds=widgets.IntSlider(value=20, min=5, max=100, step=5, description="rounds", continuous_update=False),
         clients_per_round=widgets.IntText(value=50, description="clients per round K", style=LABEL_STYLE),
         local_epochs=widgets.IntSlider(value=1, min=1, max=10, description="local epochs E", continuous_update=False,
                                        style=LABEL_STYLE),
@@ -103,7 +106,7 @@ def cold_start_controls(render: Callable[[float, str, int], object]):
     """β (share of overlapping users made cold), mapping type and embedding size → ``render``."""
     return explained_interact(
         render,
-        beta=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="β (cold share)",
+        beta=widgets.FloatSlider(value=0.5, min=0.1, max=0.9, step=0.1, description="β (cold share)",
                                  continuous_update=False, style=LABEL_STYLE),
         mapping=widgets.Dropdown(options=[("linear", "map_linear"), ("MLP", "map_mlp")], value="map_linear",
                                  description="mapping", style=LABEL_STYLE),
@@ -115,12 +118,12 @@ def dp_controls(render: Callable[[float, float, int, int], object]):
     """Noise multiplier σ, clipping norm C, clients per round and rounds → ``render``."""
     return explained_interact(
         render,
-        noise_multiplier=widgets.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="noise σ",
+        noise_multiplier=widgets.FloatSlider(value=1.0, min=0.3, max=3.0, step=0.1, description="noise σ",
                                              continuous_update=False, style=LABEL_STYLE),
         clip_norm=widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="clip norm C",
                                          continuous_update=False, style=LABEL_STYLE),
         clients_per_round=widgets.IntText(value=50, description="clients per round", style=LABEL_STYLE),
-        rounds=widgets.IntSlider(value=30, min=0, max=100, step=10, description="rounds", continuous_update=False),
+        rounds=widgets.IntSlider(value=30, min=10, max=100, step=10, description="rounds", continuous_update=False),
     )
 
 

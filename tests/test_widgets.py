@@ -40,3 +40,14 @@ def test_single_value_controls_and_explanations(capsys):
     assert seen[0] == 1.0 and seen[-1] == 3  # interact calls once on display, again on update
     assert w.explained_interact(recorder([]), fail=True) is not None
     assert "⚠ explained" in capsys.readouterr().out
+
+
+def test_a_panel_draws_its_figure_once():
+    """interact displays what its function returns: the panel must return nothing, or a returned
+    figure is drawn a second time below the one plt.show() drew."""
+    import matplotlib.pyplot as plt
+
+    panel = w.explained_interact(lambda value: plt.figure(), value=w.widgets.IntSlider(value=1))
+    panel.widget.update()
+    assert panel.widget.result is None
+    plt.close("all")
