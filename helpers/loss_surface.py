@@ -39,11 +39,15 @@ def loss(a, b, feature: np.ndarray, ratings: np.ndarray):
     return np.mean((ratings - a - b * feature) ** 2, axis=-1)
 
 
+def hessian_eigenvalues(feature: np.ndarray) -> np.ndarray:
+    """(2,) eigenvalues, ascending, of the Hessian of L(a, b) (constant: L is quadratic), in stars² per unit²."""
+    x = np.stack([np.ones_like(feature), feature], axis=1)
+    return np.linalg.eigvalsh(2.0 * x.T @ x / len(feature))
+
+
 def critical_learning_rate(feature: np.ndarray) -> float:
     """2 / λ_max of the Hessian: the largest rate for which gradient descent converges."""
-    x = np.stack([np.ones_like(feature), feature], axis=1)
-    hessian = 2.0 * x.T @ x / len(feature)
-    return float(2.0 / np.linalg.eigvalsh(hessian).max())
+    return float(2.0 / hessian_eigenvalues(feature).max())
 
 
 def gd_path(feature: np.ndarray, ratings: np.ndarray, learning_rate: float, steps: int,
