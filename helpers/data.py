@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.download import fetch
+from helpers.download import cache_dir, fetch
 
 
 class DataFormatError(ValueError):
@@ -311,3 +312,37 @@ def load_lastfm() -> RatingsData:
     items["title"] = items["title"].fillna("(unknown artist)")
     items["genres"] = ""
     return _index(ratings, items, "lastfm/hetrec2011-2k")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.data download-all | serve``: the classroom mirror (see :mod:`helpers.mirror`)."""
+    import argparse
+
+    from helpers import mirror
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.data", description="Fill the data cache, or serve it to a classroom.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fill = commands.add_parser("download-all", help="download and verify every archive the course uses")
+    fill.add_argument("names", nargs="*", help="only these datasets (default: all)")
+    share = commands.add_parser("serve", help="serve the cache read-only over HTTP as a mirror")
+    share.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    share.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 for the classroom network)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            mirror.serve(bind=args.bind, port=args.port)
+        except (OSError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    outcome = mirror.download_all(args.names or None)
+    width = max(len(name) for name in outcome)
+    for name, result in outcome.items():
+        print(f"{name:<{width}}  {'ok (verified)' if result == 'ok' else 'FAILED: ' + result}")
+    failed = [name for name, result in outcome.items() if result != "ok"]
+    print(f"{len(outcome) - len(failed)} of {len(outcome)} archives in {cache_dir()}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
