@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMES_FILE = Path(__file__).with_name("run_times.json")
 RUN_TIME_LINE = re.compile(r"^\*\*Expected run time\.\*\*.*$", re.MULTILINE)
 MODES = ("full", "fast")
+READMES = ("README.md", "README.zh-CN.md")  # lesson tables whose last column is the run time
 
 
 def load_times(path: Path = TIMES_FILE) -> dict:
@@ -108,13 +109,11 @@ def record(name: str, mode: str, seconds: float, path: Path = TIMES_FILE) -> Non
 
 
 def write_texts(root: Path = ROOT, times: dict | None = None) -> list[str]:
-    """Rewrite each notebook's run-time line and the README's run-time cells; return what changed."""
+    """Rewrite each notebook's run-time line and the READMEs' run-time cells; return what changed."""
     import nbformat
 
     times = times or load_times()
     changed = []
-    readme_path = root / "README.md"
-    readme = readme_path.read_text()
     for name in times["notebooks"]:
         path = root / "notebooks" / name
         notebook = nbformat.read(path, as_version=4)
@@ -124,11 +123,16 @@ def write_texts(root: Path = ROOT, times: dict | None = None) -> list[str]:
             opening.source = updated
             nbformat.write(notebook, path)
             changed.append(name)
-        row = re.compile(rf"^(\| \[`{re.escape(name)}`\].*\| )([^|]*)( \|)$", re.MULTILINE)
-        readme = row.sub(lambda m: m.group(1) + readme_cell(name, times) + m.group(3), readme)
-    if readme != readme_path.read_text():
-        readme_path.write_text(readme)
-        changed.append("README.md")
+    for readme_path in (root / name for name in READMES):
+        if not readme_path.exists():
+            continue
+        readme = readme_path.read_text()
+        for name in times["notebooks"]:
+            row = re.compile(rf"^(\| \[`{re.escape(name)}`\].*\| )([^|]*)( \|)$", re.MULTILINE)
+            readme = row.sub(lambda m: m.group(1) + readme_cell(name, times) + m.group(3), readme)
+        if readme != readme_path.read_text():
+            readme_path.write_text(readme)
+            changed.append(readme_path.name)
     return changed
 
 

@@ -180,5 +180,6 @@ def test_run_times_are_measured_and_agree(path):
     opening = nbformat.read(path, as_version=4).cells[0].source
     assert runtimes.run_time_line(path.name, times) in opening, (
         f"{path.name}: its run-time line differs from helpers/run_times.json; run python -m helpers.runtimes write")
-    assert f"| {runtimes.readme_cell(path.name, times)} |" in (ROOT / "README.md").read_text(), (
-        f"README: the run time of {path.name} differs from helpers/run_times.json; run python -m helpers.runtimes write")
+    for readme in runtimes.READMES:
+        assert f"| {runtimes.readme_cell(path.name, times)} |" in (ROOT / readme).read_text(), (
+            f"{readme}: the run time of {path.name} differs from helpers/run_times.json; run python -m helpers.runtimes write")
