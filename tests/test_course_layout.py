@@ -36,3 +36,21 @@ def test_notebook_opens_with_objectives_and_is_committed_with_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_readme_lists_every_lesson(path):
     assert path.name in (ROOT / "README.md").read_text()
+
+
+REQUIRED_CHINESE_TERMS = ["推荐系统", "联邦学习", "迁移学习", "客户端", "服务器", "全局模型", "局部模型", "源任务", "目标任务",
+                          "共享知识", "微调", "冷启动", "客户端漂移", "非独立同分布", "差分隐私", "安全聚合", "梯度下降",
+                          "学习率", "温度", "矩阵分解", "嵌入", "通信开销", "负迁移"]
+
+
+def test_glossary_has_the_course_terms_and_links_to_real_lessons():
+    glossary = (ROOT / "GLOSSARY.md").read_text()
+    missing = [term for term in REQUIRED_CHINESE_TERMS if term not in glossary]
+    assert not missing, f"GLOSSARY.md lacks {missing}"
+    for link in re.findall(r"\]\((notebooks/[^)]+)\)", glossary):
+        assert (ROOT / link).exists(), link
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chinese_readme_lists_every_lesson(path):
+    assert f"[`{path.name}`](notebooks/{path.name})" in (ROOT / "README.zh-CN.md").read_text()
