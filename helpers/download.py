@@ -332,6 +332,16 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
     return target
 
 
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """True when ``url`` answers (a HEAD request; a ``file:`` URL must exist). Looks, does not download."""
+    request = urllib.request.Request(url, method="HEAD") if not url.startswith("file:") else url
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def is_available(name: str) -> bool:
     """True when archive ``name`` is cached, in the mirror, or reachable online.
 
@@ -341,10 +351,4 @@ def is_available(name: str) -> bool:
     if (cache_dir() / spec.filename).exists():
         return True
     base = mirror_base()
-    url = base + spec.filename if base else spec.url
-    request = urllib.request.Request(url, method="HEAD") if not url.startswith("file:") else url
-    try:
-        with urllib.request.urlopen(request, timeout=5):
-            return True
-    except (OSError, ValueError):
-        return False
+    return reachable(base + spec.filename if base else spec.url)

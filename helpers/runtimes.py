@@ -10,6 +10,7 @@ Command line (run from the project root, with the data reachable)::
     python -m helpers.runtimes execute notebooks/03_federated_rounds.ipynb   # full run, outputs saved
     python -m helpers.runtimes execute --fast notebooks/03_federated_rounds.ipynb   # timed only
     python -m helpers.runtimes write     # update the notebooks' opening lines and the README table
+    python -m helpers.runtimes calibrate # the reference for 00_start_here's predictions (same machine)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ READMES = ("README.md", "README.zh-CN.md")  # lesson tables whose last column is
 
 
 def load_times(path: Path = TIMES_FILE) -> dict:
-    """``{"machine": str, "notebooks": {name: {"full": seconds, "fast": seconds}}}``."""
+    """``{"machine": str, "calibration_seconds": s, "notebooks": {name: {"full": seconds, "fast": seconds}}}``."""
     if not path.exists():
         return {"machine": "", "notebooks": {}}
     return json.loads(path.read_text())
@@ -143,7 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--fast", action="store_true", help="COURSE_FAST=1; time only, outputs not saved")
     run.add_argument("notebooks", nargs="+", type=Path)
     commands.add_parser("write", help="render the notebooks' run-time lines and the README table")
+    commands.add_parser("calibrate", help="record this machine's calibration seconds beside its run times")
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        from helpers.startup import calibrate
+
+        times = load_times()
+        times["calibration_seconds"] = round(calibrate(), 3)
+        TIMES_FILE.write_text(json.dumps(times, indent=2) + "\n")
+        print(f"calibration: {times['calibration_seconds']} s")
+        return 0
     if args.command == "write":
         print("updated:", ", ".join(write_texts()) or "nothing")
         return 0

@@ -6,17 +6,9 @@ from __future__ import annotations
 import pytest
 
 from helpers.download import MIRROR_ENV, is_available
+from helpers.lessons import LESSON_DATA
 
-# Which archives each lesson needs (keys of helpers.download.REGISTRY).
-NOTEBOOK_DATA = {
-    "01_softmax_scoring.ipynb": ["ml-latest-small"],
-    "02_gradient_descent.ipynb": ["ml-latest-small"],
-    "03_federated_rounds.ipynb": ["ml-latest-small"],
-    "04_transfer_cifar10.ipynb": ["cifar-10"],
-    "05_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
-    "06_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
-    "07_privacy_security.ipynb": ["ml-latest-small"],
-}
+NOTEBOOK_DATA = LESSON_DATA  # which archives each lesson needs
 
 
 def pytest_collection_modifyitems(config, items):

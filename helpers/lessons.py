@@ -1,0 +1,20 @@
+"""Facts about the lessons shared by tests, the start-here check and the benchmarks."""
+
+from __future__ import annotations
+
+# Which archives each lesson needs (keys of helpers.download.REGISTRY).
+LESSON_DATA = {
+    "00_start_here.ipynb": [],
+    "01_softmax_scoring.ipynb": ["ml-latest-small"],
+    "02_gradient_descent.ipynb": ["ml-latest-small"],
+    "03_federated_rounds.ipynb": ["ml-latest-small"],
+    "04_transfer_cifar10.ipynb": ["cifar-10"],
+    "05_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
+    "06_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
+    "07_privacy_security.ipynb": ["ml-latest-small"],
+}
+
+
+def lessons_using(dataset: str) -> list[str]:
+    """Lesson numbers ("01", "05", …) whose notebooks need ``dataset``."""
+    return [name[:2] for name, needed in LESSON_DATA.items() if dataset in needed]

@@ -1,0 +1,171 @@
+"""The start-here check a teacher runs on every laptop (``notebooks/00_start_here.ipynb``).
+
+Everything here looks and measures; nothing downloads. Functions return small tables
+(pandas DataFrames) so the notebook only shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import download, runtimes
+from helpers.lessons import lessons_using
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (section of the source article, notebook, the heading of the cell that teaches it)
+COURSE_MAP = [
+    ("Recommendation as softmax scoring, P(c|u) = exp(s_c) / Σ exp(s_c')", "01_softmax_scoring.ipynb", "## 2. Scores and the softmax"),
+    ("Top-k lists and ranking metrics", "01_softmax_scoring.ipynb", "## 3. The protocol: leave the last one out"),
+    ("The gradient-descent update θ ← θ − η∇L", "02_gradient_descent.ipynb", "## 2. The update by hand, checked against Keras"),
+    ("The federated-learning round and the FedSGD formula", "03_federated_rounds.ipynb", "## 2. The round, in five steps"),
+    ("FedSGD and FedAvg against centralised training", "03_federated_rounds.ipynb", "## 3. Centralised vs FedSGD vs FedAvg"),
+    ("Transfer learning θ_target = θ_source + W", "04_transfer_cifar10.ipynb", "## 4. Four ways to learn the target task"),
+    ("CIFAR-10: source classes → target classes", "04_transfer_cifar10.ipynb", "## 1. Two tasks that share no class"),
+    ("Movie → music, f_target = f_source + b_target", "05_movie_to_music_transfer.ipynb", "## 2. The methods, as formulas"),
+    ("Future work: federated + transfer learning", "06_federated_transfer.ipynb", "## Part 1 — Federated fine-tuning from a pre-trained model (FL + TL)"),
+    ("Challenge: communication and computation cost", "06_federated_transfer.ipynb", "## Part 3 — What federating costs, and how to pay less"),
+    ("Challenge: data mismatch", "06_federated_transfer.ipynb", "## Part 4 — Data mismatch: the α sweep in one figure"),
+    ("Challenge: privacy and security", "07_privacy_security.ipynb", "## 1. The leak"),
+]
+
+
+def required_versions(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
+    """Package → version specifier from ``requirements.txt`` (``-e .`` and comments skipped)."""
+    required = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*([~=<>!].*)?", line)
+        if match and not line.startswith("-"):
+            required[match.group(1).lower()] = (match.group(2) or "").strip()
+    return required
+
+
+def package_versions() -> pd.DataFrame:
+    """Python and every required package: ``package, required, installed, ok``."""
+    rows = [{"package": "python", "required": ">=3.11", "installed": platform.python_version(),
+             "ok": sys.version_info >= (3, 11)}]
+    for name, spec in required_versions().items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        rows.append({"package": name, "required": spec, "installed": installed or "missing",
+                     "ok": installed is not None and _satisfies(installed, spec)})
+    return pd.DataFrame(rows)
+
+
+def _satisfies(installed: str, spec: str) -> bool:
+    """A ``~=X.Y.Z`` / ``==`` / ``>=`` check without extra dependencies (enough for requirements.txt)."""
+    if not spec:
+        return True
+    operator, wanted = re.match(r"(~=|==|>=)\s*(.+)", spec).groups()
+    have = [int(p) for p in re.findall(r"\d+", installed)[:3]]
+    want = [int(p) for p in re.findall(r"\d+", wanted)[:3]]
+    if operator == "==":
+        return have[:len(want)] == want
+    if operator == ">=":
+        return have >= want
+    return have >= want and have[:len(want) - 1] == want[:-1]  # ~=X.Y.Z: ≥ X.Y.Z and == X.Y.*
+
+
+def dataset_status(check_publisher: bool = True, timeout: float = 3.0) -> pd.DataFrame:
+    """Where each archive can come from: ``dataset, used by lessons, file, cache, mirror, publisher, what to do``.
+
+    ``mirror`` is None when ``COURSE_DATA_MIRROR`` is not set; ``publisher`` is None when not checked.
+    """
+    base = download.mirror_base()
+    specs = download.REGISTRY
+
+    def look(name):
+        spec = specs[name]
+        cached = (download.cache_dir() / spec.filename).exists()
+        at_mirror = download.reachable(base + spec.filename, timeout) if base else None
+        at_publisher = download.reachable(spec.url, timeout) if check_publisher else None
+        if cached:
+            advice = "ready"
+        elif at_mirror:
+            advice = "ready: copied from the mirror on first use"
+        elif at_publisher:
+            advice = "ready: downloaded from the publisher on first use"
+        else:
+            advice = (f"not reachable: set {download.MIRROR_ENV} to a classroom mirror, or copy "
+                      f"{spec.filename} into the data cache ({download.cache_dir().name}/)")
+        return {"dataset": name, "used by lessons": ", ".join(lessons_using(name)) or "benchmarks only",
+                "file": spec.filename, "cache": cached, "mirror": at_mirror,
+                "publisher": at_publisher, "what to do": advice}
+
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        return pd.DataFrame(list(pool.map(look, specs)))
+
+
+def calibrate(repeats: int = 3) -> float:
+    """Seconds of a fixed TensorFlow workload (best of ``repeats``): small dense training steps on
+    seeded data, the kind of work the lessons do. Compare it with ``run_times.json``'s reference."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2048, 64)), tf.float32)
+    y = tf.constant(rng.normal(size=(2048, 1)), tf.float32)
+    w1 = tf.Variable(rng.normal(size=(64, 256)) * 0.05, dtype=tf.float32)
+    w2 = tf.Variable(rng.normal(size=(256, 1)) * 0.05, dtype=tf.float32)
+
+    @tf.function
+    def steps(n):
+        for _ in tf.range(n):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((tf.nn.relu(x @ w1) @ w2 - y) ** 2)
+            for v, g in zip((w1, w2), tape.gradient(loss, (w1, w2))):
+                v.assign_sub(0.01 * g)
+        return loss
+
+    steps(tf.constant(2))  # trace once, outside the timing
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        steps(tf.constant(200))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def predicted_run_times(seconds_here: float, times: dict | None = None) -> pd.DataFrame:
+    """Each lesson's measured run times scaled by this laptop's calibration: ``lesson, full, fast`` in words."""
+    times = times or runtimes.load_times()
+    reference = times.get("calibration_seconds")
+    if not reference:
+        raise ValueError("helpers/run_times.json has no calibration_seconds; run python -m helpers.runtimes calibrate")
+    factor = seconds_here / reference
+    rows = [{"lesson": name, "full": runtimes.minutes_phrase(entry["full"] * factor),
+             "fast (COURSE_FAST=1)": runtimes.minutes_phrase(entry["fast"] * factor)}
+            for name, entry in times["notebooks"].items()]
+    return pd.DataFrame(rows).set_index("lesson")
+
+
+def course_map(root: Path = ROOT) -> pd.DataFrame:
+    """Each section of the source article → the lesson and the cell (1-based) that covers it."""
+    import nbformat
+
+    rows = []
+    for section, name, heading in COURSE_MAP:
+        cells = nbformat.read(root / "notebooks" / name, as_version=4).cells
+        index = next((i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith(heading)), None)
+        if index is None:
+            raise LookupError(f"{name} has no cell starting with {heading!r}: update helpers.startup.COURSE_MAP")
+        rows.append({"article section": section, "lesson": name, "cell": index + 1, "heading": heading.lstrip("# ")})
+    return pd.DataFrame(rows)
+
+
+def cpu_summary() -> str:
+    """One line: cores, processor, operating system, Python."""
+    return (f"{os.cpu_count()} CPU cores, {platform.machine()} {platform.processor() or ''}".strip()
+            + f"; {platform.system()} {platform.release()}; Python {platform.python_version()}")

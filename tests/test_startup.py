@@ -1,0 +1,55 @@
+"""helpers.startup: the start-here check reads versions, data locations and run times correctly."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import download, startup
+from helpers.download import Archive
+
+
+@pytest.mark.parametrize("installed, spec, ok", [("2.21.0", "~=2.21.0", True), ("2.21.4", "~=2.21.0", True),
+                                                 ("2.22.0", "~=2.21.0", False), ("2.20.9", "~=2.21.0", False),
+                                                 ("8.1.9", "~=8.1.7", True), ("1.0", "", True), ("3.11.7", ">=3.11", True),
+                                                 ("0.11.0", "==0.11.0", True), ("0.11.1", "==0.11.0", False)])
+def test_version_specifiers(installed, spec, ok):
+    assert startup._satisfies(installed, spec) is ok
+
+
+def test_required_versions_read_requirements_txt():
+    required = startup.required_versions()
+    assert required["tensorflow"].startswith("~=") and "-e" not in required
+
+
+def test_every_article_section_maps_to_a_real_cell():
+    table = startup.course_map()
+    assert len(table) == len(startup.COURSE_MAP) and (table["cell"] >= 1).all()
+
+
+def test_predicted_run_times_scale_with_the_calibration():
+    times = {"calibration_seconds": 1.0, "notebooks": {"01_x.ipynb": {"full": 120.0, "fast": 30.0}}}
+    assert startup.predicted_run_times(2.0, times).loc["01_x.ipynb"].tolist() == ["about 4 minutes", "about 1 minute"]
+    with pytest.raises(ValueError, match="calibrate"):
+        startup.predicted_run_times(1.0, {"notebooks": {}})
+
+
+def test_dataset_status_names_the_source_and_says_what_to_do(tmp_path, monkeypatch):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "cache" / "a.zip").write_bytes(b"a")
+    (tmp_path / "mirror" / "b.zip").write_bytes(b"b")
+    monkeypatch.setattr(download, "REGISTRY", {
+        "ml-latest-small": Archive("a.zip", (tmp_path / "nowhere" / "a.zip").as_uri()),
+        "cifar-10": Archive("b.zip", (tmp_path / "nowhere" / "b.zip").as_uri()),
+        "lastfm-2k": Archive("c.zip", (tmp_path / "nowhere" / "c.zip").as_uri())})
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(download.MIRROR_ENV, str(tmp_path / "mirror"))
+    table = startup.dataset_status().set_index("dataset")
+    assert table.loc["ml-latest-small", "what to do"] == "ready"
+    assert table.loc["cifar-10", "mirror"] and "mirror" in table.loc["cifar-10", "what to do"]
+    assert table.loc["lastfm-2k", "what to do"].startswith("not reachable") and "COURSE_DATA_MIRROR" in table.loc["lastfm-2k", "what to do"]
+    assert table.loc["cifar-10", "used by lessons"] == "04, 06"
+
+
+def test_calibration_is_a_positive_number_of_seconds():
+    assert 0 < startup.calibrate(repeats=1) < 60
