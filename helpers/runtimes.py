@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMES_FILE = Path(__file__).with_name("run_times.json")
 RUN_TIME_LINE = re.compile(r"^\*\*Expected run time\.\*\*.*$", re.MULTILINE)
 MODES = ("full", "fast")
-READMES = ("README.md", "README.zh-CN.md")  # lesson tables whose last column is the run time
+READMES = ("README.md", "README.zh-CN.md", "TEACHING.md")  # lesson tables whose last column is the run time
 
 
 def load_times(path: Path = TIMES_FILE) -> dict:

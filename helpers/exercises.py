@@ -1,0 +1,328 @@
+"""Checkers for the lessons' exercises.
+
+Each checker takes the learner's answer (a number or a function they wrote) and returns a
+:class:`Feedback`: "correct", or a specific hint for the typical mistake it recognises —
+never the solution itself. In a notebook the feedback shows as one Markdown line.
+
+Checkers compute the reference themselves (from the formula, or from the same helpers the
+lesson uses), so they stay right when the data change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The outcome of a check: ``correct`` and one line for the learner."""
+
+    correct: bool
+    message: str
+
+    def _repr_markdown_(self) -> str:
+        return ("✅ **Correct.** " if self.correct else "❌ **Not yet.** ") + self.message
+
+    def __str__(self) -> str:
+        return ("Correct. " if self.correct else "Not yet. ") + self.message
+
+    __repr__ = __str__
+
+    def __bool__(self) -> bool:
+        return self.correct
+
+
+def _close(a: float, b: float, rel: float = 1e-3) -> bool:
+    return math.isfinite(a) and math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+
+
+def _number(answer) -> float | None:
+    try:
+        return float(answer)
+    except (TypeError, ValueError):
+        return None
+
+
+def _diagnose(answer, reference: float, mistakes: list[tuple[float, str]], rel: float = 1e-3,
+              correct: str = "That is the value.") -> Feedback:
+    """Compare a numeric answer with the reference; if it equals a known wrong value, give that hint."""
+    value = _number(answer)
+    if value is None:
+        return Feedback(False, f"give a number (got {type(answer).__name__}).")
+    if _close(value, reference, rel):
+        return Feedback(True, correct)
+    for wrong, hint in mistakes:
+        if _close(value, wrong, rel):
+            return Feedback(False, hint)
+    direction = "too large" if value > reference else "too small"
+    return Feedback(False, f"{value:.6g} is {direction}; go back to the formula in the lesson and check each factor.")
+
+
+# ----------------------------------------------------------------------------- lesson 01
+
+def check_softmax(softmax_fn: Callable[[np.ndarray], np.ndarray]) -> Feedback:
+    """Exercise 01.1: ``softmax_fn(scores)`` for a 1-D array of scores returns P(c) for every item."""
+    cases = [np.array([2.0, 1.0, 0.1]), np.array([-3.0, 0.0, 3.0, 0.5]), np.array([1000.0, 1001.0, 999.0])]
+    for scores in cases:
+        with np.errstate(all="ignore"):
+            feedback = _softmax_case(softmax_fn, scores)
+        if feedback is not None:
+            return feedback
+    return Feedback(True, "your softmax matches exp(s_c) / Σ exp(s_c') and survives large scores.")
+
+
+def _softmax_case(softmax_fn, scores: np.ndarray) -> Feedback | None:
+    """The hint for the first thing ``softmax_fn`` gets wrong on ``scores``, or None when it is right."""
+    try:
+        got = np.asarray(softmax_fn(scores.copy()), dtype=float)
+    except Exception as error:  # the learner's code may raise anything
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    expected = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    if got.shape != scores.shape:
+        return Feedback(False, f"return one probability per score: shape {scores.shape}, got {got.shape}.")
+    if not np.all(np.isfinite(got)):
+        return Feedback(False, "large scores overflow exp(): subtract the largest score first — it cancels "
+                               "in the ratio and keeps exp() ≤ 1.")
+    if np.allclose(got, np.exp(scores)):
+        return Feedback(False, "you returned exp(s) — divide by the sum over all items so the probabilities add up to 1.")
+    if not np.isclose(got.sum(), 1.0):
+        return Feedback(False, f"your probabilities add up to {got.sum():.4g}, not 1: normalise by the sum over all items.")
+    if np.allclose(got, np.full_like(got, 1 / len(got))):
+        return Feedback(False, "every item gets the same probability: the numerator must be exp of *that item's* score.")
+    if not np.allclose(got, expected, atol=1e-9):
+        return Feedback(False, "the probabilities do not follow exp(s_c) / Σ exp(s_c'); check the numerator and the sum.")
+    return None
+
+
+def wrong_loss_floor(n_classes: int) -> float:
+    """The smallest cross-entropy a second softmax allows: log(1 + (C − 1)/e), in nats."""
+    return math.log(1 + (n_classes - 1) / math.e)
+
+
+def check_wrong_loss_floor(n_classes: int, answer) -> Feedback:
+    """Exercise 01.2: the floor of the loss when softmax outputs are fed to ``from_logits=True``."""
+    reference = wrong_loss_floor(n_classes)
+    return _diagnose(answer, reference, [
+        (math.log(n_classes), "that is log C, a blind guess — the floor is lower: the right class can get at most "
+                              "e/(e + C − 1) of the second softmax."),
+        (math.log2(1 + (n_classes - 1) / math.e), "that is in bits; Keras' loss is in nats (natural log)."),
+        (math.log(1 + n_classes / math.e), "close: only the C − 1 *other* classes sit at the bottom score."),
+        (math.log(n_classes / math.e), "the right class keeps its e in the denominator too: e/(e + C − 1)."),
+    ], correct=f"the loss can never go below {reference:.4f} nats, however good the model.")
+
+
+# ----------------------------------------------------------------------------- lesson 02
+
+def check_sgd_step(step_fn: Callable[[np.ndarray, np.ndarray, float], np.ndarray]) -> Feedback:
+    """Exercise 02.1: ``step_fn(theta, gradient, learning_rate)`` returns θ − η∇L (no in-place tricks needed)."""
+    theta, gradient, rate = np.array([1.0, -2.0, 0.5]), np.array([0.5, 1.0, -4.0]), 0.1
+    try:
+        got = np.asarray(step_fn(theta.copy(), gradient.copy(), rate), dtype=float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    if np.allclose(got, theta - rate * gradient):
+        return Feedback(True, "θ ← θ − η∇L: a step downhill.")
+    if np.allclose(got, theta + rate * gradient):
+        return Feedback(False, "your update has the wrong sign: it climbs the loss. Step *against* the gradient.")
+    if np.allclose(got, theta - gradient):
+        return Feedback(False, "the learning rate is missing: scale the gradient by η.")
+    if np.allclose(got, -rate * gradient):
+        return Feedback(False, "you returned the step only; add it to the current θ.")
+    return Feedback(False, "the result is not θ − η·gradient; check each term.")
+
+
+def check_critical_learning_rate(feature: np.ndarray, answer) -> Feedback:
+    """Exercise 02.2: the largest stable rate 2/λ_max for L(a, b) = mean((r − a − b·m)²) on ``feature`` m."""
+    x = np.stack([np.ones_like(feature, dtype=float), np.asarray(feature, dtype=float)], axis=1)
+    eigenvalues = np.linalg.eigvalsh(2.0 * x.T @ x / len(feature))
+    reference = 2.0 / eigenvalues.max()
+    return _diagnose(answer, reference, [
+        (1.0 / eigenvalues.max(), "that is 1/λ_max: gradient descent on a quadratic converges up to 2/λ_max."),
+        (2.0 / eigenvalues.min(), "use the *largest* eigenvalue: the steepest direction diverges first."),
+        (2.0 / np.linalg.eigvalsh(x.T @ x / len(feature)).max(), "the Hessian of a mean *squared* error has a factor 2: H = 2XᵀX/n."),
+        (2.0 / np.linalg.eigvalsh(2.0 * x.T @ x).max(), "divide XᵀX by n: the loss is a mean over the ratings, not a sum."),
+    ], correct="above it the steepest direction overshoots further every step.")
+
+
+def check_summed_learning_rate(mean_rate: float, n: int, answer) -> Feedback:
+    """Exercise 02.3: the rate for a summed loss that takes the same step as ``mean_rate`` on the mean loss."""
+    return _diagnose(answer, mean_rate / n, [
+        (mean_rate * n, "the summed gradient is n times *larger*, so its rate must be n times smaller."),
+        (mean_rate, "the two losses differ by the factor n; the same rate makes an n-times larger step."),
+    ], correct="η_sum = η_mean / n gives the same update.")
+
+
+# ----------------------------------------------------------------------------- lesson 03
+
+def check_fedavg_aggregate(aggregate_fn: Callable[[list, list], np.ndarray]) -> Feedback:
+    """Exercise 03.1: ``aggregate_fn(deltas, num_examples)`` → Σ_k (n_k / Σ n) Δ_k."""
+    deltas = [np.array([1.0, 0.0]), np.array([0.0, 2.0]), np.array([4.0, -1.0])]
+    counts = [10, 30, 60]
+    try:
+        got = np.asarray(aggregate_fn([d.copy() for d in deltas], list(counts)), dtype=float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    weights = np.array(counts, dtype=float) / sum(counts)
+    if np.allclose(got, sum(w * d for w, d in zip(weights, deltas))):
+        return Feedback(True, "each client counts in proportion to its examples, n_k / n.")
+    if np.allclose(got, np.mean(deltas, axis=0)):
+        return Feedback(False, "you averaged over clients, not examples: weight each Δ_k by n_k / Σ n.")
+    if np.allclose(got, sum(c * d for c, d in zip(counts, deltas))):
+        return Feedback(False, "you weighted by n_k but did not divide by Σ n: the weights must add up to 1.")
+    if np.allclose(got, np.sum(deltas, axis=0)):
+        return Feedback(False, "you summed the updates: FedAvg takes their weighted *mean*.")
+    return Feedback(False, "the result is not Σ_k (n_k / Σ n) Δ_k; check the weights.")
+
+
+def upload_bytes(num_examples: np.ndarray, dim: int) -> float:
+    """Touched-rows upload of a round in bytes: each rated item's index (4 B) and d + 1 float32 values."""
+    return float(np.sum(num_examples)) * (4 + 4 * (dim + 1))
+
+
+def check_upload_mb(num_examples: np.ndarray, dim: int, answer) -> Feedback:
+    """Exercise 03.2: MB (10⁶ bytes) the sampled clients upload in one round with the touched-rows protocol.
+
+    Args:
+        num_examples: (K,) ratings (= rated items) of each sampled client.
+        dim: embedding size d.
+    """
+    reference = upload_bytes(num_examples, dim) / 1e6
+    rows = float(np.sum(num_examples))
+    return _diagnose(answer, reference, [
+        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 07's leak reads."),
+        (rows * (4 + 4 * dim) / 1e6, "each row has d + 1 values: the item vector and the item bias."),
+        (8 * reference, "that is megabits: there are 8 bits in a byte."),
+        (reference * 1e6 / 2 ** 20, "that is MiB (2²⁰ bytes); the course counts MB as 10⁶ bytes."),
+        (2 * reference, "count the upload only; the download is the same size again."),
+    ], rel=2e-3, correct=f"{reference:.3f} MB up this round.")
+
+
+# ----------------------------------------------------------------------------- lesson 04
+
+def check_head_parameters(features: int, classes: int, answer) -> Feedback:
+    """Exercise 04.1: trainable numbers of a new dense head from ``features`` to ``classes`` logits."""
+    return _diagnose(answer, features * classes + classes, [
+        (features * classes, "a dense layer also has one bias per class (b_target)."),
+        ((features + 1) * (classes + 1), "the bias is one per *output*, not an extra input and output."),
+    ], correct="weights plus one bias per class.")
+
+
+def check_low_rank_parameters(kernel_shape: tuple[int, int, int, int], rank: int, answer) -> Feedback:
+    """Exercise 04.2: trainable numbers of a rank-r W = AB for a conv kernel of shape (kh, kw, c_in, c_out),
+    with A of shape (kh·kw·c_in, r) and B of shape (r, c_out)."""
+    kh, kw, c_in, c_out = kernel_shape
+    rows = kh * kw * c_in
+    return _diagnose(answer, rank * (rows + c_out), [
+        (rows * c_out, "that is the full W; a rank-r W is stored as two thin matrices A and B."),
+        (rank * rows * c_out, "A and B are multiplied, not their sizes: count A's and B's entries and add them."),
+        (rank * (c_in + c_out), "A maps the whole receptive field, kh·kw·c_in numbers, not only the channels."),
+    ], correct="r·(kh·kw·c_in + c_out) numbers instead of kh·kw·c_in·c_out.")
+
+
+# ----------------------------------------------------------------------------- lesson 05
+
+def check_cold_users(n_overlap: int, beta: float, answer) -> Feedback:
+    """Exercise 05.1: how many overlapping users the cold-start protocol makes cold at share β."""
+    reference = int(round(beta * n_overlap))
+    return _diagnose(answer, reference, [
+        (n_overlap - reference, "that is the number of *warm* users; β is the share made cold."),
+        (math.floor(beta * n_overlap) if math.floor(beta * n_overlap) != reference else -1,
+         "the protocol rounds β·N to the nearest user."),
+    ], rel=1e-9, correct="β of the users who rate in both domains.")
+
+
+def check_bias_transfer(predict_fn: Callable[[float, np.ndarray, float], np.ndarray]) -> Feedback:
+    """Exercise 05.2: ``predict_fn(mu_target, item_bias_target, user_bias_source)`` → a cold user's predictions
+    f_target = f_source + b_target: μ_t + b_i + b_u^s for every target item."""
+    mu, item_bias, user_bias = 3.6, np.array([0.4, -0.2, 0.0]), 0.3
+    try:
+        got = np.asarray(predict_fn(mu, item_bias.copy(), user_bias), dtype=float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    if np.allclose(got, mu + item_bias + user_bias):
+        return Feedback(True, "the user's source bias on top of the target's item biases.")
+    if np.allclose(got, mu + item_bias):
+        return Feedback(False, "that is the bias baseline: add the user's source-domain bias b_u^s — that is what transfers.")
+    if np.allclose(got, mu + user_bias):
+        return Feedback(False, "every album gets the same score: add the target's item bias b_i.")
+    if np.allclose(got, item_bias + user_bias):
+        return Feedback(False, "the target's global mean μ_t is missing.")
+    return Feedback(False, "the prediction is μ_t + b_i + b_u^s for every item; check each term.")
+
+
+# ----------------------------------------------------------------------------- lesson 06
+
+def topk_upload_bytes(rows: int, fraction: float, dim: int = 32) -> int:
+    """Top-k upload of one client in bytes: k = ⌈f·(d + 1)·rows⌉ entries, each a 4-byte position and a float32."""
+    return 8 * math.ceil(fraction * (dim + 1) * rows)
+
+
+def check_topk_bytes(rows: int, fraction: float, answer, dim: int = 32) -> Feedback:
+    """Exercise 06.1: bytes a client with ``rows`` rated items uploads with top-k at share ``fraction``."""
+    entries = fraction * (dim + 1) * rows
+    return _diagnose(answer, topk_upload_bytes(rows, fraction, dim), [
+        (4 * math.ceil(entries), "each kept entry needs its position (4 bytes) as well as its value (4 bytes)."),
+        (8 * math.floor(entries) if math.floor(entries) != math.ceil(entries) else -1,
+         "round k *up*: k = ⌈f·(d + 1)·m⌉, at least one entry."),
+        (8 * math.ceil(fraction * dim * rows), "each row has d + 1 values: the vector and the bias."),
+    ], rel=1e-9, correct="8 bytes per kept entry.")
+
+
+def check_quantise(quantise_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> Feedback:
+    """Exercise 06.2: ``quantise_fn(v)`` → (scale s, int8 codes q) with s = max|v| / 127 and q = round(v / s),
+    so that |v − s·q| ≤ s/2 for every value."""
+    v = np.array([0.5, -1.27, 0.0068, 1.0, -0.255])
+    try:
+        scale, codes = quantise_fn(v.copy())
+        codes = np.asarray(codes)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    scale = float(scale)
+    if codes.shape != v.shape:
+        return Feedback(False, f"return one code per value: shape {v.shape}, got {codes.shape}.")
+    if not np.isclose(scale, np.abs(v).max() / 127):
+        if np.isclose(scale, np.abs(v).max() / 255) or np.isclose(scale, (v.max() - v.min()) / 255):
+            return Feedback(False, "a signed byte holds −127…127: the scale is max|v| / 127.")
+        return Feedback(False, "the scale should map the largest |v| to 127: s = max|v| / 127.")
+    if np.any(np.abs(codes) > 127):
+        return Feedback(False, "codes must fit in a signed byte, −127…127.")
+    if np.max(np.abs(v - scale * codes)) > scale / 2 + 1e-12:
+        if np.allclose(codes, np.trunc(v / scale)):
+            return Feedback(False, "you truncated: round to the nearest code, or the error can reach a whole step s.")
+        return Feedback(False, "decoding s·q is off by more than s/2 somewhere: round v / s to the nearest integer.")
+    return Feedback(True, "every value is within s/2 of its decoded code, at one byte per value.")
+
+
+# ----------------------------------------------------------------------------- lesson 07
+
+def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float, answer) -> Feedback:
+    """Exercise 07.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
+    from helpers.privacy import epsilon
+
+    reference = epsilon(noise_multiplier, sampling_rate, rounds, delta, "rdp")
+    return _diagnose(answer, reference, [
+        (epsilon(noise_multiplier, sampling_rate, rounds, delta, "pld"), "that is the PLD accountant's ε; the exercise asks for RDP."),
+        (epsilon(noise_multiplier, sampling_rate, 1, delta, "rdp"), "that is one round: compose the mechanism over all T rounds."),
+        (epsilon(noise_multiplier, 1.0, rounds, delta, "rdp"), "that ignores sampling: each client takes part with probability q only."),
+    ], rel=0.01, correct=f"ε ≈ {reference:.2f} at δ = {delta:g}.")
+
+
+def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
+    """Exercise 07.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
+    big, small, clip = np.array([3.0, 4.0]), np.array([0.03, 0.04]), 1.0
+    try:
+        got_big = np.asarray(clip_fn(big.copy(), clip), dtype=float)
+        got_small = np.asarray(clip_fn(small.copy(), clip), dtype=float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    if np.allclose(got_big, np.clip(big, -clip, clip)):
+        return Feedback(False, "you clipped each coordinate; DP clips the *norm* of the whole update, keeping its direction.")
+    if not np.allclose(got_small, small):
+        return Feedback(False, "an update already inside the ball must stay as it is: scale by min(1, C/‖Δ‖), never up.")
+    if not np.allclose(got_big, big * clip / np.linalg.norm(big)):
+        return Feedback(False, "a large update should keep its direction and get norm exactly C: Δ · C/‖Δ‖.")
+    return Feedback(True, "Δ · min(1, C/‖Δ‖): direction kept, norm at most C.")

@@ -1,0 +1,132 @@
+"""Every checker accepts the reference solution and rejects typical mistakes with the right hint."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers import exercises as ex
+
+
+def stable_softmax(s):
+    e = np.exp(s - s.max())
+    return e / e.sum()
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (stable_softmax, None),
+    (lambda s: np.exp(s) / np.exp(s).sum(), "overflow"),
+    (lambda s: np.exp(s), "divide by the sum"),
+    (lambda s: np.full_like(s, 1 / len(s)), "that item's"),
+    (lambda s: np.exp(s - s.max()), "add up to"),
+])
+def test_softmax(answer, hint):
+    feedback = ex.check_softmax(answer)
+    assert feedback.correct is (hint is None) and (hint is None or hint in feedback.message), feedback
+
+
+@pytest.mark.parametrize("classes, answer, hint", [(9742, math.log(1 + 9741 / math.e), None), (9742, "8.1845", None),
+                                                   (9742, math.log(9742), "blind guess"), (3, math.log(3), "blind guess"),
+                                                   (9742, math.log2(1 + 9741 / math.e), "bits"),
+                                                   (3, math.log(1 + 3 / math.e), "C − 1"), (9742, "eight", "give a number")])
+def test_wrong_loss_floor(classes, answer, hint):
+    feedback = ex.check_wrong_loss_floor(classes, answer)
+    assert feedback.correct is (hint is None) and (hint is None or hint in feedback.message), feedback
+
+
+def test_wrong_loss_floor_refuses_a_value_rounded_too_far():
+    assert not ex.check_wrong_loss_floor(9742, "8.2").correct
+
+
+@pytest.mark.parametrize("answer, hint", [(lambda t, g, r: t - r * g, None), (lambda t, g, r: t + r * g, "wrong sign"),
+                                          (lambda t, g, r: t - g, "learning rate is missing"),
+                                          (lambda t, g, r: -r * g, "add it to the current")])
+def test_sgd_step(answer, hint):
+    feedback = ex.check_sgd_step(answer)
+    assert feedback.correct is (hint is None) and (hint is None or hint in feedback.message), feedback
+
+
+def test_critical_learning_rate():
+    m = np.array([3.0, 3.5, 4.0, 2.5, 3.2])
+    x = np.stack([np.ones_like(m), m], axis=1)
+    lam = np.linalg.eigvalsh(2 * x.T @ x / len(m))
+    assert ex.check_critical_learning_rate(m, 2 / lam.max())
+    assert "1/λ_max" in ex.check_critical_learning_rate(m, 1 / lam.max()).message
+    assert "largest" in ex.check_critical_learning_rate(m, 2 / lam.min()).message
+    assert "factor 2" in ex.check_critical_learning_rate(m, 2 / np.linalg.eigvalsh(x.T @ x / len(m)).max()).message
+
+
+def test_summed_learning_rate():
+    assert ex.check_summed_learning_rate(0.5, 1000, 0.0005)
+    assert "smaller" in ex.check_summed_learning_rate(0.5, 1000, 500).message
+    assert "factor n" in ex.check_summed_learning_rate(0.5, 1000, 0.5).message
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (lambda d, n: sum(k * x for k, x in zip(n, d)) / sum(n), None),
+    (lambda d, n: np.mean(d, axis=0), "averaged over clients, not examples"),
+    (lambda d, n: sum(k * x for k, x in zip(n, d)), "did not divide"),
+    (lambda d, n: np.sum(d, axis=0), "summed the updates"),
+])
+def test_fedavg_aggregate(answer, hint):
+    feedback = ex.check_fedavg_aggregate(answer)
+    assert feedback.correct is (hint is None) and (hint is None or hint in feedback.message), feedback
+
+
+def test_upload_mb():
+    n, d = np.array([20, 35, 100]), 32
+    right = n.sum() * (4 + 4 * 33) / 1e6
+    assert ex.check_upload_mb(n, d, right)
+    assert "index" in ex.check_upload_mb(n, d, n.sum() * 4 * 33 / 1e6).message
+    assert "megabits" in ex.check_upload_mb(n, d, 8 * right).message
+    assert "MiB" in ex.check_upload_mb(n, d, right * 1e6 / 2 ** 20).message
+    assert "upload only" in ex.check_upload_mb(n, d, 2 * right).message
+
+
+def test_head_and_low_rank_parameters():
+    assert ex.check_head_parameters(128, 5, 645)
+    assert "bias" in ex.check_head_parameters(128, 5, 640).message
+    assert ex.check_low_rank_parameters((3, 3, 64, 128), 4, 4 * (576 + 128))
+    assert "full W" in ex.check_low_rank_parameters((3, 3, 64, 128), 4, 576 * 128).message
+    assert "receptive field" in ex.check_low_rank_parameters((3, 3, 64, 128), 4, 4 * (64 + 128)).message
+
+
+def test_cold_users_and_bias_transfer():
+    assert ex.check_cold_users(1566, 0.5, 783)
+    assert "warm" in ex.check_cold_users(1566, 0.2, 1566 - 313).message
+    assert ex.check_bias_transfer(lambda mu, bi, bu: mu + bi + bu)
+    assert "bias baseline" in ex.check_bias_transfer(lambda mu, bi, bu: mu + bi).message
+    assert "same score" in ex.check_bias_transfer(lambda mu, bi, bu: np.full(3, mu + bu)).message
+
+
+def test_topk_bytes_and_quantise():
+    assert ex.check_topk_bytes(50, 0.01, 8 * math.ceil(0.01 * 33 * 50))
+    assert "position" in ex.check_topk_bytes(50, 0.01, 4 * math.ceil(0.01 * 33 * 50)).message
+    assert "round k *up*" in ex.check_topk_bytes(50, 0.01, 8 * math.floor(0.01 * 33 * 50)).message
+
+    def quantise(v):
+        s = np.abs(v).max() / 127
+        return s, np.round(v / s).astype(np.int8)
+
+    assert ex.check_quantise(quantise)
+    assert "127" in ex.check_quantise(lambda v: (np.abs(v).max() / 255, np.round(v / (np.abs(v).max() / 255)))).message
+    assert "truncated" in ex.check_quantise(lambda v: (np.abs(v).max() / 127, np.trunc(v / (np.abs(v).max() / 127)))).message
+
+
+def test_epsilon_and_clip():
+    from helpers.privacy import epsilon
+
+    assert ex.check_epsilon(1.0, 0.08, 100, 1e-5, epsilon(1.0, 0.08, 100, 1e-5, "rdp"))
+    assert "PLD" in ex.check_epsilon(1.0, 0.08, 100, 1e-5, epsilon(1.0, 0.08, 100, 1e-5, "pld")).message
+    assert "one round" in ex.check_epsilon(1.0, 0.08, 100, 1e-5, epsilon(1.0, 0.08, 1, 1e-5, "rdp")).message
+    assert ex.check_clip(lambda u, c: u * min(1.0, c / np.linalg.norm(u)))
+    assert "each coordinate" in ex.check_clip(lambda u, c: np.clip(u, -c, c)).message
+    assert "never up" in ex.check_clip(lambda u, c: u * c / np.linalg.norm(u)).message
+
+
+def test_feedback_never_contains_the_reference_value():
+    reference = ex.wrong_loss_floor(9742)
+    assert f"{reference:.4f}" not in ex.check_wrong_loss_floor(9742, 9.0).message
+    assert f"{8 * math.ceil(0.01 * 33 * 50)}" not in ex.check_topk_bytes(50, 0.01, 1).message
