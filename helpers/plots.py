@@ -268,6 +268,19 @@ def plot_bars(values: dict, title: str, xlabel: str, xlim=None, reference: float
     return fig
 
 
+def plot_attack_outcome(test_rmse: float, hit_rate: float, title: str):
+    """What an attack did, one quantity per axis: test RMSE (stars) and the target item's hit rate (share of users)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.4))
+    for ax, value, label, limit in ((left, test_rmse, "test RMSE (stars)", max(1.5, test_rmse * 1.1)),
+                                    (right, hit_rate, "target movie in users' top-10 (share of users)", 1.0)):
+        bar = ax.barh([""], [value], color="tab:blue")
+        ax.bar_label(bar, fmt="%.3f", padding=3)
+        ax.set(xlabel=label, xlim=(0, limit))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_domains(source, target, overlap: int, source_name: str, target_name: str):
     """Users per domain and overlap, ratings per user, and rating distributions of two domains.
 

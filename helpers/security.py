@@ -27,6 +27,9 @@ from helpers.privacy import clip_per_client
 
 AGGREGATORS = ("mean", "clip", "median", "trimmed", "median_all")
 ATTACKS = ("none", "scale", "push")
+AGGREGATOR_LABELS = {"mean": "mean (plain FedAvg)", "clip": "norm clipping, then mean", "median": "per-item median",
+                     "trimmed": "per-item trimmed mean", "median_all": "median over all sampled clients"}
+ATTACK_LABELS = {"none": "no attack", "scale": "scaling (−10× update)", "push": "push one item"}
 
 
 @dataclass(frozen=True)

@@ -129,14 +129,16 @@ def dp_controls(render: Callable[[float, float, int, int], object]):
 
 def attack_controls(render: Callable[[float, str, str], object]):
     """Attackers' share, attack type and aggregator → ``render``."""
-    from helpers.security import AGGREGATORS, ATTACKS
+    from helpers.security import AGGREGATOR_LABELS, ATTACK_LABELS
 
     return explained_interact(
         render,
         attacker_share=widgets.FloatSlider(value=0.1, min=0.0, max=0.5, step=0.05, description="attacker share",
                                            continuous_update=False, style=LABEL_STYLE),
-        attack=widgets.Dropdown(options=ATTACKS, value="push", description="attack"),
-        aggregator=widgets.Dropdown(options=AGGREGATORS, value="clip", description="aggregator"),
+        attack=widgets.Dropdown(options=[(label, code) for code, label in ATTACK_LABELS.items()], value="push",
+                                description="attack", style=LABEL_STYLE),
+        aggregator=widgets.Dropdown(options=[(label, code) for code, label in AGGREGATOR_LABELS.items()], value="clip",
+                                    description="aggregator", style=LABEL_STYLE),
     )
 
 
