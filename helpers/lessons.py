@@ -18,3 +18,9 @@ LESSON_DATA = {
 def lessons_using(dataset: str) -> list[str]:
     """Lesson numbers ("01", "05", …) whose notebooks need ``dataset``."""
     return [name[:2] for name, needed in LESSON_DATA.items() if dataset in needed]
+
+
+def datasets_for(notebook: str) -> list[str]:
+    """Archives a notebook needs: a lesson's own list, and the same for its solutions notebook
+    (``NN_topic_solutions.ipynb``). Unknown notebooks need none."""
+    return LESSON_DATA.get(notebook.replace("_solutions.ipynb", ".ipynb"), [])

@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         mode = "fast" if args.fast else "full"
         print(f"{path.name} ({mode}) …", file=sys.stderr, flush=True)
         seconds = execute(path, args.fast)
-        record(path.name, mode, seconds)
+        if path.resolve().parent.name == "notebooks":  # lessons only; solutions are executed, not listed
+            record(path.name, mode, seconds)
         print(f"{path.name} ({mode}): {seconds:.0f} s", flush=True)
     return 0
 

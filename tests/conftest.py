@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.download import MIRROR_ENV, is_available
-from helpers.lessons import LESSON_DATA
+from helpers.lessons import LESSON_DATA, datasets_for
 
 NOTEBOOK_DATA = LESSON_DATA  # which archives each lesson needs
 
@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config, items):
         if "stderr" not in item.parent.skip_compare:
             item.parent.skip_compare += ("stderr",)
         if name not in verdicts:
-            missing = [d for d in NOTEBOOK_DATA.get(name, []) if not is_available(d)]
+            missing = [d for d in datasets_for(name) if not is_available(d)]
             verdicts[name] = (
                 f"real data not reachable ({', '.join(missing)}): connect to the internet or set "
                 f"{MIRROR_ENV} (for example {MIRROR_ENV}=../shared/datasets)"
