@@ -117,7 +117,7 @@ def holds(condition: str, numbers: dict) -> bool:
     return bool(result)
 
 
-def check(name: str, sentence: str, condition: str, **numbers) -> Finding:
+def check(name: str, sentence: str, condition: str, /, **numbers) -> Finding:
     """State ``sentence`` (a ``str.format`` template over ``numbers``) if ``condition`` holds.
 
     Args:
@@ -148,7 +148,7 @@ def check(name: str, sentence: str, condition: str, **numbers) -> Finding:
     return finding
 
 
-def choose(name: str, cases: list[tuple[str, str]], **numbers) -> Finding:
+def choose(name: str, cases: list[tuple[str, str]], /, **numbers) -> Finding:
     """State the sentence of the first case whose condition holds.
 
     Args:

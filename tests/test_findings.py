@@ -85,3 +85,9 @@ def test_report_shows_several_findings_with_their_checks():
 def test_generator_expressions_in_conditions_see_every_number():
     f = findings.check("all under the limit", "ok", "all(x < limit for x in xs)", xs=[1, 2], limit=3)
     assert f.sentence == "ok"
+
+
+def test_numbers_may_be_called_like_the_parameters():
+    f = findings.check("n", "{name} {sentence} {condition} {cases}", "True", name=1, sentence=2, condition=3, cases=4)
+    assert f.sentence == "1 2 3 4"
+    assert findings.choose("c", [("True", "{cases}")], cases="x", name="y").sentence == "x"
