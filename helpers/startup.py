@@ -145,8 +145,10 @@ def predicted_run_times(seconds_here: float, times: dict | None = None) -> pd.Da
     if not reference:
         raise ValueError("helpers/run_times.json has no calibration_seconds; run python -m helpers.runtimes calibrate")
     factor = seconds_here / reference
-    rows = [{"lesson": name, "full": runtimes.minutes_phrase(entry["full"] * factor),
-             "fast (COURSE_FAST=1)": runtimes.minutes_phrase(entry["fast"] * factor)}
+    def phrase(entry, mode):
+        return runtimes.minutes_phrase(entry[mode] * factor) if mode in entry else "not measured yet"
+
+    rows = [{"lesson": name, "full": phrase(entry, "full"), "fast (COURSE_FAST=1)": phrase(entry, "fast")}
             for name, entry in times["notebooks"].items()]
     return pd.DataFrame(rows).set_index("lesson")
 
