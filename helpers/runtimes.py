@@ -58,7 +58,12 @@ def short_phrase(seconds: float) -> str:
 def run_time_line(name: str, times: dict | None = None) -> str:
     """The opening cell's line for notebook ``name`` (for example ``"03_federated_rounds.ipynb"``)."""
     entry = (times or load_times())["notebooks"][name]
-    full, fast = minutes_phrase(entry["full"]), minutes_phrase(entry["fast"])
+    fast = minutes_phrase(entry["fast"])
+    if "full" not in entry:  # committed from a fast run: say so, and claim no full-run time
+        return (f"**Expected run time.** {fast[0].upper() + fast[1:]} with `COURSE_FAST=1` on a 2-core laptop CPU "
+                f"(measured; see `helpers/run_times.json`); the full run has not been timed on that machine yet. "
+                f"**The committed outputs come from a `COURSE_FAST=1` run.**")
+    full = minutes_phrase(entry["full"])
     return (f"**Expected run time.** {full[0].upper() + full[1:]} on a 2-core laptop CPU; "
             f"{fast} with `COURSE_FAST=1` (both measured; see `helpers/run_times.json`).")
 
@@ -66,13 +71,16 @@ def run_time_line(name: str, times: dict | None = None) -> str:
 def readme_cell(name: str, times: dict | None = None) -> str:
     """The README table's run-time cell for notebook ``name``, e.g. ``"~12 min (~4 min fast)"``."""
     entry = (times or load_times())["notebooks"][name]
+    if "full" not in entry:
+        return f"{short_phrase(entry['fast'])} fast (committed from a fast run; full not timed yet)"
     return f"{short_phrase(entry['full'])} ({short_phrase(entry['fast'])} fast)"
 
 
-def execute(path: Path, fast: bool, timeout: int = 3600) -> float:
+def execute(path: Path, fast: bool, timeout: int = 3600, save: bool | None = None) -> float:
     """Run every cell of the notebook at ``path`` in a fresh kernel; return the wall seconds.
 
-    A full run saves the outputs into the notebook; a fast run (``COURSE_FAST=1``) only times it.
+    A full run saves the outputs into the notebook; a fast run (``COURSE_FAST=1``) only times it,
+    unless ``save`` says otherwise.
     Raises ``nbclient.exceptions.CellExecutionError`` when a cell fails (a finding included).
     """
     import nbclient
@@ -93,7 +101,7 @@ def execute(path: Path, fast: bool, timeout: int = 3600) -> float:
             os.environ.pop("COURSE_FAST", None)
         else:
             os.environ["COURSE_FAST"] = previous
-    if not fast:
+    if (not fast) if save is None else save:
         nbformat.write(notebook, path)
     return seconds
 
@@ -106,6 +114,13 @@ def record(name: str, mode: str, seconds: float, path: Path = TIMES_FILE) -> Non
     times["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     times["notebooks"].setdefault(name, {})[mode] = round(seconds, 1)
     times["notebooks"] = dict(sorted(times["notebooks"].items()))
+    path.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def forget_full(name: str, path: Path = TIMES_FILE) -> None:
+    """Drop the full-run time of ``name``: its committed outputs now come from a fast run."""
+    times = load_times(path)
+    times["notebooks"].get(name, {}).pop("full", None)
     path.write_text(json.dumps(times, indent=2) + "\n")
 
 
@@ -142,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("execute", help="execute notebooks and record their run time")
     run.add_argument("--fast", action="store_true", help="COURSE_FAST=1; time only, outputs not saved")
+    run.add_argument("--save", action="store_true", help="with --fast: save the outputs too (and forget any full-run "
+                                                          "time, since the committed outputs are then a fast run's)")
     run.add_argument("notebooks", nargs="+", type=Path)
     commands.add_parser("write", help="render the notebooks' run-time lines and the README table")
     commands.add_parser("calibrate", help="record this machine's calibration seconds beside its run times")
@@ -160,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         mode = "fast" if args.fast else "full"
         print(f"{path.name} ({mode}) …", file=sys.stderr, flush=True)
-        seconds = execute(path, args.fast)
+        seconds = execute(path, args.fast, save=args.save or not args.fast)
         if path.resolve().parent.name == "notebooks":  # lessons only; solutions are executed, not listed
             record(path.name, mode, seconds)
+            if args.fast and args.save:
+                forget_full(path.name)
         print(f"{path.name} ({mode}): {seconds:.0f} s", flush=True)
     return 0
 

@@ -176,7 +176,8 @@ def test_run_times_are_measured_and_agree(path):
     times = runtimes.load_times()
     assert path.name in times["notebooks"], f"measure it: python -m helpers.runtimes execute notebooks/{path.name}"
     entry = times["notebooks"][path.name]
-    assert set(entry) == {"full", "fast"}, f"{path.name}: measure both full and fast runs"
+    assert "fast" in entry, f"{path.name}: measure its fast run (python -m helpers.runtimes execute --fast …)"
+    assert "full" in entry or "The committed outputs come from a `COURSE_FAST=1` run" in runtimes.run_time_line(path.name, times)
     opening = nbformat.read(path, as_version=4).cells[0].source
     assert runtimes.run_time_line(path.name, times) in opening, (
         f"{path.name}: its run-time line differs from helpers/run_times.json; run python -m helpers.runtimes write")

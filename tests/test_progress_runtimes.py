@@ -57,3 +57,18 @@ def test_record_keeps_both_modes(tmp_path: Path):
     assert json.loads(path.read_text())["notebooks"]["01_x.ipynb"] == {"full": 100.0, "fast": 30.0}
     with pytest.raises(ValueError):
         runtimes.record("01_x.ipynb", "slow", 1.0, path)
+
+
+def test_a_lesson_committed_from_a_fast_run_says_so_and_claims_no_full_time():
+    times = {"machine": "test", "notebooks": {"04_x.ipynb": {"fast": 442.0}}}
+    line = runtimes.run_time_line("04_x.ipynb", times)
+    assert "About 7 minutes with `COURSE_FAST=1`" in line and "committed outputs come from a `COURSE_FAST=1` run" in line
+    assert runtimes.readme_cell("04_x.ipynb", times) == "~7 min fast (committed from a fast run; full not timed yet)"
+
+
+def test_forget_full(tmp_path: Path):
+    path = tmp_path / "times.json"
+    runtimes.record("04_x.ipynb", "full", 900.0, path)
+    runtimes.record("04_x.ipynb", "fast", 400.0, path)
+    runtimes.forget_full("04_x.ipynb", path)
+    assert json.loads(path.read_text())["notebooks"]["04_x.ipynb"] == {"fast": 400.0}
