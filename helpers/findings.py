@@ -60,10 +60,10 @@ class Finding:
         return f"checked: `{self.condition}`" + (f" with {shown}" if shown else "")
 
     def _repr_markdown_(self) -> str:
-        return f"**Finding — {self.name}.** {self.sentence}  \n<sub>{self._checked_on()}</sub>"
+        return f"**Finding — {_titled(self.name)}** {self.sentence}  \n<sub>{self._checked_on()}</sub>"
 
     def __str__(self) -> str:
-        return f"Finding — {self.name}. {self.sentence} [{self._checked_on().replace('`', '')}]"
+        return f"Finding — {_titled(self.name)} {self.sentence} [{self._checked_on().replace('`', '')}]"
 
     __repr__ = __str__
 
@@ -78,14 +78,19 @@ class Recap:
     def _repr_markdown_(self) -> str:
         if not self.findings:
             return "_No findings were stated in this run._"
-        return "\n".join(f"- **{f.name}.** {f.sentence}"
+        return "\n".join(f"- **{_titled(f.name)}** {f.sentence}"
                          + (f" <sub>({f._checked_on()})</sub>" if self.with_checks else "")
                          for f in self.findings)
 
     def __str__(self) -> str:
-        return "\n".join(f"- {f.name}. {f.sentence}" for f in self.findings)
+        return "\n".join(f"- {_titled(f.name)} {f.sentence}" for f in self.findings)
 
     __repr__ = __str__
+
+
+def _titled(name: str) -> str:
+    """A finding's name as a heading: closed by a full stop unless it already ends in punctuation."""
+    return name if name[-1:] in ".?!…" else name + "."
 
 
 def _short(value) -> str:

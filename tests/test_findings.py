@@ -91,3 +91,9 @@ def test_numbers_may_be_called_like_the_parameters():
     f = findings.check("n", "{name} {sentence} {condition} {cases}", "True", name=1, sentence=2, condition=3, cases=4)
     assert f.sentence == "1 2 3 4"
     assert findings.choose("c", [("True", "{cases}")], cases="x", name="y").sentence == "x"
+
+
+def test_a_question_as_a_name_gets_no_extra_full_stop():
+    f = findings.check("Does it help?", "Yes.", "True")
+    assert "**Finding — Does it help?** Yes." in f._repr_markdown_()
+    assert "- **Does it help?** Yes." in findings.report(f)._repr_markdown_()
