@@ -15,9 +15,15 @@ LESSON_DATA = {
 }
 
 
+# Archives a lesson prefers but can do without: dataset → (lesson number, what it does instead).
+OPTIONAL_DATA = {"douban-movie": ("05", "lesson 05 uses Douban book as the source instead")}
+
+
 def lessons_using(dataset: str) -> list[str]:
-    """Lesson numbers ("01", "05", …) whose notebooks need ``dataset``."""
-    return [name[:2] for name, needed in LESSON_DATA.items() if dataset in needed]
+    """Lesson numbers ("01", "05", …) whose notebooks need or prefer ``dataset``."""
+    needed = [name[:2] for name, archives in LESSON_DATA.items() if dataset in archives]
+    optional = [OPTIONAL_DATA[dataset][0]] if dataset in OPTIONAL_DATA else []
+    return sorted(set(needed + optional))
 
 
 def datasets_for(notebook: str) -> list[str]:

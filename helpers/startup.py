@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import download, runtimes
-from helpers.lessons import lessons_using
+from helpers.lessons import OPTIONAL_DATA, lessons_using
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +97,8 @@ def dataset_status(check_publisher: bool = True, timeout: float = 3.0) -> pd.Dat
             advice = "ready: copied from the mirror on first use"
         elif at_publisher:
             advice = "ready: downloaded from the publisher on first use"
+        elif name in OPTIONAL_DATA:
+            advice = f"optional, not reachable: {OPTIONAL_DATA[name][1]}"
         else:
             advice = (f"not reachable: set {download.MIRROR_ENV} to a classroom mirror, or copy "
                       f"{spec.filename} into the data cache ({download.cache_dir().name}/)")

@@ -53,3 +53,11 @@ def test_dataset_status_names_the_source_and_says_what_to_do(tmp_path, monkeypat
 
 def test_calibration_is_a_positive_number_of_seconds():
     assert 0 < startup.calibrate(repeats=1) < 60
+
+
+def test_an_optional_archive_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "REGISTRY", {"douban-movie": Archive("m.dat", (tmp_path / "none" / "m.dat").as_uri())})
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    row = startup.dataset_status(check_publisher=False).iloc[0]
+    assert row["used by lessons"] == "05" and row["what to do"].startswith("optional") and "book" in row["what to do"]
