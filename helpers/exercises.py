@@ -228,11 +228,10 @@ def check_low_rank_parameters(kernel_shape: tuple[int, int, int, int], rank: int
 def check_cold_users(n_overlap: int, beta: float, answer) -> Feedback:
     """Exercise 05.1: how many overlapping users the cold-start protocol makes cold at share β."""
     reference = int(round(beta * n_overlap))
-    return _diagnose(answer, reference, [
-        (n_overlap - reference, "that is the number of *warm* users; β is the share made cold."),
-        (math.floor(beta * n_overlap) if math.floor(beta * n_overlap) != reference else -1,
-         "the protocol rounds β·N to the nearest user."),
-    ], rel=1e-9, correct="β of the users who rate in both domains.")
+    mistakes = [(n_overlap - reference, "that is the number of *warm* users; β is the share made cold.")]
+    if math.floor(beta * n_overlap) != reference:
+        mistakes.append((math.floor(beta * n_overlap), "the protocol rounds β·N to the nearest user."))
+    return _diagnose(answer, reference, mistakes, rel=1e-9, correct="β of the users who rate in both domains.")
 
 
 def check_bias_transfer(predict_fn: Callable[[float, np.ndarray, float], np.ndarray]) -> Feedback:
@@ -264,12 +263,11 @@ def topk_upload_bytes(rows: int, fraction: float, dim: int = 32) -> int:
 def check_topk_bytes(rows: int, fraction: float, answer, dim: int = 32) -> Feedback:
     """Exercise 06.1: bytes a client with ``rows`` rated items uploads with top-k at share ``fraction``."""
     entries = fraction * (dim + 1) * rows
-    return _diagnose(answer, topk_upload_bytes(rows, fraction, dim), [
-        (4 * math.ceil(entries), "each kept entry needs its position (4 bytes) as well as its value (4 bytes)."),
-        (8 * math.floor(entries) if math.floor(entries) != math.ceil(entries) else -1,
-         "round k *up*: k = ⌈f·(d + 1)·m⌉, at least one entry."),
-        (8 * math.ceil(fraction * dim * rows), "each row has d + 1 values: the vector and the bias."),
-    ], rel=1e-9, correct="8 bytes per kept entry.")
+    mistakes = [(4 * math.ceil(entries), "each kept entry needs its position (4 bytes) as well as its value (4 bytes).")]
+    if math.floor(entries) != math.ceil(entries):
+        mistakes.append((8 * math.floor(entries), "round k *up*: k = ⌈f·(d + 1)·m⌉, at least one entry."))
+    mistakes.append((8 * math.ceil(fraction * dim * rows), "each row has d + 1 values: the vector and the bias."))
+    return _diagnose(answer, topk_upload_bytes(rows, fraction, dim), mistakes, rel=1e-9, correct="8 bytes per kept entry.")
 
 
 def check_quantise(quantise_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> Feedback:
