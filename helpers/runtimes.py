@@ -38,6 +38,11 @@ def load_times(path: Path = TIMES_FILE) -> dict:
     return json.loads(path.read_text())
 
 
+def save_times(times: dict, path: Path = TIMES_FILE) -> None:
+    """Write ``times`` back to ``run_times.json`` (indented, one trailing newline)."""
+    path.write_text(json.dumps(times, indent=2) + "\n")
+
+
 def minutes_phrase(seconds: float) -> str:
     """Seconds → the words a learner reads: ``"under 1 minute"``, ``"about 4 minutes"``."""
     if seconds < 0:
@@ -114,14 +119,14 @@ def record(name: str, mode: str, seconds: float, path: Path = TIMES_FILE) -> Non
     times["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     times["notebooks"].setdefault(name, {})[mode] = round(seconds, 1)
     times["notebooks"] = dict(sorted(times["notebooks"].items()))
-    path.write_text(json.dumps(times, indent=2) + "\n")
+    save_times(times, path)
 
 
 def forget_full(name: str, path: Path = TIMES_FILE) -> None:
     """Drop the full-run time of ``name``: its committed outputs now come from a fast run."""
     times = load_times(path)
     times["notebooks"].get(name, {}).pop("full", None)
-    path.write_text(json.dumps(times, indent=2) + "\n")
+    save_times(times, path)
 
 
 def write_texts(root: Path = ROOT, times: dict | None = None) -> list[str]:
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
         times = load_times()
         times["calibration_seconds"] = round(calibrate(), 3)
-        TIMES_FILE.write_text(json.dumps(times, indent=2) + "\n")
+        save_times(times)
         print(f"calibration: {times['calibration_seconds']} s")
         return 0
     if args.command == "write":
