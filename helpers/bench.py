@@ -83,38 +83,55 @@ def bench_gd(passes: int = 5, redraws: int = 5) -> dict:
     return report
 
 
-def bench_federated(variant: str, rounds: int = 300) -> dict:
-    """Lesson 03: centralised vs FedSGD vs FedAvg on the same per-user split; round speed."""
+def bench_federated(variant: str, rounds: int = 300, dropout: float = 0.0) -> dict:
+    """Lesson 03: centralised vs FedSGD vs FedAvg (and its drift remedies) on the same per-user split,
+    each round's costs from the core's round reports; round speed of both client updates.
+
+    ``dropout``: the share of asked clients that never report (they download, but neither train
+    nor upload), applied to every method.
+    """
+    import dataclasses
     import time
 
     import numpy as np
 
+    from helpers import fedcore as fc
     from helpers import federated as fl
-    from helpers import mf
+    from helpers import lessons, mf
 
-    data, train, test, federation = _movielens_federation(variant)
-    central = mf.train_mf(mf.init_mf(data.n_users, data.n_items, 32, federation.mu, seed=0), train, test,
-                          batch_size=256, epochs=20, learning_rate=1.0, l2=0.02)
+    data, federation = lessons.movielens_federation(variant)
+    dim = lessons.EMBEDDING_DIM
+    central = mf.train_mf(mf.init_mf(data.n_users, data.n_items, dim, federation.mu, seed=0), federation.train,
+                          federation.test, batch_size=256, epochs=20, learning_rate=1.0, l2=0.02)
     report = {"benchmark": "federated", "dataset": data.name, "clients": len(federation.client_ids),
-              "split": "each client's ratings 80/20, seed 0", "model": "biased MF, d=32, l2=0.02",
-              "centralised_test_rmse": float(np.nanmin(central.test_rmse)), "rounds": rounds, "methods": {}}
-    configs = {"fedavg": fl.FedConfig(50, 1, 16, 0.05, 10.0), "fedsgd": fl.FedConfig.fedsgd(50, 10.0)}
-    for name, config in configs.items():
-        history = fl.train_federated(federation, config, rounds, dim=32)[2]
+              "split": "each client's ratings 80/20, seed 0", "model": f"biased MF, d={dim}, l2=0.02",
+              "centralised_test_rmse": float(np.nanmin(central.test_rmse)), "rounds": rounds, "dropout": dropout,
+              "methods": {}}
+    sampler = fc.with_dropout(fc.uniform, dropout)
+    methods = {"fedavg": (lessons.mf_config(), fc.Algorithm(sampler=sampler)),
+               "fedsgd": (fl.FedConfig.fedsgd(lessons.MF_FEDAVG["clients_per_round"], lessons.MF_FEDSGD_RATE),
+                          fc.Algorithm(sampler=sampler))}
+    for name, (config, algorithm) in lessons.mf_drift_remedies().items():
+        methods[f"{name} (E = {config.local_epochs})"] = (config, dataclasses.replace(algorithm, sampler=sampler))
+    for name, (config, algorithm) in methods.items():
+        history = fl.train_federated(federation, config, rounds, dim=dim, algorithm=algorithm)[2]
         report["methods"][name] = {
-            "config": {k: v for k, v in vars(config).items()},
+            "config": dataclasses.asdict(config),
             "test_rmse": history.test_rmse[-1], "best_test_rmse": min(history.test_rmse),
             "gap_to_centralised": min(history.test_rmse) / report["centralised_test_rmse"] - 1,
-            "mb_touched_rows": round(history.mb_touched[-1], 1), "mb_full_table": round(history.mb_full[-1], 1),
+            "mb_down_and_up": round(history.mb[-1], 1), "mb_uploaded": round(history.mb_up[-1], 1),
+            "mb_if_whole_table": round(history.mb_dense[-1], 1),
+            "mean_clients_trained_per_round": float(np.mean(history.clients_trained)),
+            "client_examples_millions": round(history.client_examples[-1] / 1e6, 2),
         }
-    config = configs["fedavg"]
+    config = lessons.mf_config()
     timings = {}
-    for name, round_fn in [("vectorised", fl.run_round), ("reference", fl.reference_round)]:
-        server, store = fl.init_state(federation, 32, seed=0)
-        server = round_fn(server, store, federation, config)  # warm-up (compiles the vectorised one)
+    for name, algorithm in [("vectorised", fc.FEDAVG), ("reference", fc.Algorithm(client_update=fl.reference_training))]:
+        state, store = fl.init_state(federation, dim, seed=0)
+        state, _ = fc.run_round(state, federation, store, config, algorithm)  # warm-up (compiles the vectorised one)
         start = time.perf_counter()
         for _ in range(5):
-            server = round_fn(server, store, federation, config)
+            state, _ = fc.run_round(state, federation, store, config, algorithm)
         timings[name] = (time.perf_counter() - start) / 5
     report["seconds_per_round_k50"] = {k: round(v, 4) for k, v in timings.items()}
     report["speedup_vectorised_over_reference"] = round(timings["reference"] / timings["vectorised"], 1)
@@ -146,14 +163,17 @@ def bench_privacy(rounds: int = 100) -> dict:
     """Lesson 07: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
     import numpy as np
 
+    from helpers import fedcore as fc
     from helpers import federated as fl
+    from helpers import lessons
     from helpers import privacy as pv
     from helpers import security as sec
 
-    data, train, _, federation = _movielens_federation()
-    config = fl.FedConfig(50, 1, 16, 0.05, 10.0)
-    server, store, _ = fl.train_federated(federation, config, 20, dim=32)
-    updates = fl.local_training(server, store, federation, config, fl.sample_clients(federation, config, server.round))
+    data, federation = lessons.movielens_federation()
+    train, config, dim = federation.train, lessons.mf_config(), lessons.EMBEDDING_DIM
+    state, store, _ = fl.train_federated(federation, config, 20, dim=dim)
+    clients = fc.uniform(federation.client_ids, config, state.round).reporting
+    updates = fl.local_training(federation, state.params, store, clients, config, state.round)
     leak = np.mean([pv.precision_recall(pv.reconstruct_items(pv.dense_update(updates, k, data.n_items)),
                                         federation.client_data(c)[0]) for k, c in enumerate(updates.clients)], axis=0)
     n = len(federation.client_ids)
@@ -165,7 +185,7 @@ def bench_privacy(rounds: int = 100) -> dict:
               "dp_fedavg": [], "attacks": []}
     for sigma in (0.5, 1.0, 2.0):
         dp = pv.DPConfig(0.1, sigma, q * n)
-        history = fl.train_federated(federation, config, rounds, dim=32, round_fn=pv.dp_round(dp, q))[2]
+        history = fl.train_federated(federation, config, rounds, dim=dim, algorithm=pv.dp_fedavg(dp, q))[2]
         report["dp_fedavg"].append({"sigma": sigma, "clip_norm": 0.1, "q": q, "delta": delta,
                                     "epsilon_rdp": pv.epsilon(sigma, q, rounds, delta, "rdp"),
                                     "test_rmse": history.test_rmse[-1]})
@@ -174,7 +194,7 @@ def bench_privacy(rounds: int = 100) -> dict:
     for attack in ("scale", "push"):
         for aggregator in sec.AGGREGATORS:
             threat = sec.Threat(attacker_share=0.1, attack=attack, target_item=target, aggregator=aggregator, clip_norm=0.1)
-            s, st, history = fl.train_federated(federation, config, rounds, dim=32, round_fn=sec.threatened_round(threat))
+            s, st, history = fl.train_federated(federation, config, rounds, dim=dim, algorithm=sec.threatened(threat))
             report["attacks"].append({"attack": attack, "aggregator": aggregator, "attacker_share": 0.1,
                                       "test_rmse": history.test_rmse[-1],
                                       "target_hit_rate": sec.hit_rate(s, st, federation, target)})
@@ -220,22 +240,21 @@ def bench_fltl(alphas=(0.1, 0.3, 1.0, 10.0, 100.0), rounds: int = 30, mf_rounds:
     """Lesson 06: per α, rounds to a target accuracy from scratch and from the pre-trained
     extractor (FedAvg, 20 clients, K = 10, E = 2); RMSE and MB uploaded per compression method."""
     from helpers import compression as cp
-    from helpers import federated as fl
     from helpers import federated_vision as fv
+    from helpers import lessons
     from helpers import vision_transfer as vt
     from helpers.data import load_cifar10
 
     data = load_cifar10()
     source, target = vt.source_and_target(data)
     extractor, _, source_accuracy = vt.pretrain(source, steps=source_steps, seed=0)
-    experiment = fv.FLTLExperiment(target, extractor, n_clients=20, rounds=rounds, clients_per_round=10,
-                                   local_epochs=2, target_accuracy=target_accuracy)
+    experiment = fv.FLTLExperiment(target, extractor, rounds=rounds, target_accuracy=target_accuracy,
+                                   **lessons.CIFAR_FEDERATION)
     sweep = experiment.sweep(list(alphas), progress=False)
 
-    *_, federation = _movielens_federation()
-    config = fl.FedConfig(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0)
-    curves = cp.compare_uploads(federation, cp.comparison_runs(config), rounds=mf_rounds, progress=False)
-    target_rmse = round(1.02 * min(curves["FedAvg, float32"][0].test_rmse), 4)
+    _, federation = lessons.movielens_federation()
+    curves = cp.compare_uploads(federation, cp.comparison_runs(lessons.mf_config()), rounds=mf_rounds, progress=False)
+    target_rmse = round(1.02 * min(curves["FedAvg, float32"].test_rmse), 4)
     table = cp.upload_table(curves, target_rmse)
     return {
         "benchmark": "fltl", "dataset": "CIFAR-10 as loaded (target classes over 20 clients); MovieLens latest-small",
@@ -264,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     federated = commands.add_parser("federated", help="lesson 03: centralised vs FedSGD vs FedAvg; round speed")
     federated.add_argument("--variant", choices=["latest-small", "100k"], default="latest-small")
     federated.add_argument("--rounds", type=int, default=300)
+    federated.add_argument("--dropout", type=float, default=0.0,
+                           help="share of asked clients that never report, in [0, 1) (default 0)")
     transfer = commands.add_parser("transfer", help="lesson 04: CIFAR-10 source → target, methods (a)–(d)")
     transfer.add_argument("--seeds", type=int, default=3)
     crossdomain = commands.add_parser("crossdomain", help="lesson 05: cold-start cross-domain methods")
@@ -282,7 +303,7 @@ def _run(args) -> dict:
     commands = {
         "softmax": lambda: bench_softmax(args.variant),
         "gd": lambda: bench_gd(args.passes),
-        "federated": lambda: bench_federated(args.variant, args.rounds),
+        "federated": lambda: bench_federated(args.variant, args.rounds, args.dropout),
         "transfer": lambda: bench_transfer(seeds=tuple(range(args.seeds))),
         "crossdomain": lambda: bench_crossdomain(args.source),
         "privacy": lambda: bench_privacy(args.rounds),

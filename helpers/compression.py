@@ -12,7 +12,10 @@ Both lose information each round. **Error feedback** (Seide et al. 2014; Karimir
 al. 2019) keeps what was not sent: client k adds its residual e_k to the next update it
 compresses, v = Δ_k + e_k, and keeps e_k ← v − decode(encode(v)). Nothing is lost for
 good, only delayed. The residual is client state, like p_u: one row per item the client
-rated, never sent.
+rated, never sent; it lives in the client state's ``residual`` (client id → (m_k, d + 1)).
+
+Compression is a transform of the federated core (:func:`compress`): the round report's
+upload bytes are then what the encoded messages cost.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers.metrics import first_reaching
 from helpers.progress import progress as progress_bar
@@ -123,49 +127,34 @@ def compress_with_feedback(block: np.ndarray, residual: np.ndarray, compressor: 
     return decoded, (value - decoded if compressor.error_feedback else residual), cost
 
 
-class CompressedUploads:
-    """A ``round_fn`` for :func:`helpers.federated.train_federated` in which clients compress
-    their update before uploading it.
+def compress(compressor: Compressor) -> fc.Transform:
+    """A transform of the core: every reporting client encodes its rows, with error feedback
+    through its residual in ``context.clients_state.residual`` (written for those clients only).
 
-    Keeps the clients' error-feedback residuals (one (d + 1) row per training rating, i.e.
-    per (client, item) pair, each read and written only by its client) and
-    ``uploaded``: the bytes uploaded in each round.
+    The rows of a client come in the same order every round (its items), so its residual
+    lines up with them.
     """
+    compressor.check()
 
-    def __init__(self, compressor: Compressor, federation: fl.Federation, dim: int):
-        compressor.check()
-        self.compressor = compressor
-        self.residual = np.zeros((len(federation.train), dim + 1), np.float32)
-        self.uploaded: list[int] = []
-
-    def __call__(self, server: fl.ServerState, store: fl.ClientStore, federation: fl.Federation,
-                 config: fl.FedConfig) -> fl.ServerState:
-        clients = fl.sample_clients(federation, config, server.round)                       # (1)
-        updates = fl.local_training(server, store, federation, config, clients)            # (2)
-        block = np.concatenate([updates.item_vec_delta, updates.item_bias_delta[:, None]], axis=1)
-        rows = federation.rows(clients)
-        decoded, total = np.empty_like(block), 0
-        for k in range(len(clients)):                                                       # (3), each client
+    def transform(updates: fc.Updates, context: fc.RoundContext) -> fc.Updates:
+        residuals = context.clients_state.residual
+        decoded, upload = np.empty_like(updates.values), updates.upload_bytes.copy()
+        for k, client in enumerate(updates.clients):
             mine = updates.slot == k
-            decoded[mine], self.residual[rows[mine]], cost = compress_with_feedback(
-                block[mine], self.residual[rows[mine]], self.compressor)
-            total += cost
-        self.uploaded.append(total)
-        received = dataclasses.replace(updates, item_vec_delta=decoded[:, :-1], item_bias_delta=decoded[:, -1])
-        vec, bias = fl.weighted_mean(received, federation.n_items)                          # (4)
-        return fl.apply_update(server, vec, bias, config.server_lr)                         # (5)
+            residual = residuals.get(int(client), np.zeros_like(updates.values[mine]))
+            decoded[mine], new_residual, upload[k] = compress_with_feedback(updates.values[mine], residual, compressor)
+            if compressor.error_feedback:
+                residuals[int(client)] = new_residual
+        return dataclasses.replace(updates, values=decoded, upload_bytes=upload)
 
-    def mb_uploaded(self) -> np.ndarray:
-        """Cumulative MB uploaded after each round, 0 first: (rounds + 1,)."""
-        return np.concatenate([[0.0], np.cumsum(self.uploaded) / 1e6])
+    return transform
 
 
 def run_compressed(federation: fl.Federation, config: fl.FedConfig, compressor: Compressor, rounds: int,
-                   dim: int = 32, progress: bool = False) -> tuple[fl.FedHistory, np.ndarray]:
-    """Federated MF with compressed uploads: (history, cumulative MB uploaded per round)."""
-    uploads = CompressedUploads(compressor, federation, dim)
-    _, _, history = fl.train_federated(federation, config, rounds, dim, round_fn=uploads, progress=progress)
-    return history, uploads.mb_uploaded()
+                   dim: int = 32, progress: bool = False) -> fc.History:
+    """Federated MF with compressed uploads; the history's ``mb_up`` counts the encoded bytes."""
+    algorithm = fc.Algorithm(transforms=(compress(compressor),)) if compressor.method != "none" else fc.FEDAVG
+    return fl.train_federated(federation, config, rounds, dim, algorithm=algorithm, progress=progress)[2]
 
 
 def comparison_runs(config: fl.FedConfig, fedsgd_rate: float = 10.0) -> dict:
@@ -183,7 +172,7 @@ def comparison_runs(config: fl.FedConfig, fedsgd_rate: float = 10.0) -> dict:
 
 def compare_uploads(federation: fl.Federation, runs: dict, rounds: int, dim: int = 32,
                     progress: bool = True) -> dict:
-    """Train every run of ``runs`` (label → (FedConfig, Compressor)); label → (history, cumulative MB up)."""
+    """Train every run of ``runs`` (label → (FedConfig, Compressor)); label → history."""
     return {label: run_compressed(federation, config, compressor, rounds, dim)
             for label, (config, compressor) in progress_bar(list(runs.items()), "runs", enabled=progress)}
 
@@ -193,10 +182,11 @@ def upload_table(curves: dict, target_rmse: float) -> pd.DataFrame:
     first reaches ``target_rmse`` (None: never within the rounds run).
 
     Args:
-        curves: label → (FedHistory, cumulative MB uploaded), as from :func:`compare_uploads`.
+        curves: label → :class:`helpers.fedcore.History`, as from :func:`compare_uploads`.
     """
     rows = []
-    for label, (history, mb) in curves.items():
+    for label, history in curves.items():
+        mb = history.mb_up
         hit = first_reaching(history.test_rmse, target_rmse, higher_is_better=False)
         rows.append({"run": label, "final test RMSE": round(history.test_rmse[-1], 4),
                      "MB uploaded": round(float(mb[-1]), 2), "rounds to target": hit,

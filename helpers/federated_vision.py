@@ -1,17 +1,20 @@
-"""FedAvg for Keras image classifiers, from scratch or from a pre-trained extractor (lesson 06).
+"""Federated learning of Keras image classifiers, from scratch or from a pre-trained extractor (lesson 06).
 
 Lesson 03 federated a recommender whose clients each own one user; here the clients
 own photos: the CIFAR-10 target task of lesson 04 (dog, frog, horse, ship, truck) is
-dealt to N clients with Dirichlet(α) label skew (:mod:`helpers.partition`). One round:
+dealt to N clients with Dirichlet(α) label skew (:mod:`helpers.partition`). The round
+is the federated core's (:func:`helpers.fedcore.run_round`); this module supplies the
+task (:class:`ImageTask`) whose client update is:
 
-  (1) the server samples K clients and sends them the global weights θ;
   (2) client k runs E epochs of plain mini-batch SGD, θ_k ← θ_k − η_c ∇L_k(θ_k), on
-      its own images (written out by hand, as in lesson 02);
-  (3) it sends back Δ_k = θ_k − θ and its count n_k;
-  (4)–(5) the server moves to θ + Σ_k (n_k / Σ_j n_j) Δ_k.
+      its own images (written out by hand, as in lesson 02) — with FedProx, on
+      L_k(θ_k) + (μ/2)‖θ_k − θ‖²;
+  (3) it sends back Δ_k = θ_k − θ and its count n_k.
 
 The shared state is every trainable weight plus the batch-norm moving statistics
-(averaged like the weights). The two starting points are lesson 04's models: a fresh
+(averaged like the weights, but never moved by a server optimiser such as FedAdam),
+flattened into one row of the core's parameter table, (1, P); a client sends all P
+values, float32, without indices. The two starting points are lesson 04's models: a fresh
 network, and a copy of the source-trained extractor with a new head. Both train every
 layer the same way, batch norm included (``target_model("finetune", …,
 retrain_batch_norm=True)``), so they differ only in their initial weights.
@@ -33,19 +36,20 @@ B² grows for every α, so values from different runs are no longer comparable.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from helpers import fedcore as fc
 from helpers import metrics, partition
 from helpers import vision_transfer as vt
+from helpers.fedcore import FedConfig
 from helpers.progress import progress as progress_bar
 
-FLOAT_BYTES = 4
 PERSONALISE_TAG = 10**6  # seed-key slot that no round number reaches: personalisation batches
 INITS = {"scratch": "random initialisation", "pretrained": "source-pre-trained extractor"}
 
@@ -69,9 +73,15 @@ class ImageClients:
     def n_clients(self) -> int:
         return len(self.x_train)
 
-    def num_examples(self) -> np.ndarray:
-        """n_k of every client: (N,) int."""
-        return np.array([len(y) for y in self.y_train])
+    @property
+    def client_ids(self) -> np.ndarray:
+        """0..N-1."""
+        return np.arange(self.n_clients)
+
+    def num_examples(self, clients=None) -> np.ndarray:
+        """n_k of ``clients`` (default every client): (K,) int."""
+        sizes = np.array([len(y) for y in self.y_train])
+        return sizes if clients is None else sizes[np.asarray(clients, dtype=int)]
 
 
 def make_clients(task: vt.Task, n_clients: int, alpha: float, seed: int = 0, min_size: int = 10) -> ImageClients:
@@ -81,28 +91,6 @@ def make_clients(task: vt.Task, n_clients: int, alpha: float, seed: int = 0, min
     return ImageClients([task.x_train[p] for p in parts], [task.y_train[p] for p in parts],
                         [task.x_test[p] for p in test_parts], [task.y_test[p] for p in test_parts],
                         partition.class_counts(task.y_train, parts, len(task.class_names)))
-
-
-@dataclass(frozen=True)
-class VisionFedConfig:
-    """FedAvg settings: K clients per round, E local epochs, batch B, client rate η_c, seed."""
-
-    clients_per_round: int = 10
-    local_epochs: int = 1
-    batch_size: int = 32
-    client_lr: float = 0.05
-    seed: int = 0
-
-    def check(self, n_clients: int) -> None:
-        """Raise ValueError for settings that cannot run on ``n_clients`` clients."""
-        if int(self.clients_per_round) != self.clients_per_round or not 1 <= self.clients_per_round <= n_clients:
-            raise ValueError(f"clients per round must be a whole number in 1..{n_clients}, got {self.clients_per_round}")
-        if int(self.local_epochs) != self.local_epochs or self.local_epochs < 1:
-            raise ValueError(f"local epochs must be a whole number ≥ 1, got {self.local_epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
-        if not (np.isfinite(self.client_lr) and self.client_lr > 0):
-            raise ValueError(f"client learning rate must be > 0, got {self.client_lr}")
 
 
 def _layers(model) -> list:
@@ -132,6 +120,8 @@ class FederatedModel:
         self._seed_states = [layer.generator.state for layer in layers
                              if isinstance(getattr(layer, "generator", None), keras.random.SeedGenerator)]
         self._initial = [v.numpy() for v in model.variables]
+        self._anchor = [tf.Variable(v, trainable=False) for v in self.trainable]  # θ of FedProx's term
+        self._shapes = [tuple(v.shape) for v in self.shared]
         self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self._step = tf.function(self._sgd_step, reduce_retracing=True)
         self._gradient = tf.function(self._loss_gradient, reduce_retracing=True)
@@ -141,9 +131,9 @@ class FederatedModel:
             loss = self._loss(y, self.model(x, training=True))
         return tape.gradient(loss, self.trainable)
 
-    def _sgd_step(self, x, y, learning_rate):
-        for variable, gradient in zip(self.trainable, self._loss_gradient(x, y)):
-            variable.assign_sub(learning_rate * gradient)  # θ ← θ − η ∇L
+    def _sgd_step(self, x, y, learning_rate, prox_mu):
+        for variable, gradient, anchor in zip(self.trainable, self._loss_gradient(x, y), self._anchor):
+            variable.assign_sub(learning_rate * (gradient + prox_mu * (variable - anchor)))  # θ ← θ − η ∇L
 
     def gradient(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """∇L on all of (x, y) in one batch at the current weights, flattened: (trainable scalars,).
@@ -173,12 +163,25 @@ class FederatedModel:
 
     def n_shared(self) -> int:
         """Number of shared scalars (what one client downloads and uploads per round)."""
-        return int(sum(np.prod(v.shape) for v in self.shared))
+        return int(sum(np.prod(shape) for shape in self._shapes))
+
+    def get_flat(self) -> np.ndarray:
+        """The shared state as one row of the core's parameter table: (1, P) float32."""
+        return np.concatenate([v.numpy().ravel() for v in self.shared])[None, :].astype(np.float32)
+
+    def set_flat(self, params: np.ndarray) -> None:
+        """Load a (1, P) row written by :meth:`get_flat`."""
+        sizes = [int(np.prod(shape)) for shape in self._shapes]
+        parts = np.split(np.asarray(params).ravel(), np.cumsum(sizes)[:-1])
+        self.set_shared([part.reshape(shape) for part, shape in zip(parts, self._shapes)])
 
     def local_train(self, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, learning_rate: float,
-                    seed_key: list[int]) -> None:
-        """E epochs of mini-batch SGD on (x, y), batch order and augmentation seeded by ``seed_key``."""
-        rate = tf.constant(learning_rate, tf.float32)
+                    seed_key: list[int], prox_mu: float = 0.0) -> None:
+        """E epochs of mini-batch SGD on (x, y), batch order and augmentation seeded by ``seed_key``;
+        with ``prox_mu`` > 0, FedProx's pull (μ/2)‖θ_k − θ‖² towards the weights at the start."""
+        rate, mu = tf.constant(learning_rate, tf.float32), tf.constant(prox_mu, tf.float32)
+        for anchor, variable in zip(self._anchor, self.trainable):
+            anchor.assign(variable)
         augment_seed = int(np.random.default_rng(seed_key).integers(2**31))
         for i, state in enumerate(self._seed_states):
             state.assign(np.array([augment_seed, i], np.int64))
@@ -186,7 +189,7 @@ class FederatedModel:
             order = np.random.default_rng([*seed_key, epoch]).permutation(len(y))
             for start in range(0, len(y), batch_size):
                 batch = order[start:start + batch_size]
-                self._step(tf.constant(x[batch]), tf.constant(y[batch]), rate)
+                self._step(tf.constant(x[batch]), tf.constant(y[batch]), rate, mu)
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
         """Top-1 accuracy (0..1) of the current weights on (x, y)."""
@@ -205,21 +208,40 @@ def federated_model(init: str, source: keras.Sequential | None, n_classes: int, 
 
 
 @dataclass
-class VisionFedHistory:
-    """Per round (index 0 = before round 1): global test accuracy, cumulative MB (down + up),
-    cumulative seconds. ``dissimilarity``: B² over all clients at the starting weights.
-    """
+class ImageTask:
+    """Image clients and the model they train: the task of :mod:`helpers.fedcore`."""
 
-    accuracy: list[float] = field(default_factory=list)
-    mb: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    dissimilarity: float = float("nan")
+    model: FederatedModel
+    clients: ImageClients
 
+    @property
+    def client_ids(self) -> np.ndarray:
+        return self.clients.client_ids
 
-def sample_clients(n_clients: int, config: VisionFedConfig, round_num: int) -> np.ndarray:
-    """K distinct client ids, seeded by (seed, round): (K,) int, sorted."""
-    rng = np.random.default_rng([config.seed, round_num])
-    return np.sort(rng.choice(n_clients, config.clients_per_round, replace=False))
+    @property
+    def statistics_columns(self) -> slice:
+        """The batch-norm moving statistics, after the trainable weights in the row: averaged, never optimised."""
+        return slice(sum(int(np.prod(v.shape)) for v in self.model.trainable), None)
+
+    def num_examples(self, clients) -> np.ndarray:
+        return self.clients.num_examples(clients)
+
+    def download_bytes(self, clients, width: int) -> np.ndarray:
+        """The whole model, float32, to each client: (K,) bytes."""
+        return np.full(len(clients), fc.row_bytes(width, indexed=False))
+
+    def train_clients(self, params, clients_state, clients, config: FedConfig, round_num: int) -> fc.Updates:
+        """Step (2) for each client in turn: load θ, train locally, send Δ_k = θ_k − θ as one row."""
+        deltas = []
+        for k in clients:
+            self.model.set_flat(params)
+            self.model.local_train(self.clients.x_train[k], self.clients.y_train[k], config.local_epochs,
+                                   config.batch_size, config.client_rate(round_num), [config.seed, round_num, int(k)],
+                                   config.prox_mu)
+            deltas.append(self.model.get_flat()[0] - params[0])
+        k = len(clients)
+        return fc.Updates(np.asarray(clients), self.num_examples(clients), np.arange(k), np.zeros(k, np.int64),
+                          np.stack(deltas), self.download_bytes(clients, params.shape[1]))
 
 
 def gradient_dissimilarity(model: FederatedModel, state: list[np.ndarray], clients: ImageClients) -> float:
@@ -235,51 +257,32 @@ def gradient_dissimilarity(model: FederatedModel, state: list[np.ndarray], clien
     return float(p @ np.sum(grads**2, axis=1) / max(float(mean @ mean), 1e-30))
 
 
-def fedavg_round(model: FederatedModel, state: list[np.ndarray], clients: ImageClients, config: VisionFedConfig,
-                 round_num: int, client_lr: float | None = None) -> list[np.ndarray]:
-    """One FedAvg round from global ``state`` (clients use ``client_lr``, default η_c); returns the new state."""
-    rate = config.client_lr if client_lr is None else client_lr
-    chosen = sample_clients(clients.n_clients, config, round_num)
-    deltas, counts = [], clients.num_examples()[chosen]
-    for k in chosen:
-        model.set_shared(state)                                                                   # (1)
-        model.local_train(clients.x_train[k], clients.y_train[k], config.local_epochs,            # (2)
-                          config.batch_size, rate, [config.seed, round_num, int(k)])
-        deltas.append([new - old for new, old in zip(model.get_shared(), state)])                # (3)
-    p = counts / counts.sum()
-    mean = [sum(w * d[i] for w, d in zip(p, deltas)) for i in range(len(state))]                  # (4)
-    return [s + m for s, m in zip(state, mean)]                                                   # (5)
-
-
 def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarray, y_test: np.ndarray,
-                 config: VisionFedConfig, rounds: int, progress: bool = False
-                 ) -> tuple[list[np.ndarray], VisionFedHistory]:
-    """``rounds`` FedAvg rounds from the model's starting weights; global accuracy on (x_test, y_test)
-    after every round, and the clients' gradient dissimilarity B² at the start.
+                 config: FedConfig, rounds: int, algorithm: fc.Algorithm = fc.FEDAVG, progress: bool = False
+                 ) -> tuple[np.ndarray, fc.History]:
+    """``rounds`` rounds of the core from the model's starting weights (FedAvg unless ``algorithm``
+    says otherwise); global accuracy on (x_test, y_test) after every round (``accuracy``), and the
+    clients' gradient dissimilarity B² at the start (``dissimilarity``).
 
-    The client rate decays on a cosine over the rounds, η_c · ½(1 + cos(π (t + ½) / rounds)),
-    so the last rounds settle instead of jumping around (lesson 04 used the same schedule).
-    Returns (final shared state, history).
+    ``config.cosine_rounds`` = ``rounds`` lets the client rate settle over the last rounds (lesson 04
+    used the same schedule). Returns (final parameters (1, P), history).
     """
-    if int(rounds) != rounds or rounds < 1:
-        raise ValueError(f"rounds must be a whole number ≥ 1, got {rounds}")
     config.check(clients.n_clients)
-    state = model.reset()
-    history = VisionFedHistory([model.accuracy(x_test, y_test)], [0.0], [0.0],
-                               gradient_dissimilarity(model, state, clients))
-    round_mb = 2 * config.clients_per_round * model.n_shared() * FLOAT_BYTES / 1e6
-    for round_num in progress_bar(range(rounds), "rounds", enabled=progress):
-        start = time.perf_counter()
-        rate = config.client_lr * 0.5 * (1 + np.cos(np.pi * (round_num + 0.5) / rounds))  # cosine decay
-        state = fedavg_round(model, state, clients, config, round_num, rate)
-        history.seconds.append(history.seconds[-1] + time.perf_counter() - start)
-        model.set_shared(state)
-        history.accuracy.append(model.accuracy(x_test, y_test))
-        history.mb.append(history.mb[-1] + round_mb)
-    return state, history
+    model.reset()
+    start = fc.ServerState(model.get_flat())
+    dissimilarity = gradient_dissimilarity(model, model.get_shared(), clients)
+
+    def evaluate(state, _):
+        model.set_flat(state.params)
+        return {"accuracy": model.accuracy(x_test, y_test)}
+
+    state, history = fc.train(ImageTask(model, clients), start, fc.ClientState(), config, rounds, evaluate,
+                              algorithm, progress)
+    history.notes["dissimilarity"] = dissimilarity
+    return state.params, history
 
 
-def personalise(model: FederatedModel, state: list[np.ndarray], clients: ImageClients, epochs: int,
+def personalise(model: FederatedModel, params: np.ndarray, clients: ImageClients, epochs: int,
                 learning_rate: float, batch_size: int = 32, seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """Each client fine-tunes the global model on its own training images for ``epochs`` epochs.
 
@@ -291,12 +294,12 @@ def personalise(model: FederatedModel, state: list[np.ndarray], clients: ImageCl
     for k in progress_bar(range(clients.n_clients), "clients personalised", enabled=progress):
         if len(clients.y_test[k]) == 0:
             continue
-        model.set_shared(state)
+        model.set_flat(params)
         before = model.accuracy(clients.x_test[k], clients.y_test[k])
         model.local_train(clients.x_train[k], clients.y_train[k], epochs, batch_size, learning_rate, [seed, PERSONALISE_TAG, k])
         rows.append({"client": k, "n_train": len(clients.y_train[k]), "n_test": len(clients.y_test[k]),
                      "global": before, "personalised": model.accuracy(clients.x_test[k], clients.y_test[k])})
-    model.set_shared(state)
+    model.set_flat(params)
     return pd.DataFrame(rows)
 
 
@@ -306,18 +309,21 @@ class FLTLExperiment:
 
     One :class:`FederatedModel` per starting point is built once and reset for each run, so
     a new setting (the widget) costs only its rounds. Defaults: K = ``clients_per_round``,
-    E = ``local_epochs``; the same client rate η_c for both starting points.
+    E = ``local_epochs``; the same client rate η_c for both starting points, decaying on a
+    cosine over the rounds. ``methods``: name → (settings that differ from FedAvg's,
+    :class:`helpers.fedcore.Algorithm`), e.g. FedProx's μ or FedAdam's server optimiser.
     """
 
     def __init__(self, target: vt.Task, source: keras.Sequential, n_clients: int = 20, rounds: int = 30,
                  clients_per_round: int = 10, local_epochs: int = 2, client_lr: float = 0.05,
-                 target_accuracy: float = 0.6, seed: int = 0):
+                 target_accuracy: float = 0.6, seed: int = 0, methods: dict | None = None):
         self.target, self.n_clients, self.rounds = target, n_clients, rounds
         self.clients_per_round, self.local_epochs, self.client_lr = clients_per_round, local_epochs, client_lr
         self.target_accuracy, self.seed = target_accuracy, seed
+        self.methods = {"FedAvg": ({}, fc.FEDAVG), **(methods or {})}
         self.models = {init: federated_model(init, source, len(target.class_names), seed) for init in INITS}
         self._clients: dict[float, ImageClients] = {}
-        self._runs: dict[tuple, tuple[list[np.ndarray], VisionFedHistory]] = {}
+        self._runs: dict[tuple, tuple[np.ndarray, fc.History]] = {}
 
     def clients(self, alpha: float) -> ImageClients:
         """The Dirichlet(α) federation (built once per α)."""
@@ -325,24 +331,28 @@ class FLTLExperiment:
             self._clients[alpha] = make_clients(self.target, self.n_clients, alpha, self.seed)
         return self._clients[alpha]
 
-    def config(self, init: str, clients_per_round: int | None = None, local_epochs: int | None = None) -> VisionFedConfig:
-        """The FedAvg settings of one run (None: the experiment's defaults)."""
+    def config(self, init: str, clients_per_round: int | None = None, local_epochs: int | None = None,
+               method: str = "FedAvg") -> FedConfig:
+        """The settings of one run (None: the experiment's defaults)."""
         if init not in INITS:
             raise ValueError(f"unknown starting point {init!r}; choose from {list(INITS)}")
-        config = VisionFedConfig(self.clients_per_round if clients_per_round is None else clients_per_round,
-                                 self.local_epochs if local_epochs is None else local_epochs,
-                                 client_lr=self.client_lr, seed=self.seed)
+        if method not in self.methods:
+            raise ValueError(f"unknown method {method!r}; choose from {list(self.methods)}")
+        config = FedConfig(self.clients_per_round if clients_per_round is None else clients_per_round,
+                           self.local_epochs if local_epochs is None else local_epochs, batch_size=32,
+                           client_lr=self.client_lr, cosine_rounds=self.rounds, seed=self.seed)
+        config = dataclasses.replace(config, **self.methods[method][0])
         config.check(self.n_clients)
         return config
 
     def run(self, alpha: float, init: str, clients_per_round: int | None = None, local_epochs: int | None = None,
-            progress: bool = False) -> tuple[list[np.ndarray], VisionFedHistory]:
-        """(final state, history) of one setting; trained on first request, then cached."""
-        config = self.config(init, clients_per_round, local_epochs)
-        key = (float(alpha), init, config.clients_per_round, config.local_epochs)
+            progress: bool = False, method: str = "FedAvg") -> tuple[np.ndarray, fc.History]:
+        """(final parameters, history) of one setting; trained on first request, then cached."""
+        config = self.config(init, clients_per_round, local_epochs, method)
+        key = (float(alpha), init, config.clients_per_round, config.local_epochs, method)
         if key not in self._runs:
             self._runs[key] = train_fedavg(self.models[init], self.clients(alpha), self.target.x_test,
-                                           self.target.y_test, config, self.rounds, progress)
+                                           self.target.y_test, config, self.rounds, self.methods[method][1], progress)
         return self._runs[key]
 
     def sweep(self, alphas, progress: bool = True) -> pd.DataFrame:

@@ -30,3 +30,62 @@ def datasets_for(notebook: str) -> list[str]:
     """Archives a notebook needs: a lesson's own list, and the same for its solutions notebook
     (``NN_topic_solutions.ipynb``). Unknown notebooks need none."""
     return LESSON_DATA.get(notebook.replace("_solutions.ipynb", ".ipynb"), [])
+
+
+# ---------------------------------------------------------------- shared set-ups of the federated lessons
+
+EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 06, 07 and the benchmarks
+
+# Lesson 03's FedAvg over MovieLens users, reused by lessons 06 and 07, the widgets and the benchmarks.
+MF_FEDAVG = dict(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0, l2=0.02)
+MF_FEDSGD_RATE = 10.0  # η of FedSGD next to it
+
+# Lesson 06's FedAvg over CIFAR-10 clients: N clients, K per round, E local epochs, η_c.
+CIFAR_FEDERATION = dict(n_clients=20, clients_per_round=10, local_epochs=2, client_lr=0.05)
+
+
+def mf_config(**changes):
+    """Lesson 03's :class:`helpers.fedcore.FedConfig` (:data:`MF_FEDAVG`), with ``changes``."""
+    from helpers.fedcore import FedConfig
+
+    return FedConfig(**{**MF_FEDAVG, **changes})
+
+
+def movielens_federation(variant: str = "latest-small"):
+    """The MovieLens federation of lessons 03, 06 and 07: every user a client, each user's own
+    ratings split 80/20 (seed 0), μ the training mean. Returns (ratings data, Federation)."""
+    from helpers.data import load_movielens
+    from helpers.federated import Federation
+    from helpers.splits import per_user_split
+
+    data = load_movielens(variant)
+    train, test = per_user_split(data.ratings, test_fraction=0.2, seed=0)
+    return data, Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
+
+
+def mf_drift_remedies() -> dict:
+    """Lesson 06's comparison on MovieLens, in lesson 03's drift setting (E = 10 local epochs):
+    name → (FedConfig, Algorithm) for FedAvg, FedProx (μ = 0.1) and FedAdam (η_s = 0.01, τ = 10⁻³).
+
+    μ and η_s were chosen by a sweep over μ ∈ {0.01, 0.1, 1} and η_s ∈ {0.01, 0.03, 0.1}
+    (100 rounds, the rate at which each kept the test RMSE lowest at the end).
+    """
+    from helpers import fedcore as fc
+
+    return {"FedAvg": (mf_config(local_epochs=10), fc.FEDAVG),
+            "FedProx": (mf_config(local_epochs=10, prox_mu=0.1), fc.FEDAVG),
+            "FedAdam": (mf_config(local_epochs=10, server_lr=0.01), fc.Algorithm(server_optimizer=fc.server_adam()))}
+
+
+def cnn_drift_remedies() -> dict:
+    """Lesson 06's comparison on the CIFAR-10 clients: method → (settings that differ from FedAvg's,
+    Algorithm), for :class:`helpers.federated_vision.FLTLExperiment`: FedProx (μ = 0.1) and FedAdam
+    (η_s = 0.01, τ = 10⁻³; batch-norm statistics averaged as they are).
+
+    Chosen by a sweep at α = 0.1 from the pre-trained start over μ ∈ {0.01, 0.1, 1} and η_s ∈ {0.003,
+    0.01, 0.03} with τ ∈ {10⁻³, 10⁻²} (10 rounds): the values with the highest best-round accuracy.
+    """
+    from helpers import fedcore as fc
+
+    return {"FedProx": ({"prox_mu": 0.1}, fc.FEDAVG),
+            "FedAdam": ({"server_lr": 0.01}, fc.Algorithm(server_optimizer=fc.server_adam()))}

@@ -75,3 +75,10 @@ def first_reaching(values, target: float, higher_is_better: bool = True) -> int 
     values = np.asarray(values, dtype=float)
     hits = np.flatnonzero(values >= target if higher_is_better else values <= target)
     return int(hits[0]) if len(hits) else None
+
+
+def gains_over(values: dict, baseline: str, higher_is_better: bool = True) -> dict:
+    """How much each entry of ``values`` improves on ``values[baseline]``, in the metric's units:
+    {name: gain} without the baseline; positive is better (for RMSE: lower)."""
+    sign = 1.0 if higher_is_better else -1.0
+    return {name: sign * (value - values[baseline]) for name, value in values.items() if name != baseline}

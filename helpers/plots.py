@@ -173,13 +173,13 @@ def plot_fed_curves(histories: dict, central_rmse: float, title: str):
     """Test RMSE against rounds (left) and against cumulative MB sent, only touched rows (right).
 
     Args:
-        histories: label → :class:`helpers.federated.FedHistory`.
+        histories: label → :class:`helpers.fedcore.History` with ``test_rmse``.
         central_rmse: the centralised model's best test RMSE on the same split (stars).
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for label, history in histories.items():
         left.plot(np.arange(len(history.test_rmse)), history.test_rmse, label=label)
-        right.plot(history.mb_touched, history.test_rmse, label=label)
+        right.plot(history.mb, history.test_rmse, label=label)
     for ax in (left, right):
         ax.axhline(central_rmse, color="black", ls="--", lw=1, label="centralised MF (best)")
         ax.axhline(central_rmse * 1.03, color="grey", ls=":", lw=1, label="centralised + 3%")
@@ -481,6 +481,30 @@ def plot_xy_curves(panels: dict, ylabel: str, title: str, reference: float | Non
     axes[0, 0].legend(fontsize=8)
     curves = [np.asarray(y) for c in panels.values() for _, y in c.values()]
     axes[0, 0].set_ylim(min(y.min() for y in curves) - 0.01, max(y[min(5, len(y) - 1)] for y in curves) + 0.02)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_drift_remedies(cnn: dict, mf: dict, cnn_title: str, mf_title: str, title: str):
+    """Test accuracy of the CIFAR-10 clients (left) and test RMSE on MovieLens (right) against rounds,
+    one line per method.
+
+    Args:
+        cnn: method → history with ``accuracy`` (index 0 = start).  mf: method → history with ``test_rmse``.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for label, history in cnn.items():
+        left.plot(np.arange(len(history.accuracy)), history.accuracy, label=label)
+    for label, history in mf.items():
+        right.plot(np.arange(len(history.test_rmse)), history.test_rmse, label=label)
+    left.set(xlabel="round", ylabel="test accuracy (share correct)", title=cnn_title)
+    right.set(xlabel="round", ylabel="test RMSE (stars)", title=mf_title)
+    lows = [min(h.test_rmse) for h in mf.values()]
+    right.set_ylim(min(lows) - 0.01, max(h.test_rmse[min(10, len(h.test_rmse) - 1)] for h in mf.values()) + 0.02)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,7 +1,7 @@
 """Privacy and security of federated MF (lesson 07): the leak, secure aggregation, DP.
 
-Builds on :mod:`helpers.federated`: a round's :class:`~helpers.federated.RoundUpdates`
-is what the server would receive from each client.
+Builds on :mod:`helpers.fedcore`: a round's :class:`~helpers.fedcore.Updates` are what
+the server would receive from each client.
 
 - **The leak**: a client's update is non-zero exactly on the rows of the items it
   rated, so the server can read off what each user watched.
@@ -11,10 +11,12 @@ is what the server would receive from each client.
   and subtracted by the other, so they cancel in the sum. If a client drops out after
   masking, the survivors reveal their pair seeds with it and the server removes the
   dangling masks.
-- **DP-FedAvg** (McMahan et al. 2018): each client's update is clipped to L2 norm C,
-  the clipped updates are summed, Gaussian noise N(0, σ²C²) is added to every
-  coordinate of the sum, and the result is divided by the expected number of clients.
-  The privacy loss (ε at a given δ) is computed with Google's ``dp-accounting``.
+- **DP-FedAvg** (McMahan et al. 2018): clients are Poisson-sampled with rate q, each
+  client's update is clipped to L2 norm C, the clipped updates are summed, Gaussian noise
+  N(0, σ²C²) is added to every coordinate of the sum, and the result is divided by the
+  expected number of clients — in the core's terms: sampler ``poisson(q)``, transform
+  ``clip(C)``, aggregator ``noisy_sum(σC, qN)`` (:func:`dp_fedavg`). The privacy loss
+  (ε at a given δ) is computed with Google's ``dp-accounting``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from helpers.federated import RoundUpdates, apply_update, local_training
+from helpers import fedcore as fc
 
 MODULUS = 2**32
 SCALE = 2**20  # fixed-point scale: updates are rounded to multiples of 2⁻²⁰ ≈ 1e-6
@@ -33,12 +35,12 @@ SCALE = 2**20  # fixed-point scale: updates are rounded to multiples of 2⁻²�
 # ------------------------------------------------------------------ the leak
 
 
-def dense_update(updates: RoundUpdates, k: int, n_items: int) -> np.ndarray:
-    """Client k's update as the server would get it in the dense protocol: (I, d + 1)."""
-    dense = np.zeros((n_items, updates.item_vec_delta.shape[1] + 1), np.float32)
-    rows = updates.slot == k
-    dense[updates.items[rows], :-1] = updates.item_vec_delta[rows]
-    dense[updates.items[rows], -1] = updates.item_bias_delta[rows]
+def dense_update(updates: fc.Updates, k: int, n_rows: int) -> np.ndarray:
+    """Client k's update as the server would get it in the dense protocol: (n_rows, W), zeros
+    on the rows it did not change."""
+    dense = np.zeros((n_rows, updates.values.shape[1]), np.float32)
+    rows, values = updates.client(k)
+    dense[rows] = values
     return dense
 
 
@@ -118,21 +120,6 @@ def unmask_sum(masked: dict[int, np.ndarray], participants: np.ndarray, round_se
 # ------------------------------------------------------------------ differential privacy
 
 
-def clip_per_client(updates: RoundUpdates, clip_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scale each client's whole update (its vector and bias deltas) to L2 norm ≤ ``clip_norm``.
-
-    Returns:
-        (item_vec_delta (R, d), item_bias_delta (R,), the clients' norms before clipping (K,)).
-    """
-    if not clip_norm > 0:
-        raise ValueError(f"clipping norm C must be > 0, got {clip_norm}")
-    squared = np.bincount(updates.slot, weights=(updates.item_vec_delta.astype(np.float64) ** 2).sum(axis=1)
-                          + updates.item_bias_delta.astype(np.float64) ** 2, minlength=len(updates.clients))
-    norms = np.sqrt(squared)
-    factor = np.minimum(1.0, clip_norm / np.maximum(norms, 1e-12))[updates.slot]
-    return (updates.item_vec_delta * factor[:, None]).astype(np.float32), (updates.item_bias_delta * factor).astype(np.float32), norms
-
-
 @dataclass(frozen=True)
 class DPConfig:
     """DP-FedAvg settings.
@@ -148,22 +135,6 @@ class DPConfig:
     noise_multiplier: float
     expected_clients: float
     seed: int = 0
-
-
-def dp_aggregate(updates: RoundUpdates, n_items: int, dp: DPConfig, round_num: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Σ_k clip(Δ_k) + N(0, σ²C²)) / qN, dense over all items: every row gets noise."""
-    if dp.noise_multiplier < 0:
-        raise ValueError(f"noise multiplier must be ≥ 0, got {dp.noise_multiplier}")
-    vec_rows, bias_rows, _ = clip_per_client(updates, dp.clip_norm)
-    vec = np.zeros((n_items, vec_rows.shape[1]), np.float64)
-    bias = np.zeros(n_items, np.float64)
-    np.add.at(vec, updates.items, vec_rows)
-    np.add.at(bias, updates.items, bias_rows)
-    rng = np.random.default_rng([dp.seed, round_num])
-    std = dp.noise_multiplier * dp.clip_norm
-    vec += rng.normal(0, std, vec.shape)
-    bias += rng.normal(0, std, bias.shape)
-    return (vec / dp.expected_clients).astype(np.float32), (bias / dp.expected_clients).astype(np.float32)
 
 
 def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float,
@@ -203,32 +174,11 @@ def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: f
         absl_logger.setLevel(level)
 
 
-def poisson_sample(federation, sampling_rate: float, seed: int, round_num: int) -> np.ndarray:
-    """Each client takes part independently with probability q (what the accountant assumes)."""
-    rng = np.random.default_rng([seed, round_num, 1])
-    return federation.client_ids[rng.random(len(federation.client_ids)) < sampling_rate]
-
-
-def dp_round(dp: DPConfig, sampling_rate: float):
-    """A DP-FedAvg round function for :func:`helpers.federated.train_federated`.
-
-    Clients are Poisson-sampled with rate q; their updates are clipped, summed, noised
-    and divided by qN (``dp.expected_clients``); the server applies η_s times that.
-    """
-    if not 0 < sampling_rate <= 1:
-        raise ValueError(f"sampling rate q = clients per round / N must lie in (0, 1], got {sampling_rate:.3g}")
+def dp_fedavg(dp: DPConfig, sampling_rate: float) -> fc.Algorithm:
+    """DP-FedAvg as hooks of the federated core: Poisson sampling with rate q, each update
+    clipped to C, then (Σ clipped + N(0, σ²C²)) / qN; the server applies η_s times that."""
     if not dp.clip_norm > 0 or dp.noise_multiplier < 0:
         raise ValueError(f"clipping norm must be > 0 and noise multiplier ≥ 0, got C = {dp.clip_norm}, "
                          f"σ = {dp.noise_multiplier}")
-
-    def round_fn(server, store, federation, config):
-        clients = poisson_sample(federation, sampling_rate, dp.seed, server.round)
-        if len(clients) == 0:
-            updates = RoundUpdates(clients, clients, clients, clients.astype(np.int32),
-                                   np.zeros((0, server.item_vec.shape[1]), np.float32), np.zeros(0, np.float32))
-        else:
-            updates = local_training(server, store, federation, config, clients)
-        vec, bias = dp_aggregate(updates, federation.n_items, dp, server.round)
-        return apply_update(server, vec, bias, config.server_lr)
-
-    return round_fn
+    return fc.Algorithm(sampler=fc.poisson(sampling_rate), transforms=(fc.clip(dp.clip_norm),),
+                        aggregator=fc.noisy_sum(dp.noise_multiplier * dp.clip_norm, dp.expected_clients, dp.seed))

@@ -1,8 +1,10 @@
 """Faults and attacks on federated MF, and robust aggregation (lesson 07).
 
-All functions work on one round's :class:`~helpers.federated.RoundUpdates`: rows of
-(client, item, Δq, Δb). Attacks rewrite some clients' rows before aggregation;
-aggregators turn the rows into the dense (I, d) and (I,) update of step (4).
+All functions work on one round's :class:`~helpers.fedcore.Updates`: rows of
+(client, item, Δ(q, b)). Attacks are transforms of the federated core (step 3) that rewrite
+some clients' rows before aggregation; aggregators (step 4) turn the rows into the dense
+(I, d + 1) update. Dropouts are a sampler: dropped clients got the model but never train
+or report. :func:`threatened` puts them together as an :class:`~helpers.fedcore.Algorithm`.
 
 Aggregators:
 - ``"mean"``: FedAvg's weighted mean Σ_k (n_k/n) Δ_k;
@@ -21,9 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from helpers.federated import (ClientStore, FedConfig, Federation, RoundUpdates, ServerState, apply_update,
-                               local_training, sample_clients, weighted_mean)
-from helpers.privacy import clip_per_client
+from helpers import fedcore as fc
+from helpers.federated import ClientStore, Federation, item_table
 
 AGGREGATORS = ("mean", "clip", "median", "trimmed", "median_all")
 ATTACKS = ("none", "scale", "push")
@@ -73,59 +74,53 @@ class Threat:
             raise ValueError(f"trim share must lie in [0, 0.5), got {self.trim}")
 
 
-def keep_clients(updates: RoundUpdates, keep: np.ndarray) -> RoundUpdates:
-    """The updates of the clients whose position in ``updates.clients`` is in ``keep``."""
-    keep = np.sort(np.asarray(keep, dtype=int))
-    position = np.full(len(updates.clients), -1)
-    position[keep] = np.arange(len(keep))
-    rows = position[updates.slot] >= 0
-    return RoundUpdates(updates.clients[keep], updates.num_examples[keep], position[updates.slot[rows]],
-                        updates.items[rows], updates.item_vec_delta[rows], updates.item_bias_delta[rows])
-
-
-def attack(updates: RoundUpdates, attackers: np.ndarray, threat: Threat, server: ServerState) -> RoundUpdates:
-    """Replace the attackers' rows by malicious ones.
+def attack(updates: fc.Updates, attackers: np.ndarray, threat: Threat, params: np.ndarray) -> fc.Updates:
+    """Replace the rows of the clients at positions ``attackers`` by malicious ones.
 
     ``"scale"``: −boost × their honest update. ``"push"``: one row for the target item,
     Δb = boost·0.1 and Δq = boost·0.1·(mean vector of the 100 highest-bias items − q_target),
-    claiming the median n_k so as not to stand out.
+    claiming the median n_k so as not to stand out. ``params``: the global item table (I, d + 1).
     """
     if threat.attack == "none" or len(attackers) == 0:
         return updates
     bad = np.isin(updates.slot, attackers)
-    vec, bias = updates.item_vec_delta.copy(), updates.item_bias_delta.copy()
+    values = updates.values.copy()
     if threat.attack == "scale":
-        vec[bad] *= -threat.boost
-        bias[bad] *= -threat.boost
-        return replace(updates, item_vec_delta=vec, item_bias_delta=bias)
-    keep = ~bad
-    popular = np.argsort(-server.item_bias)[:100]
-    direction = server.item_vec[popular].mean(axis=0) - server.item_vec[threat.target_item]
+        values[bad] *= -threat.boost
+        return replace(updates, values=values)
+    item_vec, item_bias = item_table(params)
+    popular = np.argsort(-item_bias)[:100]
+    row = np.append(item_vec[popular].mean(axis=0) - item_vec[threat.target_item], 1.0) * 0.1 * threat.boost
     n = len(attackers)
     counts = updates.num_examples.copy()
     counts[attackers] = int(np.median(updates.num_examples))
-    return RoundUpdates(updates.clients, counts,
-                        np.concatenate([updates.slot[keep], np.asarray(attackers)]),
-                        np.concatenate([updates.items[keep], np.full(n, threat.target_item)]),
-                        np.concatenate([vec[keep], np.tile(0.1 * threat.boost * direction, (n, 1))]).astype(np.float32),
-                        np.concatenate([bias[keep], np.full(n, 0.1 * threat.boost)]).astype(np.float32))
+    upload = updates.upload_bytes.copy()
+    upload[attackers] = fc.row_bytes(values.shape[1])
+    return fc.Updates(updates.clients, counts, np.concatenate([updates.slot[~bad], np.asarray(attackers)]),
+                      np.concatenate([updates.rows[~bad], np.full(n, threat.target_item)]),
+                      np.concatenate([values[~bad], np.tile(row, (n, 1))]).astype(np.float32), upload)
 
 
-def robust_aggregate(updates: RoundUpdates, n_items: int, method: str, clip_norm: float = 0.5,
-                     trim: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Step (4) with one of :data:`AGGREGATORS`: dense (I, d) and (I,) updates."""
-    if method == "mean":
-        return weighted_mean(updates, n_items)
-    if method == "clip":
-        vec, bias, _ = clip_per_client(updates, clip_norm)
-        return weighted_mean(replace(updates, item_vec_delta=vec, item_bias_delta=bias), n_items)
+def attack_transform(threat: Threat) -> fc.Transform:
+    """The attack as a transform of the core: a share of the reporting clients, drawn by
+    (seed, round), send malicious rows instead of their own."""
+    def transform(updates: fc.Updates, context: fc.RoundContext) -> fc.Updates:
+        order = np.random.default_rng([threat.seed, context.state.round]).permutation(len(updates.clients))
+        return attack(updates, order[:int(round(threat.attacker_share * len(updates.clients)))], threat,
+                      context.state.params)
+
+    return transform
+
+
+def robust_aggregate(updates: fc.Updates, n_items: int, method: str, trim: float = 0.2) -> np.ndarray:
+    """Step (4) with ``"median"``, ``"trimmed"`` or ``"median_all"`` (see the module doc): dense (I, W)."""
     if method == "median_all":
         return _median_all(updates, n_items)
     if method not in ("median", "trimmed"):
-        raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {method!r}")
+        raise ValueError(f"robust aggregator must be 'median', 'trimmed' or 'median_all', got {method!r}")
     weight = (updates.num_examples / max(int(updates.num_examples.sum()), 1))[updates.slot]
-    values = np.column_stack([updates.item_vec_delta, updates.item_bias_delta]).astype(np.float64)
-    items = updates.items
+    values = updates.values.astype(np.float64)
+    items = updates.rows
     counts = np.bincount(items, minlength=n_items)
     share = np.bincount(items, weights=weight, minlength=n_items)
     start = np.concatenate([[0], np.cumsum(counts)])[items]  # where each row's item group begins
@@ -143,44 +138,38 @@ def robust_aggregate(updates: RoundUpdates, n_items: int, method: str, clip_norm
         total = np.bincount(items[keep], weights=values[keep, column], minlength=n_items)
         kept = np.bincount(items[keep], minlength=n_items)
         dense[:, column] = np.divide(total, kept, out=np.zeros(n_items), where=kept > 0) * share
-    dense = dense.astype(np.float32)
-    return dense[:, :-1], dense[:, -1]
+    return dense.astype(np.float32)
 
 
-def _median_all(updates: RoundUpdates, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _median_all(updates: fc.Updates, n_items: int) -> np.ndarray:
     """Coordinate-wise median over all K clients, zeros for the items a client did not send."""
     k = len(updates.clients)
-    values = np.column_stack([updates.item_vec_delta, updates.item_bias_delta])
-    dense = np.zeros((n_items, values.shape[1]), np.float32)
-    counts = np.bincount(updates.items, minlength=n_items)
+    dense = np.zeros((n_items, updates.values.shape[1]), np.float32)
+    counts = np.bincount(updates.rows, minlength=n_items)
     for item in np.flatnonzero(2 * counts >= k):  # otherwise zeros are the majority: median 0
-        column = values[updates.items == item]
-        dense[item] = np.median(np.vstack([column, np.zeros((k - len(column), values.shape[1]))]), axis=0)
-    return dense[:, :-1], dense[:, -1]
+        column = updates.values[updates.rows == item]
+        dense[item] = np.median(np.vstack([column, np.zeros((k - len(column), column.shape[1]))]), axis=0)
+    return dense
 
 
-def threatened_round(threat: Threat):
-    """A round function for :func:`helpers.federated.train_federated` under ``threat``."""
+def threatened(threat: Threat) -> fc.Algorithm:
+    """FedAvg under ``threat`` as hooks of the core: uniform K with dropouts, the attack as a
+    transform (then norm clipping for ``"clip"``), and the chosen aggregator."""
     threat.check()
-
-    def round_fn(server: ServerState, store: ClientStore, federation: Federation, config: FedConfig) -> ServerState:
-        clients = sample_clients(federation, config, server.round)
-        updates = local_training(server, store, federation, config, clients)
-        rng = np.random.default_rng([threat.seed, server.round])
-        order = rng.permutation(len(clients))
-        n_bad = int(round(threat.attacker_share * len(clients)))
-        updates = attack(updates, order[:n_bad], threat, server)
-        arrived = order[n_bad:][rng.random(len(clients) - n_bad) >= threat.dropout]
-        updates = keep_clients(updates, np.concatenate([order[:n_bad], arrived]))
-        vec, bias = robust_aggregate(updates, federation.n_items, threat.aggregator, threat.clip_norm, threat.trim)
-        return apply_update(server, vec, bias, config.server_lr)
-
-    return round_fn
+    transforms = (attack_transform(threat),) + ((fc.clip(threat.clip_norm),) if threat.aggregator == "clip" else ())
+    if threat.aggregator in ("mean", "clip"):
+        aggregator = fc.weighted_mean
+    else:
+        def aggregator(updates, shape, context):
+            return robust_aggregate(updates, shape[0], threat.aggregator, threat.trim)
+    return fc.Algorithm(sampler=fc.with_dropout(fc.uniform, threat.dropout, threat.seed), transforms=transforms,
+                        aggregator=aggregator)
 
 
-def hit_rate(server: ServerState, store: ClientStore, federation: Federation, item: int, k: int = 10) -> float:
+def hit_rate(state: fc.ServerState, store: ClientStore, federation: Federation, item: int, k: int = 10) -> float:
     """Share of users whose top-k of *unrated* items contains ``item`` (its training raters excluded)."""
-    scores = store.user_vec @ server.item_vec.T + server.item_bias[None, :]
+    item_vec, item_bias = item_table(state.params)
+    scores = store.user_vec @ item_vec.T + item_bias[None, :]
     train = federation.train
     scores[train["user_idx"].to_numpy(), train["item_idx"].to_numpy()] = -np.inf
     users = np.setdiff1d(federation.client_ids, train.loc[train["item_idx"] == item, "user_idx"].to_numpy())

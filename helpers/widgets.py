@@ -14,6 +14,8 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
+from helpers.lessons import MF_FEDAVG
+
 LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
 
 
@@ -77,17 +79,19 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
     """Rounds, clients per round K, local epochs E, client rate η_c, server rate η_s → ``render``.
 
     K is typed freely so that impossible values (0, more clients than exist) reach
-    ``render``, which must explain them.
+    ``render``, which must explain them. Starts at lesson 03's set-up (:data:`helpers.lessons.MF_FEDAVG`).
     """
+    preset = MF_FEDAVG
     return explained_interact(
         render,
         rounds=widgets.IntSlider(value=20, min=5, max=100, step=5, description="rounds", continuous_update=False),
-        clients_per_round=widgets.IntText(value=50, description="clients per round K", style=LABEL_STYLE),
-        local_epochs=widgets.IntSlider(value=1, min=1, max=10, description="local epochs E", continuous_update=False,
-                                       style=LABEL_STYLE),
-        client_lr=widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=0, step=0.1, description="client rate η_c",
-                                         continuous_update=False, style=LABEL_STYLE),
-        server_lr=widgets.FloatLogSlider(value=10.0, base=10, min=-1, max=2, step=0.1, description="server rate η_s",
+        clients_per_round=widgets.IntText(value=preset["clients_per_round"], description="clients per round K",
+                                          style=LABEL_STYLE),
+        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=10, description="local epochs E",
+                                       continuous_update=False, style=LABEL_STYLE),
+        client_lr=widgets.FloatLogSlider(value=preset["client_lr"], base=10, min=-3, max=0, step=0.1,
+                                         description="client rate η_c", continuous_update=False, style=LABEL_STYLE),
+        server_lr=widgets.FloatLogSlider(value=preset["server_lr"], base=10, min=-1, max=2, step=0.1, description="server rate η_s",
                                          continuous_update=False, style=LABEL_STYLE),
     )
 
@@ -122,7 +126,8 @@ def dp_controls(render: Callable[[float, float, int, int], object]):
                                              continuous_update=False, style=LABEL_STYLE),
         clip_norm=widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="clip norm C",
                                          continuous_update=False, style=LABEL_STYLE),
-        clients_per_round=widgets.IntText(value=50, description="clients per round", style=LABEL_STYLE),
+        clients_per_round=widgets.IntText(value=MF_FEDAVG["clients_per_round"], description="clients per round",
+                                          style=LABEL_STYLE),
         rounds=widgets.IntSlider(value=30, min=10, max=100, step=10, description="rounds", continuous_update=False),
     )
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers import mf
 from helpers.plots import plot_fed_curves
@@ -37,21 +38,36 @@ def federation():
     return fl.Federation(train, test, 25, 30, mu=float(train["rating"].mean()))
 
 
+REFERENCE = fc.Algorithm(client_update=fl.reference_training)
+
+
 @pytest.mark.parametrize("config", [
-    fl.FedConfig(clients_per_round=10, local_epochs=2, batch_size=4, client_lr=0.1, server_lr=3.0),
+    fl.FedConfig(clients_per_round=10, local_epochs=2, batch_size=4, client_lr=0.1, server_lr=3.0, l2=0.02),
     fl.FedConfig(clients_per_round=25, local_epochs=1, batch_size=0, client_lr=0.2, server_lr=1.0),
     fl.FedConfig.fedsgd(clients_per_round=7, learning_rate=2.0),
+    fl.FedConfig(clients_per_round=10, local_epochs=3, batch_size=4, client_lr=0.1, l2=0.02, prox_mu=0.5),
 ])
-def test_vectorised_round_equals_reference_after_three_rounds(federation, config):
+def test_vectorised_client_update_equals_reference_after_three_rounds(federation, config):
     fast, fast_store = fl.init_state(federation, dim=4, seed=1)
     slow, slow_store = fl.init_state(federation, dim=4, seed=1)
     for _ in range(3):
-        fast = fl.run_round(fast, fast_store, federation, config)
-        slow = fl.reference_round(slow, slow_store, federation, config)
-    assert np.abs(fast.item_vec - slow.item_vec).max() < 1e-5
-    assert np.abs(fast.item_bias - slow.item_bias).max() < 1e-5
+        fast, fast_report = fc.run_round(fast, federation, fast_store, config)
+        slow, slow_report = fc.run_round(slow, federation, slow_store, config, REFERENCE)
+    assert np.abs(fast.params - slow.params).max() < 1e-5
     assert np.abs(fast_store.user_vec - slow_store.user_vec).max() < 1e-5
     assert fast.round == slow.round == 3
+    assert fast_report.bytes_up == slow_report.bytes_up and fast_report.examples == slow_report.examples
+
+
+def test_fedprox_pulls_the_local_model_towards_the_global_one(federation):
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    clients = federation.client_ids[:5]
+    config = fl.FedConfig(5, 10, 4, 0.1, l2=0.02)
+    plain = fl.local_training(federation, state.params, fl.ClientStore(store.user_vec.copy(), store.user_bias.copy()),
+                              clients, config, 0)
+    prox = fl.local_training(federation, state.params, fl.ClientStore(store.user_vec.copy(), store.user_bias.copy()),
+                             clients, dataclasses.replace(config, prox_mu=1.0), 0)
+    assert np.all(prox.norms() < plain.norms())
 
 
 def test_fedsgd_with_one_client_holding_all_data_is_a_centralised_full_batch_step():
@@ -59,40 +75,27 @@ def test_fedsgd_with_one_client_holding_all_data_is_a_centralised_full_batch_ste
     # One client that owns every user's ratings: relabel all users' data as client 0's.
     federation = fl.Federation(ratings.assign(user_idx=0), ratings.assign(user_idx=0), 1, 30,
                                mu=float(ratings["rating"].mean()))
-    server, store = fl.init_state(federation, dim=4, seed=0)
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    item_vec, item_bias = fl.item_table(state.params)
     central = mf.MFParams(federation.mu, *(mf.tf.Variable(v) for v in
-                                           (store.user_bias.copy(), server.item_bias.copy(),
-                                            store.user_vec.copy(), server.item_vec.copy())))
+                                           (store.user_bias.copy(), item_bias.copy(),
+                                            store.user_vec.copy(), item_vec.copy())))
     config = fl.FedConfig.fedsgd(clients_per_round=1, learning_rate=0.7, client_lr=0.7)
-    server = fl.run_round(server, store, federation, config)
+    state, _ = fc.run_round(state, federation, store, config)
     mf.hand_step(central, *mf.as_tensors(federation.train), 0.7, l2=config.l2)
-    assert np.abs(server.item_vec - central.item_vec.numpy()).max() < 1e-6
-    assert np.abs(server.item_bias - central.item_bias.numpy()).max() < 1e-6
+    item_vec, item_bias = fl.item_table(state.params)
+    assert np.abs(item_vec - central.item_vec.numpy()).max() < 1e-6
+    assert np.abs(item_bias - central.item_bias.numpy()).max() < 1e-6
     assert np.abs(store.user_vec - central.user_vec.numpy()).max() < 1e-6
 
 
-def test_aggregation_weights_sum_to_one_and_empty_clients_change_nothing():
-    one = fl.ClientUpdate(np.array([0, 2]), np.ones((2, 3), np.float32), np.ones(2, np.float32), 30)
-    two = fl.ClientUpdate(np.array([2]), 3 * np.ones((1, 3), np.float32), np.ones(1, np.float32), 10)
-    empty = fl.ClientUpdate(np.array([1]), 100 * np.ones((1, 3), np.float32), np.ones(1, np.float32), 0)
-    vec, bias = fl.aggregate([one, two], n_items=4, dim=3)
-    assert vec[0].tolist() == pytest.approx([0.75] * 3)  # weight 30/40
-    assert vec[2].tolist() == pytest.approx([0.75 + 0.75] * 3)  # 30/40·1 + 10/40·3
-    assert bias[2] == pytest.approx(1.0)  # identical deltas: weights sum to one
-    with_empty = fl.aggregate([one, two, empty], n_items=4, dim=3)
-    assert np.array_equal(with_empty[0], vec) and np.array_equal(with_empty[1], bias)
-    assert not fl.aggregate([empty], 4, 3)[0].any()
-
-
-def test_client_sends_no_user_parameters(federation):
-    server, store = fl.init_state(federation, dim=4, seed=0)
+def test_client_sends_only_the_rows_of_its_items(federation):
+    state, store = fl.init_state(federation, dim=4, seed=0)
     config = fl.FedConfig(5, 1, 4, 0.1, 1.0)
     client = int(federation.client_ids[3])
-    update = fl.client_update(server, store, federation, config, client, 0)
-    assert {f.name for f in dataclasses.fields(update)} == {"items", "item_vec_delta", "item_bias_delta", "num_examples"}
-    items, _ = federation.client_data(client)
-    assert update.items.tolist() == items.tolist()
-    assert update.item_vec_delta.shape == (len(items), 4)
+    items, delta = fl.client_update(federation, state.params, store, config, client, 0)
+    assert items.tolist() == federation.client_data(client)[0].tolist()
+    assert delta.shape == (len(items), 5)  # (q_i, b_i) rows; nothing of p_u or b_u
     before = fl.init_state(federation, dim=4, seed=0)[1]
     assert not np.allclose(store.user_vec[client], before.user_vec[client])  # trained locally
     others = np.setdiff1d(np.arange(25), [client])
@@ -109,14 +112,15 @@ def test_training_is_seeded_and_learns(federation):
     assert other[2].test_rmse != first[2].test_rmse
 
 
-def test_sampling_and_communication(federation):
+def test_round_report_counts_touched_rows_both_ways(federation):
     config = fl.FedConfig(10, 1, 4, 0.1, 1.0)
-    clients = fl.sample_clients(federation, config, 5)
-    assert len(set(clients)) == 10 and np.array_equal(clients, fl.sample_clients(federation, config, 5))
-    cost = fl.round_bytes(federation, clients, dim=4)
-    n = int(federation.num_examples(clients).sum())
-    assert cost["touched"]["up"] == n * (5 * 4 + 4)
-    assert cost["full"]["down"] == 10 * 30 * 5 * 4
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    _, report = fc.run_round(dataclasses.replace(state, round=5), federation, store, config)
+    assert len(set(report.trained)) == 10
+    assert np.array_equal(report.trained, fc.uniform(federation.client_ids, config, 5).reporting)
+    n = int(federation.num_examples(report.trained).sum())
+    assert report.bytes_up == report.bytes_down == n * (5 * 4 + 4)
+    assert report.dense_bytes == 2 * 10 * 30 * 5 * 4
 
 
 @pytest.mark.parametrize("rounds, k, epochs, client_lr, server_lr, message", [

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 from helpers import compression as cp
+from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers import federated_vision as fv
 from helpers import metrics
@@ -120,33 +123,28 @@ def test_bad_compressors_are_refused(compressor, message):
         compressor.check()
 
 
-def test_rows_line_up_with_round_updates(federation):
-    server, store = fl.init_state(federation, dim=3)
+def test_rows_line_up_with_the_clients_ratings(federation):
+    state, store = fl.init_state(federation, dim=3)
     clients = np.array([2, 7, 11])
-    updates = fl.local_training(server, store, federation, fl.FedConfig(3, 1, 4, 0.1), clients)
-    rows = federation.rows(clients)
-    np.testing.assert_array_equal(federation.train["item_idx"].to_numpy()[rows], updates.items)
-    np.testing.assert_array_equal(federation.train["user_idx"].to_numpy()[rows], clients[updates.slot])
+    updates = fl.local_training(federation, state.params, store, clients, fl.FedConfig(3, 1, 4, 0.1), 0)
+    for k, client in enumerate(clients):
+        np.testing.assert_array_equal(updates.client(k)[0], federation.client_data(client)[0])
 
 
-def test_uncompressed_uploads_reproduce_plain_fedavg_and_its_bytes(federation):
+def test_uncompressed_uploads_cost_the_touched_rows(federation):
     config = fl.FedConfig(clients_per_round=8, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=2.0)
-    _, _, plain = fl.train_federated(federation, config, rounds=4, dim=3)
-    uploads = cp.CompressedUploads(cp.Compressor("none"), federation, dim=3)
-    _, _, same = fl.train_federated(federation, config, rounds=4, dim=3, round_fn=uploads)
-    np.testing.assert_allclose(same.test_rmse, plain.test_rmse, atol=1e-6)
-    touched_up = [fl.round_bytes(federation, fl.sample_clients(federation, config, r), 3)["touched"]["up"]
-                  for r in range(4)]
-    assert uploads.uploaded == touched_up
-    assert uploads.mb_uploaded()[-1] == pytest.approx(sum(touched_up) / 1e6)
+    history = cp.run_compressed(federation, config, cp.Compressor("none"), rounds=4, dim=3)
+    touched_up = [int(federation.download_bytes(r.trained, 4).sum()) for r in history.reports]
+    assert [r.bytes_up for r in history.reports] == touched_up
+    assert history.mb_up[-1] == pytest.approx(sum(touched_up) / 1e6)
 
 
 def test_compressed_training_still_learns_and_sends_less(federation):
     config = fl.FedConfig(clients_per_round=10, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=3.0)
-    plain, plain_mb = cp.run_compressed(federation, config, cp.Compressor("none"), rounds=15, dim=3)
+    plain = cp.run_compressed(federation, config, cp.Compressor("none"), rounds=15, dim=3)
     for compressor in (cp.Compressor("topk", 0.2), cp.Compressor("int8")):
-        history, mb = cp.run_compressed(federation, config, compressor, rounds=15, dim=3)
-        assert mb[-1] < 0.5 * plain_mb[-1]
+        history = cp.run_compressed(federation, config, compressor, rounds=15, dim=3)
+        assert history.mb_up[-1] < 0.5 * plain.mb_up[-1]
         assert history.train_rmse[-1] < history.train_rmse[0]
 
 
@@ -155,7 +153,7 @@ def test_client_compute_counts_local_epochs(federation):
     _, _, history = fl.train_federated(federation, config, rounds=2, dim=3)
     expected = [0]
     for r in range(2):
-        expected.append(expected[-1] + 3 * int(federation.num_examples(fl.sample_clients(federation, config, r)).sum()))
+        expected.append(expected[-1] + 3 * int(federation.num_examples(fc.uniform(federation.client_ids, config, r).reporting).sum()))
     assert history.client_examples == expected
 
 
@@ -215,7 +213,7 @@ def test_pretrained_start_is_exactly_the_source_weights(task, source):
     for mine, theirs in zip(extractor.weights, source.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
-    fv.train_fedavg(model, clients, task.x_test, task.y_test, fv.VisionFedConfig(2, 1, 16, 0.05), rounds=1)
+    fv.train_fedavg(model, clients, task.x_test, task.y_test, fl.FedConfig(2, 1, 16, 0.05), rounds=1)
     assert not np.array_equal(extractor.weights[0].numpy(), source.weights[0].numpy())  # training moved it
     model.reset()
     for mine, theirs in zip(extractor.weights, source.weights):                            # and reset restores it
@@ -227,20 +225,34 @@ def test_pretrained_start_is_exactly_the_source_weights(task, source):
 def test_fedavg_of_one_client_is_that_clients_local_training(task):
     model = fv.federated_model("scratch", None, 5)
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
-    config = fv.VisionFedConfig(clients_per_round=1, local_epochs=1, batch_size=16, client_lr=0.05)
-    state = model.reset()
-    new = fv.fedavg_round(model, state, clients, config, round_num=0)
-    (k,) = fv.sample_clients(4, config, 0)
-    model.set_shared(state)
+    config = fl.FedConfig(clients_per_round=1, local_epochs=1, batch_size=16, client_lr=0.05)
+    model.reset()
+    state = fc.ServerState(model.get_flat())
+    new, report = fc.run_round(state, fv.ImageTask(model, clients), fc.ClientState(), config)
+    (k,) = report.trained
+    model.set_flat(state.params)
     model.local_train(clients.x_train[k], clients.y_train[k], 1, 16, 0.05, [config.seed, 0, int(k)])
-    for a, b in zip(new, model.get_shared()):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(new.params, model.get_flat(), atol=1e-6)
+    assert report.bytes_up == report.bytes_down == model.n_shared() * 4
+
+
+def test_fedprox_keeps_the_cnn_closer_to_the_global_weights(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    model.reset()
+    start = model.get_flat()
+    image_task = fv.ImageTask(model, clients)
+    config = fl.FedConfig(clients_per_round=2, local_epochs=3, batch_size=16, client_lr=0.05)
+    plain = image_task.train_clients(start, None, np.array([0, 1]), config, 0)
+    prox = image_task.train_clients(start, None, np.array([0, 1]), dataclasses.replace(config, prox_mu=5.0), 0)
+    weights = sum(int(np.prod(v.shape)) for v in model.trainable)  # first in the row; batch-norm statistics follow
+    assert np.all(np.linalg.norm(prox.values[:, :weights], axis=1) < np.linalg.norm(plain.values[:, :weights], axis=1))
 
 
 def test_fedavg_learns_and_is_reproducible(task):
     model = fv.federated_model("scratch", None, 5)
     clients = fv.make_clients(task, n_clients=5, alpha=100.0, min_size=5)
-    config = fv.VisionFedConfig(clients_per_round=3, local_epochs=2, batch_size=16, client_lr=0.05)
+    config = fl.FedConfig(clients_per_round=3, local_epochs=2, batch_size=16, client_lr=0.05, cosine_rounds=4)
     _, first = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
     _, again = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
     assert first.accuracy[-1] > 0.6 > first.accuracy[0]
@@ -260,24 +272,12 @@ def test_dissimilarity_grows_with_label_skew(task):
 def test_personalisation_leaves_the_global_model_alone(task):
     model = fv.federated_model("scratch", None, 5)
     clients = fv.make_clients(task, n_clients=4, alpha=0.1, min_size=5)
-    state = model.reset()
-    table = fv.personalise(model, state, clients, epochs=2, learning_rate=0.05)
+    model.reset()
+    params = model.get_flat()
+    table = fv.personalise(model, params, clients, epochs=2, learning_rate=0.05)
     assert set(table.columns) == {"client", "n_train", "n_test", "global", "personalised"}
     assert table["n_test"].sum() == len(task.y_test) and table["personalised"].mean() > table["global"].mean()
-    for a, b in zip(model.get_shared(), state):
-        np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("config, message", [
-    (fv.VisionFedConfig(clients_per_round=0), "clients per round"),
-    (fv.VisionFedConfig(clients_per_round=9), "clients per round"),
-    (fv.VisionFedConfig(clients_per_round=2.5), "clients per round"),
-    (fv.VisionFedConfig(2, local_epochs=0), "local epochs"),
-    (fv.VisionFedConfig(2, client_lr=-1.0), "learning rate"),
-])
-def test_impossible_fedavg_settings_are_refused(config, message):
-    with pytest.raises(ValueError, match=message):
-        config.check(8)
+    np.testing.assert_array_equal(model.get_flat(), params)
 
 
 def test_first_round_reaching_a_target():
@@ -305,8 +305,8 @@ def test_compression_widget_values_are_checked(federation):
     config = fl.FedConfig(clients_per_round=5, local_epochs=1, batch_size=4, client_lr=0.1)
     with pytest.raises(ValueError, match="share of entries kept"):
         cp.run_compressed(federation, config, cp.Compressor("topk", 0.0), rounds=2, dim=3)
-    history, mb = cp.run_compressed(federation, config, cp.Compressor("topk", 1e-4, False), rounds=2, dim=3)
-    assert len(mb) == 3 and mb[-1] > 0 and len(history.test_rmse) == 3
+    history = cp.run_compressed(federation, config, cp.Compressor("topk", 1e-4, False), rounds=2, dim=3)
+    assert len(history.mb_up) == 3 and history.mb_up[-1] > 0 and len(history.test_rmse) == 3
 
 
 def test_comparison_table_reports_targets(federation):

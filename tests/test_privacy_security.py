@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers import privacy as pv
 from helpers import security as sec
@@ -21,16 +22,16 @@ def federation():
 
 @pytest.fixture(scope="module")
 def round_updates(federation):
-    server, store = fl.init_state(federation, dim=4, seed=0)
-    config = fl.FedConfig(8, 1, 4, 0.1, 1.0)
-    clients = fl.sample_clients(federation, config, 0)
-    return server, fl.local_training(server, store, federation, config, clients)
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    config = fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02)
+    clients = fc.uniform(federation.client_ids, config, 0).reporting
+    return state, fl.local_training(federation, state.params, store, clients, config, 0)
 
 
 def test_leak_reconstruction_by_hand():
-    updates = fl.RoundUpdates(np.array([10, 11]), np.array([2, 1]), np.array([0, 0, 1]), np.array([3, 5, 3]),
-                              np.array([[0.1, 0.0], [0.0, -0.2], [0.3, 0.3]], np.float32), np.array([0.0, 0.0, 0.1], np.float32))
-    dense = pv.dense_update(updates, 0, n_items=8)
+    updates = fc.Updates(np.array([10, 11]), np.array([2, 1]), np.array([0, 0, 1]), np.array([3, 5, 3]),
+                         np.array([[0.1, 0.0, 0.0], [0.0, -0.2, 0.0], [0.3, 0.3, 0.1]], np.float32), np.zeros(2, int))
+    dense = pv.dense_update(updates, 0, n_rows=8)
     assert dense.shape == (8, 3)
     assert pv.reconstruct_items(dense).tolist() == [3, 5]
     assert pv.precision_recall([3, 5], [3, 5]) == (1.0, 1.0)
@@ -64,14 +65,12 @@ def test_masks_cancel_for_any_surviving_subset(dropped):
 
 def test_clipping_never_exceeds_the_bound(round_updates):
     _, updates = round_updates
+    norms = updates.norms()
     for clip in (1e-3, 0.05, 10.0):
-        vec, bias, norms = pv.clip_per_client(updates, clip)
-        clipped = np.sqrt(np.bincount(updates.slot, weights=(vec.astype(np.float64) ** 2).sum(1) + bias.astype(np.float64) ** 2))
+        clipped = fc.clip(clip)(updates, None).norms()
         assert (clipped <= clip * (1 + 1e-5)).all()
         small = norms <= clip
         assert np.allclose(clipped[small], norms[small], rtol=1e-5)  # updates inside the ball are untouched
-    with pytest.raises(ValueError):
-        pv.clip_per_client(updates, 0.0)
 
 
 def test_epsilon_anchor_from_tff_tutorial():
@@ -85,53 +84,52 @@ def test_epsilon_anchor_from_tff_tutorial():
 
 
 def test_dp_round_is_seeded_and_noisy(federation):
-    config = fl.FedConfig(8, 1, 4, 0.1, 1.0)
+    config = fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02)
     dp = pv.DPConfig(clip_norm=0.1, noise_multiplier=1.0, expected_clients=8)
-    first = fl.train_federated(federation, config, 3, dim=4, round_fn=pv.dp_round(dp, 8 / 25))
-    again = fl.train_federated(federation, config, 3, dim=4, round_fn=pv.dp_round(dp, 8 / 25))
-    assert np.array_equal(first[0].item_vec, again[0].item_vec)
+    first = fl.train_federated(federation, config, 3, dim=4, algorithm=pv.dp_fedavg(dp, 8 / 25))
+    again = fl.train_federated(federation, config, 3, dim=4, algorithm=pv.dp_fedavg(dp, 8 / 25))
+    assert np.array_equal(first[0].params, again[0].params)
     plain = fl.train_federated(federation, config, 3, dim=4)
-    assert np.count_nonzero(first[0].item_bias) == federation.n_items  # noise reaches every row
-    assert not np.allclose(first[0].item_vec, plain[0].item_vec)
+    assert np.count_nonzero(fl.item_table(first[0].params)[1]) == federation.n_items  # noise reaches every row
+    assert not np.allclose(first[0].params, plain[0].params)
     with pytest.raises(ValueError, match="sampling rate"):
-        pv.dp_round(dp, 0.0)
+        pv.dp_fedavg(dp, 0.0)
 
 
-@pytest.mark.parametrize("method", ["median", "trimmed", "clip"])
+@pytest.mark.parametrize("method", ["median", "trimmed"])
 def test_robust_aggregators_equal_the_mean_when_all_updates_agree(method):
-    k, d = 5, 3
-    updates = fl.RoundUpdates(np.arange(k), np.full(k, 10), np.repeat(np.arange(k), 2), np.tile([1, 4], k),
-                              np.full((2 * k, d), 0.01, np.float32), np.full(2 * k, -0.02, np.float32))
-    mean = sec.robust_aggregate(updates, 6, "mean")
-    robust = sec.robust_aggregate(updates, 6, method, clip_norm=10.0)
-    assert np.allclose(robust[0], mean[0]) and np.allclose(robust[1], mean[1])
+    k, d = 5, 4
+    values = np.tile(np.array([0.01, 0.01, 0.01, -0.02], np.float32), (2 * k, 1))
+    updates = fc.Updates(np.arange(k), np.full(k, 10), np.repeat(np.arange(k), 2), np.tile([1, 4], k), values,
+                         np.zeros(k, int))
+    assert np.allclose(sec.robust_aggregate(updates, 6, method), fc.weighted_mean(updates, (6, d)))
 
 
 def test_median_resists_one_outlier_and_median_all_zeroes_rare_items():
-    values = np.array([[0.1], [0.1], [0.1], [0.1], [50.0]], np.float32)
-    updates = fl.RoundUpdates(np.arange(5), np.ones(5, int), np.arange(5), np.zeros(5, int), values, values[:, 0])
-    assert sec.robust_aggregate(updates, 2, "median")[0][0, 0] == pytest.approx(0.1)
-    assert sec.robust_aggregate(updates, 2, "trimmed", trim=0.2)[0][0, 0] == pytest.approx(0.1)
-    assert sec.robust_aggregate(updates, 2, "mean")[0][0, 0] > 10
-    rare = fl.RoundUpdates(np.arange(5), np.ones(5, int), np.array([0, 1]), np.array([1, 1]),
-                           np.ones((2, 1), np.float32), np.ones(2, np.float32))
-    assert not sec.robust_aggregate(rare, 2, "median_all")[0].any()
+    values = np.array([[0.1, 0.1], [0.1, 0.1], [0.1, 0.1], [0.1, 0.1], [50.0, 50.0]], np.float32)
+    updates = fc.Updates(np.arange(5), np.ones(5, int), np.arange(5), np.zeros(5, int), values, np.zeros(5, int))
+    assert sec.robust_aggregate(updates, 2, "median")[0, 0] == pytest.approx(0.1)
+    assert sec.robust_aggregate(updates, 2, "trimmed", trim=0.2)[0, 0] == pytest.approx(0.1)
+    assert fc.weighted_mean(updates, (2, 2))[0, 0] > 10
+    rare = fc.Updates(np.arange(5), np.ones(5, int), np.array([0, 1]), np.array([1, 1]),
+                      np.ones((2, 2), np.float32), np.zeros(5, int))
+    assert not sec.robust_aggregate(rare, 2, "median_all").any()
 
 
 def test_threat_settings_are_checked():
     for bad in [dict(dropout=1.0), dict(attacker_share=-0.1), dict(attack="nope"), dict(aggregator="max"), dict(trim=0.5)]:
         with pytest.raises(ValueError):
-            sec.threatened_round(sec.Threat(**bad))
+            sec.threatened(sec.Threat(**bad))
 
 
 def test_dropout_and_attacks_run(federation):
-    config = fl.FedConfig(10, 1, 4, 0.1, 1.0)
+    config = fl.FedConfig(10, 1, 4, 0.1, 1.0, l2=0.02)
     clean = fl.train_federated(federation, config, 15, dim=4)[2]
-    dropped = fl.train_federated(federation, config, 15, dim=4, round_fn=sec.threatened_round(sec.Threat(dropout=0.5)))[2]
+    dropped = fl.train_federated(federation, config, 15, dim=4, algorithm=sec.threatened(sec.Threat(dropout=0.5)))[2]
     assert dropped.train_rmse[-1] < dropped.train_rmse[0]
     scaled = fl.train_federated(federation, config, 15, dim=4,
-                                round_fn=sec.threatened_round(sec.Threat(attacker_share=0.3, attack="scale")))[2]
+                                algorithm=sec.threatened(sec.Threat(attacker_share=0.3, attack="scale")))[2]
     assert scaled.train_rmse[-1] > clean.train_rmse[-1]
-    server, store, _ = fl.train_federated(federation, config, 15, dim=4, round_fn=sec.threatened_round(
+    server, store, _ = fl.train_federated(federation, config, 15, dim=4, algorithm=sec.threatened(
         sec.Threat(attacker_share=0.3, attack="push", target_item=7, boost=50)))
     assert 0.0 <= sec.hit_rate(server, store, federation, 7) <= 1.0

@@ -1,0 +1,198 @@
+"""The federated core: samplers, transforms, aggregators, server optimisers, and honest round reports."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from helpers import compression as cp
+from helpers import fedcore as fc
+from helpers import federated as fl
+from helpers import privacy as pv
+from helpers import security as sec
+from test_federated import planted
+
+
+@pytest.fixture(scope="module")
+def federation():
+    ratings = planted(n_users=40, n_items=30)
+    train = ratings.groupby("user_idx").head(-2).reset_index(drop=True)
+    test = ratings.groupby("user_idx").tail(2).reset_index(drop=True)
+    return fl.Federation(train, test, 40, 30, mu=float(train["rating"].mean()))
+
+
+CONFIG = fl.FedConfig(clients_per_round=12, local_epochs=2, batch_size=4, client_lr=0.1, server_lr=2.0, l2=0.02)
+ALGORITHMS = {
+    "uniform": fc.FEDAVG,
+    "poisson (DP)": pv.dp_fedavg(pv.DPConfig(0.5, 1.0, 12), 0.3),
+    "dropout 50%": sec.threatened(sec.Threat(dropout=0.5)),
+    "top-10% compression": fc.Algorithm(transforms=(cp.compress(cp.Compressor("topk", 0.1)),)),
+    "dropout + 8-bit": fc.Algorithm(sampler=fc.with_dropout(fc.uniform, 0.3),
+                                    transforms=(cp.compress(cp.Compressor("int8")),)),
+}
+
+
+class Recorder:
+    """The MF task, recording which clients really ran local training and what they uploaded."""
+
+    def __init__(self, federation):
+        self.federation, self.trained = federation, []
+        self.client_ids = federation.client_ids
+
+    def num_examples(self, clients):
+        return self.federation.num_examples(clients)
+
+    def download_bytes(self, clients, width):
+        return self.federation.download_bytes(clients, width)
+
+    def train_clients(self, params, store, clients, config, round_num):
+        self.trained.append(np.array(clients))
+        return self.federation.train_clients(params, store, clients, config, round_num)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_history_costs_are_sums_over_clients_that_really_trained(federation, name):
+    algorithm = ALGORITHMS[name]
+    task = Recorder(federation)
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    state, history = fc.train(task, state, store, CONFIG, 6, lambda s, c: {"rmse": 0.0}, algorithm)
+    width = state.params.shape[1]
+    for trained, report in zip(task.trained, history.reports):
+        assert np.array_equal(report.trained, trained)
+        n = federation.num_examples(trained)
+        assert report.examples == int(n.sum()) * CONFIG.local_epochs
+        assert report.steps == int(np.sum(CONFIG.local_epochs * -(-n // CONFIG.batch_size)))
+        assert report.bytes_down == int(federation.download_bytes(report.asked, width).sum())
+        assert len(report.update_norms) == len(trained)
+        if "compression" in name or "8-bit" in name:
+            assert report.bytes_up < int(federation.download_bytes(trained, width).sum())
+        else:
+            assert report.bytes_up == int(federation.download_bytes(trained, width).sum())
+    assert history.client_examples[-1] == sum(r.examples for r in history.reports)
+    assert history.mb[-1] == pytest.approx(sum(r.bytes_down + r.bytes_up for r in history.reports) / 1e6)
+    if "dropout" in name:
+        asked = sum(len(r.asked) for r in history.reports)
+        trained = sum(len(r.trained) for r in history.reports)
+        assert trained < asked and history.mb_up[-1] < history.mb_down[-1]
+
+
+def test_dropout_sends_fewer_bytes_and_computes_less(federation):
+    runs = {p: fl.train_federated(federation, CONFIG, 5, dim=4, algorithm=sec.threatened(sec.Threat(dropout=p)))[2]
+            for p in (0.0, 0.5)}
+    assert runs[0.5].mb_up[-1] < runs[0.0].mb_up[-1]
+    assert runs[0.5].client_examples[-1] < runs[0.0].client_examples[-1]
+    assert runs[0.5].mb_down[-1] == runs[0.0].mb_down[-1]  # the same clients were asked
+
+
+def test_poisson_sampler_varies_the_number_of_clients(federation):
+    sampler = fc.poisson(0.3)
+    sizes = [len(sampler(federation.client_ids, CONFIG, r).reporting) for r in range(30)]
+    assert len(set(sizes)) > 3 and abs(np.mean(sizes) - 0.3 * 40) < 3
+    with pytest.raises(ValueError, match="sampling rate"):
+        fc.poisson(0.0)
+
+
+def test_a_round_without_clients_changes_nothing_but_the_round(federation):
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    nobody = fc.Algorithm(sampler=lambda ids, config, r: fc.Sample(ids[:0], ids[:0]))
+    new, report = fc.run_round(state, federation, store, CONFIG, nobody)
+    assert np.array_equal(new.params, state.params) and new.round == 1
+    assert report.bytes_up == report.bytes_down == report.examples == 0
+
+
+def test_clip_transform_bounds_every_client_norm(federation):
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    updates = federation.train_clients(state.params, store, federation.client_ids[:8], CONFIG, 0)
+    clipped = fc.clip(0.05)(updates, None)
+    assert np.all(clipped.norms() <= 0.05 + 1e-6)
+    small = updates.norms() <= 0.05
+    assert np.allclose(clipped.norms()[small], updates.norms()[small])
+    with pytest.raises(ValueError, match="clipping norm"):
+        fc.clip(0.0)
+
+
+def test_weighted_mean_by_hand():
+    updates = fc.Updates(np.array([10, 11]), np.array([30, 10]), np.array([0, 0, 1]), np.array([0, 2, 2]),
+                         np.array([[1.0, 1.0], [1.0, 1.0], [3.0, 3.0]], np.float32), np.zeros(2, int))
+    dense = fc.weighted_mean(updates, (4, 2))
+    assert dense[0].tolist() == pytest.approx([0.75, 0.75])         # weight 30/40
+    assert dense[2].tolist() == pytest.approx([0.75 + 0.75] * 2)    # 30/40·1 + 10/40·3
+    assert not dense[[1, 3]].any()
+    assert not fc.weighted_mean(fc.Updates.empty(2), (4, 2)).any()
+    kept = updates.keep([1])
+    assert kept.clients.tolist() == [11] and kept.slot.tolist() == [0] and kept.rows.tolist() == [2]
+
+
+def test_server_optimisers():
+    params, delta, config = np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32), fl.FedConfig(server_lr=0.5)
+    assert fc.server_sgd(params, delta, {}, config)[0].tolist() == [[0.5, 0.5]] * 2
+    momentum = fc.server_momentum(0.9)
+    first, state = momentum(params, delta, {}, config)
+    second, state = momentum(first, delta, state, config)
+    assert second[0, 0] == pytest.approx(0.5 + 0.5 * 1.9)          # v = 0.9·1 + 1
+    adam = fc.server_adam(0.9, 0.99, 1e-3)
+    step, state = adam(params, delta, {}, config)
+    assert step[0, 0] == pytest.approx(0.5 * 0.1 / (np.sqrt(0.01) + 1e-3), rel=1e-5)  # m = 0.1, v = 0.01
+    with pytest.raises(ValueError):
+        fc.server_adam(tau=0.0)
+
+
+@pytest.mark.parametrize("name", ["FedAvgM", "FedAdam", "FedProx"])
+def test_drift_remedies_learn(federation, name):
+    config, algorithm = {
+        "FedAvgM": (dataclasses.replace(CONFIG, server_lr=0.5), fc.Algorithm(server_optimizer=fc.server_momentum(0.9))),
+        "FedAdam": (dataclasses.replace(CONFIG, server_lr=0.03), fc.Algorithm(server_optimizer=fc.server_adam())),
+        "FedProx": (dataclasses.replace(CONFIG, prox_mu=0.1), fc.FEDAVG)}[name]
+    history = fl.train_federated(federation, config, 15, dim=4, algorithm=algorithm)[2]
+    assert history.train_rmse[-1] < history.train_rmse[0] - 0.05
+    assert set(history.reports[0].__dict__) >= {"bytes_up", "examples"}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(clients_per_round=0), "clients per round"), (dict(clients_per_round=2.5), "clients per round"),
+    (dict(local_epochs=0), "local epochs"), (dict(batch_size=-1), "batch size"),
+    (dict(client_lr=0.0), "client learning rate"), (dict(server_lr=float("nan")), "server learning rate"),
+    (dict(prox_mu=-1.0), "FedProx"),
+])
+def test_impossible_settings_are_explained(bad, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(CONFIG, **bad).check(40)
+    with pytest.raises(ValueError, match="1..40"):
+        dataclasses.replace(CONFIG, clients_per_round=41).check(40)
+
+
+def test_history_reads_metrics_and_notes_as_attributes():
+    history = fc.History({"accuracy": [0.1, 0.2]}, [], {"dissimilarity": 3.0})
+    assert history.accuracy == [0.1, 0.2] and history.dissimilarity == 3.0 and history.mb == [0.0]
+    with pytest.raises(AttributeError, match="no attribute or metric 'rmse'"):
+        history.rmse
+
+
+class TwoClients:
+    """A task of two clients whose update is fixed: Δ = (1, 1, 1) from client 0, (3, 3, 3) from client 1;
+    column 2 holds a running statistic."""
+
+    client_ids = np.array([0, 1])
+    statistics_columns = slice(2, None)
+
+    def num_examples(self, clients):
+        return np.ones(len(clients), int)
+
+    def download_bytes(self, clients, width):
+        return np.full(len(clients), 4 * width)
+
+    def train_clients(self, params, state, clients, config, round_num):
+        values = np.array([[1.0] * 3, [3.0] * 3], np.float32)[clients]
+        return fc.Updates(clients, self.num_examples(clients), np.arange(len(clients)), np.zeros(len(clients), int),
+                          values, self.download_bytes(clients, 3))
+
+
+def test_running_statistics_are_averaged_whatever_the_server_optimiser():
+    config = fl.FedConfig(clients_per_round=2, server_lr=0.01)
+    state, report = fc.run_round(fc.ServerState(np.zeros((1, 3), np.float32)), TwoClients(), fc.ClientState(), config,
+                                 fc.Algorithm(server_optimizer=fc.server_adam()))
+    assert state.params[0, 2] == pytest.approx(2.0)                        # the plain mean of 1 and 3
+    assert state.params[0, 0] == pytest.approx(0.01 * 0.2 / (np.sqrt(0.04) + 1e-3), rel=1e-5)  # Adam's step
+    assert report.bytes_down == report.bytes_up == 2 * 12
