@@ -112,7 +112,7 @@ def bench_federated(variant: str, rounds: int = 300, dropout: float = 0.0) -> di
                "fedsgd": (fl.FedConfig.fedsgd(lessons.MF_FEDAVG["clients_per_round"], lessons.MF_FEDSGD_RATE),
                           fc.Algorithm(sampler=sampler))}
     for name, (config, algorithm) in lessons.mf_drift_remedies().items():
-        methods[f"{name} (E = {config.local_epochs})"] = (config, dataclasses.replace(algorithm, sampler=sampler))
+        methods[f"{name.lower()}_e{config.local_epochs}"] = (config, dataclasses.replace(algorithm, sampler=sampler))
     for name, (config, algorithm) in methods.items():
         history = fl.train_federated(federation, config, rounds, dim=dim, algorithm=algorithm)[2]
         report["methods"][name] = {
