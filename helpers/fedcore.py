@@ -499,7 +499,7 @@ def train(task, state: ServerState, clients_state, config: FedConfig, rounds: in
     """
     if int(rounds) != rounds or rounds < 1:
         raise ValueError(f"rounds must be a whole number ≥ 1, got {rounds}")
-    config.check(len(task.client_ids) if algorithm.sampler is uniform else None)
+    config.check()  # the sampler checks K against the clients it draws from
     history = History({name: [value] for name, value in evaluate(state, clients_state).items()})
     for _ in progress_bar(range(int(rounds)), desc, enabled=progress):
         state, report = run_round(state, task, clients_state, config, algorithm)

@@ -38,10 +38,6 @@ import tensorflow as tf
 from helpers import fedcore as fc
 from helpers.fedcore import FedConfig, ServerState, Updates
 
-__all__ = ["FedConfig", "Federation", "ClientStore", "init_state", "item_table", "local_training",
-           "reference_training", "train_federated", "predict", "federated_rmse", "per_client_rmse",
-           "without_private", "refit_private"]
-
 
 @dataclass
 class ClientStore:

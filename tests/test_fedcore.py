@@ -12,15 +12,12 @@ from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers import privacy as pv
 from helpers import security as sec
-from test_federated import planted
+from test_federated import planted_federation
 
 
 @pytest.fixture(scope="module")
 def federation():
-    ratings = planted(n_users=40, n_items=30)
-    train = ratings.groupby("user_idx").head(-2).reset_index(drop=True)
-    test = ratings.groupby("user_idx").tail(2).reset_index(drop=True)
-    return fl.Federation(train, test, 40, 30, mu=float(train["rating"].mean()))
+    return planted_federation(n_users=40)
 
 
 CONFIG = fl.FedConfig(clients_per_round=12, local_epochs=2, batch_size=4, client_lr=0.1, server_lr=2.0, l2=0.02)

@@ -30,12 +30,17 @@ def planted(n_users=25, n_items=30, per_user=(3, 20), seed=0):
     return pd.DataFrame(rows, columns=["user_idx", "item_idx", "rating"]).astype({"rating": np.float32})
 
 
-@pytest.fixture(scope="module")
-def federation():
-    ratings = planted()
+def planted_federation(n_users=25, n_items=30):
+    """The planted ratings as a federation: each user's last two ratings are its test set."""
+    ratings = planted(n_users, n_items)
     train = ratings.groupby("user_idx").head(-2).reset_index(drop=True)
     test = ratings.groupby("user_idx").tail(2).reset_index(drop=True)
-    return fl.Federation(train, test, 25, 30, mu=float(train["rating"].mean()))
+    return fl.Federation(train, test, n_users, n_items, mu=float(train["rating"].mean()))
+
+
+@pytest.fixture(scope="module")
+def federation():
+    return planted_federation()
 
 
 REFERENCE = fc.Algorithm(client_update=fl.reference_training)

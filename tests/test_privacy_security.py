@@ -9,15 +9,7 @@ from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers import privacy as pv
 from helpers import security as sec
-from test_federated import planted
-
-
-@pytest.fixture(scope="module")
-def federation():
-    ratings = planted(n_users=25, n_items=30)
-    train = ratings.groupby("user_idx").head(-2).reset_index(drop=True)
-    test = ratings.groupby("user_idx").tail(2).reset_index(drop=True)
-    return fl.Federation(train, test, 25, 30, mu=float(train["rating"].mean()))
+from test_federated import federation  # noqa: F401  (the planted federation fixture)
 
 
 @pytest.fixture(scope="module")
