@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.download import cache_dir, fetch
+from helpers.download import cache_dir, fetch, file_digests
 
 
 class DataFormatError(ValueError):
@@ -184,6 +184,8 @@ class ImageData:
         x_train, x_test: uint8 (N, 32, 32, 3) images, channels last.
         y_train, y_test: int64 (N,) class indices — shape (N,), not (N, 1).
         class_names: names of the classes, indexed by label.
+        build: sha256 of the archive the images came from ("" when built in memory), so
+            results and cached models can say which build of the dataset they used.
     """
 
     x_train: np.ndarray
@@ -191,6 +193,26 @@ class ImageData:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    build: str = ""
+
+    @property
+    def build_name(self) -> str:
+        """One line naming the build: the official archive, a known development build, or another one."""
+        from helpers.download import REGISTRY
+
+        if self.build == REGISTRY["cifar-10"].sha256:
+            return "the official CIFAR-10 archive"
+        known = KNOWN_CIFAR_BUILDS.get(self.build)
+        return known or (f"a build of CIFAR-10 that is not the official archive ({len(self.x_train):,} training "
+                         f"images, sha256 {self.build[:12]}…)")
+
+
+KNOWN_CIFAR_BUILDS = {  # sha256 → description, for the builds the course's development mirrors list
+    "1f335873874179eb0fbfaf17d1f4ccede54cf0c0517177760ff1055b52b0e25e":
+        "CIFAR-10 from a JPEG rebuild of the full dataset (all 60,000 images, official layout and order)",
+    "0d77e8b7ec2491bcaff5d54a7b2a45af42941f74fcf32ddd3331d101a00798d6":
+        "a 5,438-image subset of CIFAR-10 (the development mirror)",
+}
 
 
 CIFAR_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -246,7 +268,7 @@ def load_cifar10(per_class_cap: int | None = None) -> ImageData:
     y_train = np.concatenate([y for _, y in train])
     x_train, y_train = _cap_per_class(x_train, y_train, per_class_cap)
     x_test, y_test = _cap_per_class(x_test, y_test, per_class_cap)
-    return ImageData(x_train, y_train, x_test, y_test, names)
+    return ImageData(x_train, y_train, x_test, y_test, names, build=file_digests(path)["sha256"])
 
 
 DOUBAN_DOMAINS = ("movie", "music", "book")

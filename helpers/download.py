@@ -4,7 +4,9 @@ One registry maps each archive to its official URL and checksum (as in d2l's
 ``DATA_HUB``). :func:`fetch` returns the local path of a verified archive:
 
 1. An archive already in the cache (``data/`` at the project root) is used when its
-   hash is the official one, or the one recorded when it was first accepted.
+   hash is the official one, or the one recorded when it was first accepted — unless a
+   mirror is set whose ``SHA256SUMS`` lists another build of it (the full CIFAR-10
+   rebuild after the subset, say): then the mirror's build replaces it.
 2. Otherwise it is downloaded with :func:`keras.utils.get_file` from the official
    URL, or from ``$COURSE_DATA_MIRROR`` when that is set (a directory, or a
    ``file://`` / ``http(s)://`` base URL holding the same file names).
@@ -268,25 +270,31 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
     cache = cache_dir()
     target = cache / spec.filename
 
+    base = mirror_base()
     if target.exists():
         digests = file_digests(target)
         if spec.matches_official(digests):
             return target
-        if digests["sha256"] == _recorded_hash(target):
+        listed = mirror_sums(base).get(spec.filename) if base else None
+        if listed is not None and listed != digests["sha256"]:
+            if verbose:
+                print(f"The cached {spec.filename} (sha256 {digests['sha256'][:12]}…) is not the build "
+                      f"the mirror lists ({listed[:12]}…); replacing it with the mirror's.")
+        elif digests["sha256"] == _recorded_hash(target):
             if verbose:
                 source = _recorded_path(target).read_text().split()[-1]
                 print(f"Using the cached {spec.filename}: not the official release; accepted from "
                       f"{_portable_source(source)} (sha256 {digests['sha256'][:12]}…).")
             return target
-        raise ChecksumError(
-            f"{target} is in the cache but is not an accepted build of {spec.filename}: "
-            f"expected {spec.official_checksum}"
-            + (f" or sha256:{_recorded_hash(target)}" if _recorded_hash(target) else "")
-            + f", got sha256:{digests['sha256']}. "
-            f"Delete it (it is corrupt or partial) and run again to re-download."
-        )
+        else:
+            raise ChecksumError(
+                f"{target} is in the cache but is not an accepted build of {spec.filename}: "
+                f"expected {spec.official_checksum}"
+                + (f" or sha256:{_recorded_hash(target)}" if _recorded_hash(target) else "")
+                + f", got sha256:{digests['sha256']}. "
+                f"Delete it (it is corrupt or partial) and run again to re-download."
+            )
 
-    base = mirror_base()
     url = base + spec.filename if base else spec.url
     try:
         downloaded = _download(url, spec.filename, cache)

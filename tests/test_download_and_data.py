@@ -126,6 +126,37 @@ def test_mirror_build_listed_in_sums_is_accepted_and_announced(env, monkeypatch,
     assert "not the official release" in capsys.readouterr().out
 
 
+def test_a_cached_build_is_replaced_when_the_mirror_lists_another(env, monkeypatch, capsys):
+    """Subset first, full build later (CIFAR-10): the mirror's listed build wins over the cached one."""
+    first = make_mirror(env, b"subset", listed=True)
+    monkeypatch.setenv(download.MIRROR_ENV, str(first))
+    fetch("ml-latest-small")
+    second = env["tmp"] / "mirror-full"
+    second.mkdir()
+    digest = make_zip(second / "ml-latest-small.zip", comment=b"full build")
+    (second / "SHA256SUMS").write_text(f"{digest}  ml-latest-small.zip\n")
+    monkeypatch.setenv(download.MIRROR_ENV, str(second))
+    capsys.readouterr()
+    path = fetch("ml-latest-small")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert "is not the build the mirror lists" in capsys.readouterr().out
+    fetch("ml-latest-small")  # now cached: no second replacement
+    assert "replacing" not in capsys.readouterr().out
+
+
+def test_a_cached_build_survives_when_the_listed_build_cannot_be_fetched(env, monkeypatch):
+    first = make_mirror(env, b"subset", listed=True)
+    monkeypatch.setenv(download.MIRROR_ENV, str(first))
+    cached = fetch("ml-latest-small").read_bytes()
+    broken = env["tmp"] / "mirror-broken"
+    broken.mkdir()
+    (broken / "SHA256SUMS").write_text(f"{'2' * 64}  ml-latest-small.zip\n")  # lists a build it does not hold
+    monkeypatch.setenv(download.MIRROR_ENV, str(broken))
+    with pytest.raises(DataUnavailableError, match="mirror"):
+        fetch("ml-latest-small")
+    assert (env["cache"] / "ml-latest-small.zip").read_bytes() == cached
+
+
 def test_mirror_build_not_listed_is_rejected(env, monkeypatch):
     mirror = make_mirror(env, b"tampered", listed=False)
     monkeypatch.setenv(download.MIRROR_ENV, str(mirror))

@@ -1,0 +1,108 @@
+"""The cached pre-trained source: trained once, reused exactly, keyed by what it depends on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import download
+from helpers import source_model as sm
+from helpers import vision_transfer as vt
+from helpers.data import ImageData
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TINY = sm.SourceRecipe(epochs=2, batch_size=16, learning_rate=1e-2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def source_task():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 8)
+    x = rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8)
+    return vt.source_and_target(ImageData(x, y, x[:40], y[:40], NAMES, build="ab" * 32))[0]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
+    return tmp_path / "models"
+
+
+def test_trained_once_then_loaded_with_identical_weights(source_task, cache):
+    first = sm.pretrained_source(source_task, "ab" * 32, TINY, progress=False)
+    assert not first.cached and len(first.curve) == TINY.epochs and first.test_accuracy == first.curve[-1]
+    assert len(list(cache.glob("*.weights.h5"))) == 1 and not list(cache.glob("*partial*"))
+    again = sm.pretrained_source(source_task, "ab" * 32, TINY, progress=False)
+    assert again.cached and again.curve == first.curve and again.seconds == first.seconds
+    for a, b in zip(first.extractor.get_weights(), again.extractor.get_weights()):
+        assert np.array_equal(a, b)  # batch-norm moving statistics included
+    assert np.array_equal(vt.features(first.extractor, source_task.x_test), vt.features(again.extractor, source_task.x_test))
+
+
+def test_the_key_changes_with_build_recipe_images_and_labels(source_task):
+    key = sm.cache_key(source_task, "ab" * 32, TINY)
+    assert key.startswith("cifar10-abababababab-source-")
+    assert sm.cache_key(source_task, "cd" * 32, TINY) != key
+    assert sm.cache_key(source_task, "ab" * 32, sm.SourceRecipe(epochs=3, batch_size=16)) != key
+    assert sm.cache_key(vt.shuffled_labels(source_task), "ab" * 32, TINY) != key
+    fewer = vt.Task("source", source_task.x_train[:30], source_task.y_train[:30], source_task.x_test,
+                    source_task.y_test, source_task.class_names)
+    assert sm.cache_key(fewer, "ab" * 32, TINY) != key
+
+
+def test_a_corrupt_cached_model_is_named_and_nothing_is_lost(source_task, cache):
+    sm.pretrained_source(source_task, "ab" * 32, TINY, progress=False)
+    weights = next(cache.glob("*.weights.h5"))
+    weights.write_bytes(b"not an h5 file")
+    with pytest.raises(RuntimeError, match="unreadable.*delete"):
+        sm.pretrained_source(source_task, "ab" * 32, TINY, progress=False)
+    assert weights.exists()  # left for the learner to inspect or delete
+
+
+def test_impossible_recipes_are_explained(source_task, cache):
+    for recipe in (sm.SourceRecipe(epochs=0), sm.SourceRecipe(batch_size=10_000)):
+        with pytest.raises(ValueError, match="recipe needs"):
+            sm.pretrained_source(source_task, "ab" * 32, recipe, progress=False)
+
+
+def test_without_cache_nothing_is_written(source_task, cache):
+    sm.pretrained_source(source_task, "ab" * 32, TINY, progress=False, use_cache=False)
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_the_lessons_source_presets(source_task, cache, monkeypatch):
+    """lessons.cifar_source: all source images in full mode, a per-class cap in fast mode and for the
+    shuffled-label source (whose labels are permuted), each cached under its own key."""
+    from helpers import config, lessons
+
+    rng = np.random.default_rng(1)
+    data = ImageData(rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 10),
+                     rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 5), NAMES,
+                     build="ef" * 32)
+    monkeypatch.setattr(lessons, "SOURCE_EPOCHS", {"full": 1, "fast": 1})
+    monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_EPOCHS", {"full": 1, "fast": 1})
+    monkeypatch.setattr(lessons, "SOURCE_IMAGES_PER_CLASS", {"full": None, "fast": 4})
+    monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_IMAGES_PER_CLASS", 6)
+    monkeypatch.setattr(sm, "SourceRecipe", lambda epochs: TINY.__class__(epochs=epochs, batch_size=8))
+    monkeypatch.setenv(config.FAST_ENV, "0")
+    full_task, full = lessons.cifar_source(data, progress=False)
+    assert len(full_task.x_train) == 50 and not full.cached
+    shuffled_task, _ = lessons.cifar_source(data, shuffled=True, progress=False)
+    assert len(shuffled_task.x_train) == 30 and "shuffled" in shuffled_task.name
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    fast_task, fast = lessons.cifar_source(data, progress=False)
+    assert len(fast_task.x_train) == 20 and not fast.cached
+    assert len(list(cache.glob("*.weights.h5"))) == 3
+    monkeypatch.setenv(config.FAST_ENV, "0")
+    assert lessons.cifar_source(data, progress=False)[1].cached  # the full-mode source again: from the cache
+
+
+def test_the_federated_target_is_a_small_seeded_draw(monkeypatch):
+    from helpers import lessons
+
+    y = np.repeat(np.arange(10), 30)
+    data = ImageData(np.zeros((300, 32, 32, 3), np.uint8), y, np.zeros((300, 32, 32, 3), np.uint8), y, NAMES)
+    monkeypatch.setattr(lessons, "FEDERATED_TARGET_PER_CLASS", {"train": 7, "test": 3})
+    target = lessons.federated_target(data)
+    assert target.class_names == NAMES[5:] and np.bincount(target.y_train).tolist() == [7] * 5
+    assert np.bincount(target.y_test).tolist() == [3] * 5
