@@ -138,23 +138,34 @@ def bench_federated(variant: str, rounds: int = 300, dropout: float = 0.0) -> di
     return report
 
 
-def bench_transfer(budgets=(10, 25, 50, 100, None), seeds=(0, 1, 2), source_steps: int = 1500) -> dict:
+def _cifar_source_report(data, source, pretrained) -> dict:
+    """What both CIFAR benchmarks say about the data and the source model."""
+    return {"dataset": data.build_name, "dataset_sha256": data.build,
+            "images": {"train": int(len(data.x_train)), "test": int(len(data.x_test))},
+            "source": {"classes": source.class_names, "train_images": int(len(source.x_train)),
+                       "test_images": int(len(source.x_test)), "test_accuracy": pretrained.test_accuracy,
+                       "epochs": len(pretrained.curve), "from_cache": pretrained.cached,
+                       "training_seconds": round(pretrained.seconds, 1)}}
+
+
+def bench_transfer(budgets=(10, 50, 250), seeds=(0, 1)) -> dict:
     """Lesson 04: source accuracy and target accuracy of methods (a)–(d) at each label budget."""
+    from helpers import lessons
     from helpers import vision_transfer as vt
     from helpers.data import load_cifar10
 
     data = load_cifar10()
-    source, target = vt.source_and_target(data)
-    extractor, _, source_accuracy = vt.pretrain(source, steps=source_steps, seed=0)
-    runs = vt.run_grid(extractor, target, list(vt.METHODS), list(budgets), list(seeds), progress=False)
+    source, pretrained = lessons.cifar_source(data, progress=False)
+    target = vt.source_and_target(data)[1]
+    runs = vt.run_grid(pretrained.extractor, target, list(vt.METHODS), list(budgets), list(seeds), progress=False)
     stats = runs.groupby(["per_class", "method"])["accuracy"].agg(["mean", "std"]).reset_index()
     return {
-        "benchmark": "transfer", "dataset": "CIFAR-10 as loaded",
-        "images": {"train": int(len(data.x_train)), "test": int(len(data.x_test))},
-        "source_classes": source.class_names, "target_classes": target.class_names,
-        "source_test_accuracy": source_accuracy, "seeds": list(seeds),
+        "benchmark": "transfer", **_cifar_source_report(data, source, pretrained),
+        "target": {"classes": target.class_names, "train_images_available": int(len(target.x_train)),
+                   "test_images": int(len(target.x_test))},
+        "steps_per_budget": {str(b): vt.target_steps(5 * b) for b in budgets}, "seeds": list(seeds),
         "target_test_accuracy": {
-            str(int(b)): {row.method: {"mean": row.mean, "std": row.std} for row in stats[stats["per_class"] == b].itertuples()}
+            str(int(b)): {row.method: {"mean": row.mean, "std": _number(row.std)} for row in stats[stats["per_class"] == b].itertuples()}
             for b in sorted(stats["per_class"].unique())},
     }
 
@@ -235,20 +246,19 @@ def _number(value):
     return int(value) if float(value).is_integer() else float(value)
 
 
-def bench_fltl(alphas=(0.1, 0.3, 1.0, 10.0, 100.0), rounds: int = 30, mf_rounds: int = 200,
-               source_steps: int = 1500, target_accuracy: float = 0.6) -> dict:
+def bench_fltl(alphas=(0.1, 1.0, 100.0), rounds: int = 30, mf_rounds: int = 200,
+               target_accuracy: float = 0.6) -> dict:
     """Lesson 06: per α, rounds to a target accuracy from scratch and from the pre-trained
     extractor (FedAvg, 20 clients, K = 10, E = 2); RMSE and MB uploaded per compression method."""
     from helpers import compression as cp
     from helpers import federated_vision as fv
     from helpers import lessons
-    from helpers import vision_transfer as vt
     from helpers.data import load_cifar10
 
     data = load_cifar10()
-    source, target = vt.source_and_target(data)
-    extractor, _, source_accuracy = vt.pretrain(source, steps=source_steps, seed=0)
-    experiment = fv.FLTLExperiment(target, extractor, rounds=rounds, target_accuracy=target_accuracy,
+    source, pretrained = lessons.cifar_source(data, progress=False)
+    target = lessons.federated_target(data)
+    experiment = fv.FLTLExperiment(target, pretrained.extractor, rounds=rounds, target_accuracy=target_accuracy,
                                    **lessons.CIFAR_FEDERATION)
     sweep = experiment.sweep(list(alphas), progress=False)
 
@@ -257,9 +267,10 @@ def bench_fltl(alphas=(0.1, 0.3, 1.0, 10.0, 100.0), rounds: int = 30, mf_rounds:
     target_rmse = round(1.02 * min(curves["FedAvg, float32"].test_rmse), 4)
     table = cp.upload_table(curves, target_rmse)
     return {
-        "benchmark": "fltl", "dataset": "CIFAR-10 as loaded (target classes over 20 clients); MovieLens latest-small",
-        "images": {"train": int(len(data.x_train)), "test": int(len(data.x_test))},
-        "source_test_accuracy": source_accuracy,
+        "benchmark": "fltl", **_cifar_source_report(data, source, pretrained),
+        "federated_target": {"train_images": int(len(target.x_train)), "test_images": int(len(target.x_test)),
+                             "clients": lessons.CIFAR_FEDERATION["n_clients"]},
+        "movielens": "latest-small",
         "fedavg": {"rounds": rounds, "clients_per_round": 10, "local_epochs": 2, "target_accuracy": target_accuracy},
         "per_alpha": {f"{a:g}": {row.init: {"rounds_to_target": _number(row.rounds_to_target),
                                             "final_accuracy": round(row.final_accuracy, 4),
@@ -286,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     federated.add_argument("--dropout", type=float, default=0.0,
                            help="share of asked clients that never report, in [0, 1) (default 0)")
     transfer = commands.add_parser("transfer", help="lesson 04: CIFAR-10 source → target, methods (a)–(d)")
-    transfer.add_argument("--seeds", type=int, default=3)
+    transfer.add_argument("--seeds", type=int, default=2)
     crossdomain = commands.add_parser("crossdomain", help="lesson 05: cold-start cross-domain methods")
     crossdomain.add_argument("--source", choices=["movie", "book"], default="movie")
     privacy = commands.add_parser("privacy", help="lesson 07: leak, ε, DP utility, attacks and defences")

@@ -89,3 +89,55 @@ def cnn_drift_remedies() -> dict:
 
     return {"FedProx": ({"prox_mu": 0.1}, fc.FEDAVG),
             "FedAdam": ({"server_lr": 0.01}, fc.Algorithm(server_optimizer=fc.server_adam()))}
+
+
+# ---------------------------------------------------------------- the CIFAR-10 source of lessons 04 and 06
+
+# Full mode: every source image (25,000 on the complete build), 12 epochs — trained once, then cached.
+# Fast mode (COURSE_FAST=1): 1,000 images per source class and 4 epochs, a weaker but real source.
+# The shuffled-label source of lesson 04's negative-transfer section learns nothing true, so it gets
+# a few epochs on 1,000 of the source images per class.
+SOURCE_EPOCHS = {"full": 12, "fast": 4}
+SOURCE_IMAGES_PER_CLASS = {"full": None, "fast": 1_000}
+SHUFFLED_SOURCE_EPOCHS = {"full": 3, "fast": 2}
+SHUFFLED_SOURCE_IMAGES_PER_CLASS = 1_000
+
+
+def cifar_source(data, shuffled: bool = False, progress: bool = True):
+    """The pre-trained source extractor that lessons 04 and 06 share (see
+    :mod:`helpers.source_model`): from the cache, or trained now (a bar over epochs).
+
+    Args:
+        data: :class:`helpers.data.ImageData` as loaded (its ``build`` keys the cache).
+        shuffled: source images with their labels shuffled (a source that teaches
+            nothing true): :data:`SHUFFLED_SOURCE_IMAGES_PER_CLASS` of each class,
+            :data:`SHUFFLED_SOURCE_EPOCHS`.
+
+    Returns:
+        (the source :class:`helpers.vision_transfer.Task` it was trained on, the
+        :class:`helpers.source_model.Source`).
+    """
+    from helpers import source_model as sm
+    from helpers import vision_transfer as vt
+    from helpers.config import fast_mode
+
+    mode = "fast" if fast_mode() else "full"
+    per_class = SHUFFLED_SOURCE_IMAGES_PER_CLASS if shuffled else SOURCE_IMAGES_PER_CLASS[mode]
+    source = vt.smaller(vt.source_and_target(data)[0], per_class, None)
+    if shuffled:
+        source = vt.shuffled_labels(source)
+    epochs = (SHUFFLED_SOURCE_EPOCHS if shuffled else SOURCE_EPOCHS)[mode]
+    return source, sm.pretrained_source(source, data.build, sm.SourceRecipe(epochs=epochs), progress)
+
+
+# Lesson 06's federated target task: few images per client, as on phones; also keeps a round short.
+FEDERATED_TARGET_PER_CLASS = {"train": 400, "test": 200}  # 2,000 training images over 20 clients, 1,000 test
+
+
+def federated_target(data):
+    """Lesson 06's target task: lesson 04's target classes, :data:`FEDERATED_TARGET_PER_CLASS`
+    images of each (seeded draws), to be split over :data:`CIFAR_FEDERATION`'s clients."""
+    from helpers import vision_transfer as vt
+
+    target = vt.source_and_target(data)[1]
+    return vt.smaller(target, FEDERATED_TARGET_PER_CLASS["train"], FEDERATED_TARGET_PER_CLASS["test"])

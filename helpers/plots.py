@@ -231,6 +231,28 @@ def plot_transfer_curves(summary_runs, title: str, methods: dict):
     return fig
 
 
+def plot_accuracy_curves(panels: dict, title: str, reference: float | None = None):
+    """Test accuracy during training, one panel per key.
+
+    Args:
+        panels: (panel title, x label) → {curve label → (x, accuracy)}; x in the panel's unit
+            (epochs, Adam steps, rounds).
+        reference: a dotted horizontal line (chance), or None.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, ((name, xlabel), curves) in zip(axes[0], panels.items()):
+        for label, (x, y) in curves.items():
+            ax.plot(x, y, marker="o", ms=3, label=label)
+        if reference is not None:
+            ax.axhline(reference, color="grey", ls=":", lw=1, label="chance")
+        ax.set(xlabel=xlabel, ylabel="test accuracy", title=name, ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_feature_pca(projections: dict, labels: np.ndarray, class_names: list[str], title: str):
     """Side-by-side 2-D PCA scatter plots of features, coloured by class.
 

@@ -10,9 +10,11 @@ Four ways to learn the target task from L labelled images per class:
 (a) **scratch**: a fresh network, all weights trained;
 (b) **feature extraction**: the source-trained extractor frozen (batch norm in
     inference mode), only a new softmax head trained;
-(c) **fine-tuning**: start from the source weights and train the convolutions too, at
-    a low rate, with batch-norm layers frozen (their statistics and scale/shift stay
-    the source's; see :func:`set_trainable_blocks`);
+(c) **fine-tuning**: start from the source weights; first train the new head alone for
+    half the steps (a linear probe), then everything, at a lower rate, with batch-norm
+    statistics re-estimated on the target images ("LP-FT"; see :func:`run_method` and
+    :func:`set_trainable_blocks`). Both choices won by measurement on the complete
+    CIFAR-10 against fine-tuning at once and against keeping the source's statistics;
 (d) **additive**: θ_target = θ_source + W. Every convolution computes with
     K_source + W_K (and bias b_source + W_b); only W (zero at the start, optionally
     low-rank) and the new head (whose bias is b_target) are trained. An L2 penalty
@@ -36,7 +38,7 @@ from helpers.progress import progress as progress_bar
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
-BLOCKS = ((32,), (64,), (128,))  # conv filters per block; a max-pool ends the first two
+BLOCKS = ((32,), (64,), (128,), (256,))  # conv filters per block; a max-pool ends all but the last
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,24 @@ def label_budget(task: Task, per_class: int | None, seed: int = 0) -> tuple[np.n
     return task.x_train[index], task.y_train[index]
 
 
+def smaller(task: Task, train_per_class: int | None, test_per_class: int | None, seed: int = 0) -> Task:
+    """The same task with at most ``*_per_class`` images of each class (seeded draws; None keeps all).
+
+    For a federation of small clients (lesson 06) and for fast mode, where fewer images
+    keep the run short; the test images are drawn with ``seed + 1``.
+    """
+    def draw(x, y, per_class, draw_seed):
+        if per_class is None:
+            return x, y
+        rng = np.random.default_rng(draw_seed)
+        index = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]))
+        return x[index], y[index]
+
+    x_train, y_train = draw(task.x_train, task.y_train, train_per_class, seed)
+    x_test, y_test = draw(task.x_test, task.y_test, test_per_class, seed + 1)
+    return Task(task.name, x_train, y_train, x_test, y_test, task.class_names)
+
+
 def shuffled_labels(task: Task, seed: int = 0) -> Task:
     """The same images with labels permuted at random: a source that teaches nothing real."""
     rng = np.random.default_rng(seed)
@@ -93,10 +113,11 @@ def shuffled_labels(task: Task, seed: int = 0) -> Task:
 
 
 def build_extractor(seed: int = 0) -> keras.Sequential:
-    """A small CNN feature extractor: uint8 image (32, 32, 3) → 128 features.
+    """A small CNN feature extractor: uint8 image (32, 32, 3) → 256 features.
 
-    Rescale to [0, 1], then three conv blocks (3×3 conv → batch norm → ReLU) with
-    32 | pool | 64 | pool | 128 filters, then global average pooling. Batch-norm
+    Rescale to [0, 1], then four conv blocks (3×3 conv → batch norm → ReLU) with
+    32 | pool | 64 | pool | 128 | pool | 256 filters on 32², 16², 8² and 4² pixels,
+    then global average pooling. Batch-norm
     momentum 0.9 (not Keras' 0.99), so the moving statistics settle within the few
     hundred steps a small target set gets.
     """
@@ -135,19 +156,25 @@ def classifier(extractor: keras.Model, n_classes: int, inference_mode: bool, see
     return keras.Model(image, logits)
 
 
-def set_trainable_blocks(extractor: keras.Model, blocks: int) -> None:
+def set_trainable_blocks(extractor: keras.Model, blocks: int, batch_norm: bool = False) -> None:
     """Make the convolutions of the last ``blocks`` blocks trainable, freeze the rest.
 
-    Batch-norm layers are always frozen here: with few target images their batch
-    statistics would be noisy and would overwrite the source's, so they keep the
-    source's moving statistics and scale/shift.
+    Args:
+        batch_norm: also train the batch-norm layers of those blocks — their scale and
+            shift, and (when the extractor is called in training mode) statistics
+            re-estimated on the target batches. False keeps every batch norm as the
+            source left it. Frozen blocks always keep the source's batch norm (a
+            Keras batch-norm layer that is not trainable runs in inference mode).
     """
     if not 0 <= blocks <= len(BLOCKS):
         raise ValueError(f"unfrozen blocks must lie in 0..{len(BLOCKS)}, got {blocks}")
     first = len(BLOCKS) - blocks
     for layer in extractor.layers:
+        in_block = layer.name.startswith("block") and int(layer.name[5]) >= first
         if isinstance(layer, keras.layers.Conv2D):
-            layer.trainable = int(layer.name[5]) >= first
+            layer.trainable = in_block
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = in_block and batch_norm
         else:
             layer.trainable = False
 
@@ -219,15 +246,34 @@ def count_params(model: keras.Model) -> dict:
     return {"trainable": trainable, "frozen": frozen}
 
 
+class _TestCurve(keras.callbacks.Callback):
+    """Test accuracy at ``points`` evenly spaced steps of a ``steps``-step fit (the last one included)."""
+
+    def __init__(self, test: tuple[np.ndarray, np.ndarray], steps: int, points: int):
+        super().__init__()
+        self.test, self.at = test, set(np.linspace(steps / points, steps, points).round().astype(int).tolist())
+        self.curve: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 in self.at:
+            self.curve.append((batch + 1, accuracy(self.model, *self.test)))
+
+
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learning_rate: float,
-        batch_size: int = 64, seed: int = 0) -> dict:
+        batch_size: int = 64, seed: int = 0, track: tuple[np.ndarray, np.ndarray] | None = None,
+        track_points: int = 8) -> dict:
     """Train ``model`` for a fixed number of Adam steps (the same budget for every method),
     the rate decaying from ``learning_rate`` to 0 on a cosine.
 
     The data is shuffled and repeated, so a tiny label budget still gets ``steps``
     updates without per-epoch overhead.
 
-    Returns ``{"loss": mean training loss (nats), "seconds": float, "epochs": passes over x}``.
+    Args:
+        track: (x_test, y_test) to measure test accuracy ``track_points`` times during
+            training (the training curve; costs one pass over the test images each time).
+
+    Returns ``{"loss": final training loss (nats), "seconds": float, "epochs": passes over x,
+    "curve": [(step, test accuracy), ...] (empty without ``track``)}``.
     """
     import tensorflow as tf
 
@@ -237,10 +283,13 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learnin
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
                .repeat().batch(batch_size))
+    callbacks = [] if track is None else [_TestCurve(track, steps, track_points)]
     start = time.perf_counter()
-    history = model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)  # tf.data shuffles
-    return {"loss": float(history.history["loss"][-1]), "seconds": time.perf_counter() - start,
-            "epochs": steps * batch_size / len(x)}
+    history = model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,  # tf.data shuffles
+                        callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    loss, curve = float(history.history["loss"][-1]), callbacks[0].curve if callbacks else []
+    return {"loss": loss, "seconds": seconds, "epochs": steps * batch_size / len(x), "curve": curve}
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -259,15 +308,17 @@ def features(extractor: keras.Model, x: np.ndarray) -> np.ndarray:
 METHODS = {
     "scratch": "(a) from scratch",
     "features": "(b) frozen features + new head",
-    "finetune": "(c) fine-tune all, low rate",
+    "finetune": "(c) fine-tune: head, then all",
     "additive": "(d) θ_source + W",
 }
 LEARNING_RATES = {"scratch": 3e-3, "features": 3e-3, "finetune": 1e-3, "additive": 1e-3}
+PROBE_SHARE = {"finetune": 0.5}  # share of a method's steps spent on the head alone first (LP-FT)
+CURVE_TEST_PER_CLASS = 200  # test images per class behind a training curve's points
 
 
-def target_steps(n_images: int, max_steps: int = 800, batch_size: int = 64) -> int:
-    """Update budget for a target run: 20 passes over the data, at least 200 and at most ``max_steps``."""
-    return int(np.clip(round(20 * n_images / batch_size), min(200, max_steps), max_steps))
+def target_steps(n_images: int, max_steps: int = 400, batch_size: int = 64) -> int:
+    """Update budget for a target run: 15 passes over the data, at least 150 and at most ``max_steps``."""
+    return int(np.clip(round(15 * n_images / batch_size), min(150, max_steps), max_steps))
 
 
 def copy_extractor(extractor: keras.Sequential) -> keras.Sequential:
@@ -277,9 +328,19 @@ def copy_extractor(extractor: keras.Sequential) -> keras.Sequential:
     return copy
 
 
+def pooled_at(extractor: keras.Sequential, block: int) -> keras.Model:
+    """The extractor cut after conv block ``block`` (0-based), globally average-pooled:
+    image → BLOCKS[block][-1] features. Shares (does not copy) ``extractor``'s layers."""
+    if not 0 <= block < len(BLOCKS):
+        raise ValueError(f"feature block must lie in 0..{len(BLOCKS) - 1}, got {block}")
+    last = extractor.get_layer(f"block{block}_relu{len(BLOCKS[block]) - 1}")
+    pooled = keras.layers.GlobalAveragePooling2D(name=f"features_block{block}")(last.output)
+    return keras.Model(extractor.inputs, pooled, name=f"extractor_to_block{block}")
+
+
 def target_model(method: str, source: keras.Sequential | None, n_classes: int, seed: int = 0,
                  unfrozen_blocks: int = len(BLOCKS), rank: int | None = None, l2: float = 0.0,
-                 retrain_batch_norm: bool = False) -> keras.Model:
+                 retrain_batch_norm: bool = True, feature_block: int = len(BLOCKS) - 1) -> keras.Model:
     """The target-task model of one method (see the module docstring), ready to train.
 
     Args:
@@ -287,9 +348,13 @@ def target_model(method: str, source: keras.Sequential | None, n_classes: int, s
         source: the source-trained extractor (unused for ``"scratch"``; never modified).
         unfrozen_blocks: for ``"finetune"``, how many of the last conv blocks train.
         rank, l2: for ``"additive"``, the rank of W (None: full) and its L2 penalty.
-        retrain_batch_norm: for ``"finetune"``, train everything *including* batch
-            norm in training mode (statistics re-estimated on the target batches) —
-            the alternative to keeping the source's statistics.
+        retrain_batch_norm: for ``"finetune"``, train the batch norms of the unfrozen
+            blocks too, in training mode (statistics re-estimated on the target batches;
+            the default, better by measurement on the complete CIFAR-10), or keep the
+            source's statistics and scale/shift (False).
+        feature_block: for ``"features"``, the block whose pooled output feeds the head
+            (the last by default; earlier blocks are more generic, later ones more
+            specific to the source classes).
     """
     if method == "scratch":
         return classifier(build_extractor(seed), n_classes, inference_mode=False, seed=seed)
@@ -298,52 +363,76 @@ def target_model(method: str, source: keras.Sequential | None, n_classes: int, s
     if method == "additive":
         return classifier(additive_extractor(source, rank=rank, l2=l2), n_classes, inference_mode=True, seed=seed)
     extractor = copy_extractor(source)
-    if method == "finetune" and retrain_batch_norm:
-        for layer in extractor.layers:
-            layer.trainable = True
-        return classifier(extractor, n_classes, inference_mode=False, seed=seed)
-    set_trainable_blocks(extractor, 0 if method == "features" else unfrozen_blocks)
-    return classifier(extractor, n_classes, inference_mode=True, seed=seed)
-
-
-def pretrain(task: Task, steps: int, seed: int = 0) -> tuple[keras.Sequential, keras.Model, float]:
-    """Train a fresh extractor + head on ``task``.
-
-    Returns:
-        (the extractor, the whole classifier, its test accuracy).
-    """
-    extractor = build_extractor(seed)
-    model = classifier(extractor, len(task.class_names), inference_mode=False, seed=seed)
-    fit(model, task.x_train, task.y_train, steps=steps, learning_rate=LEARNING_RATES["scratch"], seed=seed)
-    return extractor, model, accuracy(model, task.x_test, task.y_test)
+    if method == "features":
+        set_trainable_blocks(extractor, 0)
+        if feature_block != len(BLOCKS) - 1:
+            extractor = pooled_at(extractor, feature_block)
+        return classifier(extractor, n_classes, inference_mode=True, seed=seed)
+    set_trainable_blocks(extractor, unfrozen_blocks, batch_norm=retrain_batch_norm)
+    return classifier(extractor, n_classes, inference_mode=not retrain_batch_norm, seed=seed)
 
 
 def run_method(method: str, source: keras.Sequential | None, target: Task, per_class: int | None,
-               seed: int = 0, max_steps: int = 800, **options) -> dict:
+               seed: int = 0, max_steps: int = 400, learning_rate: float | None = None,
+               track: bool = False, probe_share: float | None = None, **options) -> dict:
     """Train one method on a seeded label budget for :func:`target_steps` updates and
     measure target test accuracy.
 
+    Args:
+        learning_rate: Adam's initial rate; None takes the method's :data:`LEARNING_RATES`.
+        track: also measure the test-accuracy curve during training (see :func:`fit`), on
+            :data:`CURVE_TEST_PER_CLASS` test images per class (the final accuracy uses all).
+        probe_share: for ``"finetune"``, the share of the steps spent first on the new head
+            alone (a linear probe, extractor frozen) before fine-tuning ("LP-FT", Kumar et
+            al. 2022): the head starts fine-tuning already fitted, so early gradients do
+            not wreck the source features. The total number of steps stays the same.
+            None takes :data:`PROBE_SHARE` (0.5 for fine-tuning, else 0).
+        options: passed to :func:`target_model`.
+
     Returns ``{"method", "per_class", "seed", "blocks" (trained conv blocks for (b)/(c),
-    else None), "accuracy", "seconds", "trainable"}``.
+    else None), "accuracy", "seconds", "trainable", "steps", "curve"}``.
     """
     x, y = label_budget(target, per_class, seed)
     model = target_model(method, source, len(target.class_names), seed, **options)
-    run = fit(model, x, y, steps=target_steps(len(x), max_steps), learning_rate=LEARNING_RATES[method], seed=seed)
+    steps = target_steps(len(x), max_steps)
+    share = PROBE_SHARE.get(method, 0.0) if probe_share is None else probe_share
+    probe = int(round(share * steps)) if method == "finetune" else 0
+    test = None
+    if track:  # the curve is measured on a fixed share of the test images (each point costs a pass over them)
+        fixed = smaller(target, None, CURVE_TEST_PER_CLASS)
+        test = (fixed.x_test, fixed.y_test)
+    seconds, curve = 0.0, []
+    if probe:  # linear probe first: only the new head trains, then everything the method trains
+        extractor = model.get_layer("extractor")
+        trainable = [layer.trainable for layer in extractor.layers]
+        for layer in extractor.layers:
+            layer.trainable = False
+        run = fit(model, x, y, steps=probe, learning_rate=LEARNING_RATES["features"], seed=seed, track=test,
+                  track_points=4)
+        seconds, curve = run["seconds"], run["curve"]
+        for layer, was in zip(extractor.layers, trainable):
+            layer.trainable = was
+    run = fit(model, x, y, steps=steps - probe, learning_rate=learning_rate or LEARNING_RATES[method], seed=seed,
+              track=test, track_points=4 if probe else 8)
+    seconds += run["seconds"]
+    curve += [(probe + step, value) for step, value in run["curve"]]
     blocks = {"features": 0, "finetune": options.get("unfrozen_blocks", len(BLOCKS))}.get(method)
     return {"method": method, "per_class": per_class if per_class is not None else int(len(y) / len(target.class_names)),
             "seed": seed, "blocks": blocks, "accuracy": accuracy(model, target.x_test, target.y_test),
-            "seconds": run["seconds"], "trainable": count_params(model)["trainable"]}
+            "seconds": seconds, "trainable": count_params(model)["trainable"], "steps": steps, "curve": curve}
 
 
 def run_grid(source: keras.Sequential | None, target: Task, methods, budgets, seeds, progress: bool = True,
-             max_steps: int = 800, **options) -> "pd.DataFrame":
+             max_steps: int = 400, track_budget: int | None = None, **options) -> "pd.DataFrame":
     """Every (method, label budget, seed) combination; one row per run (see :func:`run_method`).
 
-    The same seed gives every method the same target examples.
+    The same seed gives every method the same target examples. ``track_budget``: the
+    label budget whose seed-``seeds[0]`` runs also record their test-accuracy curve.
     """
     import pandas as pd
     combos = [(m, b, s) for b in budgets for s in seeds for m in methods]
-    rows = [run_method(m, source, target, b, seed=s, max_steps=max_steps, **options)
+    rows = [run_method(m, source, target, b, seed=s, max_steps=max_steps, track=(b == track_budget and s == seeds[0]),
+                       **options)
             for m, b, s in progress_bar(combos, "target runs", enabled=progress)]
     return pd.DataFrame(rows)
 

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import download
 from helpers import vision_transfer as vt
-from helpers.data import DataFormatError, load_cifar10
+from helpers.data import DataFormatError, ImageData, load_cifar10
 from helpers.download import Archive, ChecksumError
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -64,6 +64,19 @@ def test_loader_reads_uneven_batches(cifar_env):
     assert np.array_equal(data.x_train[0, :, :, 2].ravel(), raw[2048:])
 
 
+def test_the_loaded_build_is_named(cifar_env):
+    from helpers.data import KNOWN_CIFAR_BUILDS
+
+    data = load_cifar10()
+    assert data.build == download.REGISTRY["cifar-10"].sha256 == hashlib.sha256(
+        (cifar_env / "cifar-10-python.tar.gz").read_bytes()).hexdigest()
+    assert data.build_name == "the official CIFAR-10 archive"  # the fixture registers its archive as official
+    other = ImageData(data.x_train, data.y_train, data.x_test, data.y_test, data.class_names, build="9" * 64)
+    assert "not the official archive" in other.build_name and "20 training images" in other.build_name
+    full = next(sha for sha, text in KNOWN_CIFAR_BUILDS.items() if "60,000" in text)
+    assert "JPEG rebuild" in ImageData(data.x_train, data.y_train, data.x_test, data.y_test, NAMES, build=full).build_name
+
+
 def test_per_class_cap(cifar_env):
     data = load_cifar10(per_class_cap=1)
     assert np.bincount(data.y_train).max() == 1 and len(data.y_train) == len(np.unique(load_cifar10().y_train))
@@ -109,7 +122,6 @@ def tasks():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 12)
     x = rng.integers(0, 256, (120, 32, 32, 3), dtype=np.uint8)
-    from helpers.data import ImageData
     return vt.source_and_target(ImageData(x, y, x[:60], y[::2], NAMES))
 
 
@@ -164,18 +176,59 @@ def test_frozen_layers_stay_unchanged_and_source_is_untouched(tasks, trained_sou
     assert all(np.array_equal(a, b) for a, b in zip(before, trained_source.get_weights()))  # source untouched
 
 
-def test_fine_tuning_starts_at_source_weights_and_keeps_batch_norm(tasks, trained_source):
+def test_fine_tuning_keeping_the_source_batch_norm(tasks, trained_source):
     _, target = tasks
-    model = vt.target_model("finetune", trained_source, 5, unfrozen_blocks=1)
+    model = vt.target_model("finetune", trained_source, 5, unfrozen_blocks=1, retrain_batch_norm=False)
     extractor = model.get_layer("extractor")
     assert all(np.array_equal(a, b) for a, b in zip(extractor.get_weights(), trained_source.get_weights()))
     trainable = {layer.name for layer in extractor.layers if layer.trainable and layer.weights}
-    assert trainable == {"block2_conv0"}
-    bn_before = [w.copy() for w in extractor.get_layer("block0_bn0").get_weights()]
+    assert trainable == {"block3_conv0"}
+    bn_before = [w.copy() for w in extractor.get_layer("block3_bn0").get_weights()]
     vt.fit(model, target.x_train, target.y_train, steps=5, learning_rate=1e-2)
-    assert all(np.array_equal(a, b) for a, b in zip(bn_before, extractor.get_layer("block0_bn0").get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(bn_before, extractor.get_layer("block3_bn0").get_weights()))
     with pytest.raises(ValueError):
-        vt.set_trainable_blocks(extractor, 4)
+        vt.set_trainable_blocks(extractor, len(vt.BLOCKS) + 1)
+
+
+def test_fine_tuning_re_estimates_batch_norm_only_in_unfrozen_blocks(tasks, trained_source):
+    _, target = tasks
+    model = vt.target_model("finetune", trained_source, 5, unfrozen_blocks=1)  # the default: re-estimate
+    extractor = model.get_layer("extractor")
+    assert {layer.name for layer in extractor.layers if layer.trainable and layer.weights} == {"block3_conv0", "block3_bn0"}
+    frozen_bn = [w.copy() for w in extractor.get_layer("block0_bn0").get_weights()]
+    moving_before = extractor.get_layer("block3_bn0").moving_mean.numpy().copy()
+    vt.fit(model, target.x_train, target.y_train, steps=5, learning_rate=1e-2)
+    assert all(np.array_equal(a, b) for a, b in zip(frozen_bn, extractor.get_layer("block0_bn0").get_weights()))
+    assert not np.allclose(moving_before, extractor.get_layer("block3_bn0").moving_mean.numpy())
+    assert all(np.array_equal(a, b) for a, b in zip(trained_source.get_weights(), vt.copy_extractor(trained_source).get_weights()))
+
+
+def test_linear_probe_then_fine_tune_keeps_the_step_budget(tasks, trained_source):
+    _, target = tasks
+    run = vt.run_method("finetune", trained_source, target, 4, max_steps=10, track=True)
+    steps = [step for step, _ in run["curve"]]
+    assert run["steps"] == 10 and steps == sorted(steps) and 5 in steps and steps[-1] == 10  # 5 probe + 5 fine-tune
+    assert abs(run["curve"][-1][1] - run["accuracy"]) < 1e-9
+    scratch = vt.run_method("scratch", None, target, 4, max_steps=10, track=True)
+    assert [step for step, _ in scratch["curve"]][-1] == 10 and scratch["curve"][-1][1] == scratch["accuracy"]
+
+
+def test_features_from_an_earlier_block(tasks, trained_source):
+    source, _ = tasks
+    model = vt.target_model("features", trained_source, 5, feature_block=1)
+    assert model.get_layer("head").kernel.shape == (vt.BLOCKS[1][-1], 5)
+    assert vt.count_params(model)["trainable"] == vt.BLOCKS[1][-1] * 5 + 5
+    with pytest.raises(ValueError, match="feature block"):
+        vt.pooled_at(trained_source, len(vt.BLOCKS))
+
+
+def test_smaller_task_is_seeded_and_capped_per_class(tasks):
+    _, target = tasks
+    small = vt.smaller(target, 3, 2, seed=4)
+    assert np.bincount(small.y_train).tolist() == [3] * 5 and np.bincount(small.y_test, minlength=5).max() <= 2
+    again = vt.smaller(target, 3, 2, seed=4)
+    assert np.array_equal(small.x_train, again.x_train) and np.array_equal(small.x_test, again.x_test)
+    assert vt.smaller(target, None, None).x_train is target.x_train
 
 
 def test_accuracy_refuses_column_labels(tasks, trained_source):
@@ -195,7 +248,7 @@ def test_widget_lookup_edges():
     ])
     assert list(vt.accuracies_for(runs, 10, 0).values()) == [0.3, 0.6, 0.55]
     assert "(c) fine-tune last 3 block(s)" in vt.accuracies_for(runs, 10, 3)
-    for per_class, blocks, message in [(11, 0, "cached budgets"), (10, 4, "0..3"), (10, -1, "0..3"), (10, 2, "no cached run")]:
+    for per_class, blocks, message in [(11, 0, "cached budgets"), (10, 5, "0..4"), (10, -1, "0..4"), (10, 2, "no cached run")]:
         with pytest.raises(ValueError, match=message):
             vt.accuracies_for(runs, per_class, blocks)
 
