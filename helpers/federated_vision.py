@@ -15,9 +15,12 @@ The shared state is every trainable weight plus the batch-norm moving statistics
 (averaged like the weights, but never moved by a server optimiser such as FedAdam),
 flattened into one row of the core's parameter table, (1, P); a client sends all P
 values, float32, without indices. The two starting points are lesson 04's models: a fresh
-network, and a copy of the source-trained extractor with a new head. Both train every
-layer the same way, batch norm included (``target_model("finetune", …,
-retrain_batch_norm=True)``), so they differ only in their initial weights.
+network, and a copy of the source-trained extractor with a new head. The pre-trained start
+spends its first round on that head (:func:`class_mean_head`): the clients send per-class
+sums of their features and the server writes the nearest-class-mean classifier into it —
+the federated form of lesson 04's "head first, then everything", since a random head's
+first gradients pull the source features apart. From then on both train every layer the
+same way, batch norm included (``target_model("finetune", …, retrain_batch_norm=True)``).
 
 How much the clients disagree — what drives client drift, local models wandering off
 towards their own data — is measured as the gradient dissimilarity of Li et al.
@@ -37,6 +40,7 @@ B² grows for every α, so values from different runs are no longer comparable.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import keras
@@ -121,6 +125,7 @@ class FederatedModel:
                              if isinstance(getattr(layer, "generator", None), keras.random.SeedGenerator)]
         self._initial = [v.numpy() for v in model.variables]
         self._anchor = [tf.Variable(v, trainable=False) for v in self.trainable]  # θ of FedProx's term
+        self.extractor, self.head = model.get_layer("extractor"), model.get_layer("head")
         self._shapes = [tuple(v.shape) for v in self.shared]
         self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self._step = tf.function(self._sgd_step, reduce_retracing=True)
@@ -257,27 +262,76 @@ def gradient_dissimilarity(model: FederatedModel, state: list[np.ndarray], clien
     return float(p @ np.sum(grads**2, axis=1) / max(float(mean @ mean), 1e-30))
 
 
-def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarray, y_test: np.ndarray,
-                 config: FedConfig, rounds: int, algorithm: fc.Algorithm = fc.FEDAVG, progress: bool = False
-                 ) -> tuple[np.ndarray, fc.History]:
-    """``rounds`` rounds of the core from the model's starting weights (FedAvg unless ``algorithm``
-    says otherwise); global accuracy on (x_test, y_test) after every round (``accuracy``), and the
-    clients' gradient dissimilarity B² at the start (``dissimilarity``).
+def class_mean_head(model: FederatedModel, clients: ImageClients) -> fc.RoundReport:
+    """One round that sets the head from the clients' class means (FedNCM, Legate et al., *Guiding
+    the last layer in federated learning with pre-trained models*, NeurIPS 2023).
 
-    ``config.cosine_rounds`` = ``rounds`` lets the client rate settle over the last rounds (lesson 04
-    used the same schedule). Returns (final parameters (1, P), history).
+    Every client runs its training images through the extractor it received (inference mode, no
+    augmentation) and sends, per class c, the sum of its feature vectors s_{k,c} (d numbers) and
+    its count n_{k,c}: C·(d + 1) numbers, no gradients. The server forms the class means
+    μ_c = Σ_k s_{k,c} / Σ_k n_{k,c} and writes the nearest-class-mean classifier as the linear
+    head, logit_c(f) = f·μ_c − ½‖μ_c‖² (= −½‖f − μ_c‖² up to a term equal for every class), so
+    fine-tuning starts from a head that already fits the features instead of a random one.
+
+    Changes ``model``'s head in place; returns the round's report (all clients asked).
+
+    Raises:
+        ValueError: some class has no training image on any client.
+    """
+    start = time.perf_counter()
+    n_classes, dim = model.head.kernel.shape[1], model.head.kernel.shape[0]
+    sums, counts = np.zeros((clients.n_clients, n_classes, dim)), np.zeros((clients.n_clients, n_classes))
+    for k, (x, y) in enumerate(zip(clients.x_train, clients.y_train)):                  # on each client
+        features = vt.features(model.extractor, x)
+        np.add.at(sums[k], y, features)
+        counts[k] = np.bincount(y, minlength=n_classes)
+    if (counts.sum(axis=0) == 0).any():
+        raise ValueError(f"class(es) {np.flatnonzero(counts.sum(axis=0) == 0).tolist()} have no training image on any client")
+    means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]                               # on the server: (C, d)
+    model.head.kernel.assign(means.T.astype(np.float32))
+    model.head.bias.assign((-0.5 * np.sum(means**2, axis=1)).astype(np.float32))
+    n = clients.n_clients
+    width = model.n_shared()
+    return fc.RoundReport(round=0, asked=clients.client_ids, trained=clients.client_ids, examples=0, steps=0,
+                          bytes_down=n * fc.row_bytes(width, indexed=False),
+                          bytes_up=n * n_classes * (dim + 1) * fc.FLOAT_BYTES,
+                          dense_bytes=2 * n * fc.row_bytes(width, indexed=False), seconds=time.perf_counter() - start,
+                          update_norms=np.linalg.norm(sums.reshape(n, -1), axis=1))
+
+
+def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarray, y_test: np.ndarray,
+                 config: FedConfig, rounds: int, algorithm: fc.Algorithm = fc.FEDAVG, progress: bool = False,
+                 head_round: bool = False) -> tuple[np.ndarray, fc.History]:
+    """``rounds`` rounds from the model's starting weights: FedAvg through the core (unless
+    ``algorithm`` says otherwise), global accuracy on (x_test, y_test) before the first round and
+    after every round (``accuracy``), and the clients' gradient dissimilarity B² at the weights
+    the core's rounds start from (``dissimilarity``).
+
+    ``head_round``: spend the first of the ``rounds`` on :func:`class_mean_head` (for a
+    pre-trained extractor with a new head), then rounds 1 … ``rounds`` − 1 of the core; the
+    history holds one report and one accuracy per round all the same. ``config.cosine_rounds``
+    = ``rounds`` lets the client rate settle over the last rounds (lesson 04 used the same
+    schedule). Returns (final parameters (1, P), history).
     """
     config.check(clients.n_clients)
+    if head_round and rounds < 2:
+        raise ValueError(f"a head round needs at least 2 rounds in all, got {rounds}")
     model.reset()
-    start = fc.ServerState(model.get_flat())
-    dissimilarity = gradient_dissimilarity(model, model.get_shared(), clients)
 
     def evaluate(state, _):
         model.set_flat(state.params)
         return {"accuracy": model.accuracy(x_test, y_test)}
 
-    state, history = fc.train(ImageTask(model, clients), start, fc.ClientState(), config, rounds, evaluate,
-                              algorithm, progress)
+    first = {}
+    if head_round:  # round 0; the core's rounds are then numbered 1 … rounds − 1 (seeds, cosine schedule)
+        first = {"accuracy": model.accuracy(x_test, y_test), "report": class_mean_head(model, clients)}
+    start = fc.ServerState(model.get_flat(), round=1 if head_round else 0)
+    dissimilarity = gradient_dissimilarity(model, model.get_shared(), clients)
+    state, history = fc.train(ImageTask(model, clients), start, fc.ClientState(), config, rounds - start.round,
+                              evaluate, algorithm, progress)
+    if first:
+        history.metrics["accuracy"].insert(0, first["accuracy"])
+        history.reports.insert(0, first["report"])
     history.notes["dissimilarity"] = dissimilarity
     return state.params, history
 
@@ -310,8 +364,10 @@ class FLTLExperiment:
     One :class:`FederatedModel` per starting point is built once and reset for each run, so
     a new setting (the widget) costs only its rounds. Defaults: K = ``clients_per_round``,
     E = ``local_epochs``; the same client rate η_c for both starting points, decaying on a
-    cosine over the rounds. ``methods``: name → (settings that differ from FedAvg's,
-    :class:`helpers.fedcore.Algorithm`), e.g. FedProx's μ or FedAdam's server optimiser.
+    cosine over the rounds. The pre-trained start spends the first of its ``rounds`` on the
+    class-mean head (:func:`class_mean_head`), so both starts get the same number of rounds.
+    ``methods``: name → (settings that differ from FedAvg's, :class:`helpers.fedcore.Algorithm`),
+    e.g. FedProx's μ or FedAdam's server optimiser.
     """
 
     def __init__(self, target: vt.Task, source: keras.Sequential, n_clients: int = 20, rounds: int = 30,
@@ -352,7 +408,8 @@ class FLTLExperiment:
         key = (float(alpha), init, config.clients_per_round, config.local_epochs, method)
         if key not in self._runs:
             self._runs[key] = train_fedavg(self.models[init], self.clients(alpha), self.target.x_test,
-                                           self.target.y_test, config, self.rounds, self.methods[method][1], progress)
+                                           self.target.y_test, config, self.rounds, self.methods[method][1], progress,
+                                           head_round=init == "pretrained")
         return self._runs[key]
 
     def sweep(self, alphas, progress: bool = True) -> pd.DataFrame:

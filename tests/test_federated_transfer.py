@@ -236,6 +236,47 @@ def test_fedavg_of_one_client_is_that_clients_local_training(task):
     assert report.bytes_up == report.bytes_down == model.n_shared() * 4
 
 
+def test_class_mean_head_is_the_nearest_class_mean_classifier(task, source):
+    model = fv.federated_model("pretrained", source, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    extractor = [w.numpy().copy() for w in model.extractor.weights]
+    report = fv.class_mean_head(model, clients)
+    for now, then in zip(model.extractor.weights, extractor):                   # features only read
+        np.testing.assert_array_equal(now.numpy(), then)
+    train = vt.features(model.extractor, np.concatenate(clients.x_train))
+    test = vt.features(model.extractor, task.x_test)
+    central = vt.nearest_mean_accuracy(train, np.concatenate(clients.y_train), test, task.y_test)
+    assert model.accuracy(task.x_test, task.y_test) == pytest.approx(central, abs=1e-9)
+    assert report.bytes_up == 4 * 5 * (train.shape[1] + 1) * 4 and report.examples == 0
+    assert list(report.trained) == [0, 1, 2, 3]
+
+
+def test_a_class_no_client_holds_is_explained(task, source):
+    model = fv.federated_model("pretrained", source, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    without_last = dataclasses.replace(clients, y_train=[np.minimum(y, 3) for y in clients.y_train])
+    with pytest.raises(ValueError, match=r"class\(es\) \[4\] have no training image"):
+        fv.class_mean_head(model, without_last)
+
+
+def test_the_head_round_counts_as_one_of_the_rounds(task, source):
+    model = fv.federated_model("pretrained", source, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    config = fl.FedConfig(clients_per_round=2, local_epochs=1, batch_size=16, client_lr=0.05, cosine_rounds=3)
+    _, history = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=3, head_round=True)
+    assert len(history.accuracy) == 4 and len(history.reports) == 3
+    assert history.reports[0].examples == 0 < history.reports[1].examples
+    assert [r.round for r in history.reports] == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least 2 rounds"):
+        fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=1, head_round=True)
+
+
+def test_the_pretrained_start_alone_gets_the_head_round(task, source):
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=2, clients_per_round=2, local_epochs=1)
+    assert experiment.run(1.0, "pretrained")[1].reports[0].examples == 0
+    assert experiment.run(1.0, "scratch")[1].reports[0].examples > 0
+
+
 def test_fedprox_keeps_the_cnn_closer_to_the_global_weights(task):
     model = fv.federated_model("scratch", None, 5)
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
