@@ -39,7 +39,7 @@ class SourceRecipe:
         seed: weight initialisation, shuffling and augmentation.
     """
 
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 3e-3
     seed: int = 0

@@ -300,7 +300,7 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def features(extractor: keras.Model, x: np.ndarray) -> np.ndarray:
-    """Extractor outputs in inference mode: (N, 128) float32."""
+    """Extractor outputs in inference mode, no augmentation: (N, F) float32 (F = 256 for :func:`build_extractor`)."""
     return np.concatenate([keras.ops.convert_to_numpy(extractor(x[i:i + 512], training=False))
                            for i in range(0, len(x), 512)])
 

@@ -82,7 +82,7 @@ def test_the_lessons_source_presets(source_task, cache, monkeypatch):
     monkeypatch.setattr(lessons, "SOURCE_EPOCHS", {"full": 1, "fast": 1})
     monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_EPOCHS", {"full": 1, "fast": 1})
     monkeypatch.setattr(lessons, "SOURCE_IMAGES_PER_CLASS", {"full": None, "fast": 4})
-    monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_IMAGES_PER_CLASS", 6)
+    monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_IMAGES_PER_CLASS", {"full": 6, "fast": 3})
     monkeypatch.setattr(sm, "SourceRecipe", lambda epochs: TINY.__class__(epochs=epochs, batch_size=8))
     monkeypatch.setenv(config.FAST_ENV, "0")
     full_task, full = lessons.cifar_source(data, progress=False)
@@ -92,7 +92,8 @@ def test_the_lessons_source_presets(source_task, cache, monkeypatch):
     monkeypatch.setenv(config.FAST_ENV, "1")
     fast_task, fast = lessons.cifar_source(data, progress=False)
     assert len(fast_task.x_train) == 20 and not fast.cached
-    assert len(list(cache.glob("*.weights.h5"))) == 3
+    assert len(lessons.cifar_source(data, shuffled=True, progress=False)[0].x_train) == 15
+    assert len(list(cache.glob("*.weights.h5"))) == 4
     monkeypatch.setenv(config.FAST_ENV, "0")
     assert lessons.cifar_source(data, progress=False)[1].cached  # the full-mode source again: from the cache
 
@@ -106,3 +107,17 @@ def test_the_federated_target_is_a_small_seeded_draw(monkeypatch):
     target = lessons.federated_target(data)
     assert target.class_names == NAMES[5:] and np.bincount(target.y_train).tolist() == [7] * 5
     assert np.bincount(target.y_test).tolist() == [3] * 5
+
+
+def test_lesson_04s_target_keeps_every_image_except_fast_mode_test_images(monkeypatch):
+    from helpers import config, lessons
+
+    y = np.repeat(np.arange(10), 30)
+    data = ImageData(np.zeros((300, 32, 32, 3), np.uint8), y, np.zeros((300, 32, 32, 3), np.uint8), y, NAMES)
+    monkeypatch.setattr(lessons, "TARGET_TEST_PER_CLASS", {"full": None, "fast": 4})
+    monkeypatch.setenv(config.FAST_ENV, "0")
+    full = lessons.cifar_target(data)
+    assert len(full.y_train) == len(full.y_test) == 150
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    fast = lessons.cifar_target(data)
+    assert len(fast.y_train) == 150 and np.bincount(fast.y_test).tolist() == [4] * 5
