@@ -290,12 +290,10 @@ def class_mean_head(model: FederatedModel, clients: ImageClients) -> fc.RoundRep
     means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]                               # on the server: (C, d)
     model.head.kernel.assign(means.T.astype(np.float32))
     model.head.bias.assign((-0.5 * np.sum(means**2, axis=1)).astype(np.float32))
-    n = clients.n_clients
-    width = model.n_shared()
+    n, model_bytes = clients.n_clients, fc.row_bytes(model.n_shared(), indexed=False)  # the model, to every client
     return fc.RoundReport(round=0, asked=clients.client_ids, trained=clients.client_ids, examples=0, steps=0,
-                          bytes_down=n * fc.row_bytes(width, indexed=False),
-                          bytes_up=n * n_classes * (dim + 1) * fc.FLOAT_BYTES,
-                          dense_bytes=2 * n * fc.row_bytes(width, indexed=False), seconds=time.perf_counter() - start,
+                          bytes_down=n * model_bytes, bytes_up=n * n_classes * (dim + 1) * fc.FLOAT_BYTES,
+                          dense_bytes=2 * n * model_bytes, seconds=time.perf_counter() - start,
                           update_norms=np.linalg.norm(sums.reshape(n, -1), axis=1))
 
 
