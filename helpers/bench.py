@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 
 
 def _movielens_federation(variant: str = "latest-small"):
@@ -287,6 +288,58 @@ def bench_fltl(alphas=(0.1, 1.0, 100.0), rounds: int = 30, mf_rounds: int = 200,
     }
 
 
+WIDGET_BUDGET = {"median": 2.0, "max": 5.0}  # seconds a panel may take to answer a change
+_TIME_PANELS = ("import json\nfrom helpers.widgets import time_panels\n"
+                "print('PANEL_TIMES ' + json.dumps(time_panels()))")
+
+
+def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=None) -> dict:
+    """Run each lesson notebook with control panels in a fresh kernel (fast mode unless
+    ``fast`` is False), then time every panel it showed with :func:`helpers.widgets.time_panels`
+    (its default redrawn, every control moved in turn; after the notebook's own warm-up).
+
+    Args:
+        lessons: notebook name prefixes ("03", "06", ...); None: every notebook that shows a panel.
+        folder: where the notebooks are (default: the course's ``notebooks/``).
+    """
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    folder = Path(folder) if folder else Path(__file__).resolve().parent.parent / "notebooks"
+    names = sorted(p.name for p in folder.glob("[0-9][0-9]_*.ipynb")
+                   if "helpers.widgets" in p.read_text(encoding="utf-8")
+                   and (lessons is None or any(p.name.startswith(prefix) for prefix in lessons)))
+    if not names:
+        raise ValueError(f"no lesson notebook with control panels matches {lessons}")
+    previous = os.environ.get("COURSE_FAST")
+    os.environ["COURSE_FAST"] = "1" if fast else "0"  # the kernel inherits this process's environment
+    panels = []
+    try:
+        for name in names:
+            notebook = nbformat.read(folder / name, as_version=4)
+            notebook.cells.append(nbformat.v4.new_code_cell(_TIME_PANELS))
+            start = time.perf_counter()
+            NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(folder)}}).execute()
+            outputs = "".join(o.get("text", "") for o in notebook.cells[-1].outputs if o.get("output_type") == "stream")
+            line = next(l for l in outputs.splitlines() if l.startswith("PANEL_TIMES "))
+            for panel in json.loads(line.removeprefix("PANEL_TIMES ")):
+                panels.append({"lesson": name, **panel})
+            print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    finally:
+        if previous is None:
+            os.environ.pop("COURSE_FAST")
+        else:
+            os.environ["COURSE_FAST"] = previous
+    within = [p["median"] <= WIDGET_BUDGET["median"] and p["max"] <= WIDGET_BUDGET["max"] for p in panels]
+    return {"mode": "fast" if fast else "full", "budget_seconds": WIDGET_BUDGET, "panels": panels,
+            "panels_within_budget": f"{sum(within)} of {len(panels)}", "all_within_budget": all(within),
+            "slowest": max(panels, key=lambda p: p["max"])["panel"] if panels else None}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     privacy.add_argument("--rounds", type=int, default=100)
     fltl = commands.add_parser("fltl", help="lesson 06: FedAvg from scratch vs pre-trained per α; compression")
     fltl.add_argument("--rounds", type=int, default=30)
+    panels = commands.add_parser("widgets", help="every lesson's control panels: seconds to answer a change")
+    panels.add_argument("--lessons", nargs="*", help="notebook prefixes, e.g. 03 06 (default: every lesson with panels)")
+    panels.add_argument("--full", action="store_true", help="run the notebooks in full mode (default: COURSE_FAST=1)")
     args = parser.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # downloads and notices go to stderr: stdout is the JSON only
         report = _run(args)
@@ -322,6 +378,7 @@ def _run(args) -> dict:
         "crossdomain": lambda: bench_crossdomain(args.source),
         "privacy": lambda: bench_privacy(args.rounds),
         "fltl": lambda: bench_fltl(rounds=args.rounds),
+        "widgets": lambda: bench_widgets(args.lessons, fast=not args.full),
     }
     return commands[args.command]()
 

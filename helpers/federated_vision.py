@@ -56,6 +56,7 @@ from helpers.progress import progress as progress_bar
 
 PERSONALISE_TAG = 10**6  # seed-key slot that no round number reaches: personalisation batches
 INITS = {"scratch": "random initialisation", "pretrained": "source-pre-trained extractor"}
+HEAD_LR = 0.1  # η_c of the linear head on standardised frozen features (:class:`HeadTask`), chosen by measurement
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,81 @@ class ImageTask:
                           np.stack(deltas), self.download_bytes(clients, params.shape[1]))
 
 
+def pooled_standardisation(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation over every client's rows, (d,) each — what the
+    server gets from one round in which each client sends Σf, Σf² and n (2d + 1 numbers, no image)."""
+    n = sum(len(f) for f in features)
+    total = sum(f.astype(np.float64).sum(axis=0) for f in features)
+    squares = sum((f.astype(np.float64) ** 2).sum(axis=0) for f in features)
+    mean = total / n
+    return mean, np.sqrt(np.maximum(squares / n - mean**2, 1e-12))
+
+
+@dataclass
+class HeadTask:
+    """FedAvg of a linear head on frozen features: lesson 04's method (b), federated.
+
+    Each client turns its images into features once (the extractor never changes) and
+    trains only a softmax-regression head W (d, C), b (C,) on them, in numpy: E epochs of
+    mini-batch SGD on the cross-entropy, θ_k ← θ_k − η_c ∇L_k(θ_k). The model is one row of
+    the core's table, (1, d·C + C): W row-major, then b. Small enough to retrain in well
+    under a second, so a control panel can rerun it for any K and E.
+    """
+
+    features: list[np.ndarray]   # one (n_k, d) float32 array per client
+    labels: list[np.ndarray]     # one (n_k,) int array per client
+    n_classes: int
+
+    @property
+    def client_ids(self) -> np.ndarray:
+        return np.arange(len(self.labels))
+
+    @property
+    def width(self) -> int:
+        """d·C + C scalars: the row's width."""
+        return (self.features[0].shape[1] + 1) * self.n_classes
+
+    def num_examples(self, clients) -> np.ndarray:
+        return np.array([len(self.labels[k]) for k in clients])
+
+    def download_bytes(self, clients, width: int) -> np.ndarray:
+        return np.full(len(clients), fc.row_bytes(width, indexed=False))
+
+    def split(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A (1, d·C + C) row → (W (d, C), b (C,)) copies."""
+        d = self.features[0].shape[1]
+        flat = np.asarray(params, np.float32).ravel()
+        return flat[:d * self.n_classes].reshape(d, self.n_classes).copy(), flat[d * self.n_classes:].copy()
+
+    def train_clients(self, params, clients_state, clients, config: FedConfig, round_num: int) -> fc.Updates:
+        """Step (2) for each client: E epochs of SGD on its features from θ; sends Δ_k = θ_k − θ."""
+        deltas = []
+        for k in clients:
+            w, b = self.split(params)
+            x, y = self.features[k], self.labels[k]
+            rate, size = config.client_rate(round_num), config.batch_size or len(y)  # 0: one full batch
+            for epoch in range(config.local_epochs):
+                order = np.random.default_rng([config.seed, round_num, int(k), epoch]).permutation(len(y))
+                for start in range(0, len(y), size):
+                    batch = order[start:start + size]
+                    logits = x[batch] @ w + b
+                    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+                    p /= p.sum(axis=1, keepdims=True)
+                    p[np.arange(len(batch)), y[batch]] -= 1.0        # ∂L/∂logits of the mean cross-entropy
+                    p /= len(batch)
+                    w -= rate * (x[batch].T @ p)
+                    b -= rate * p.sum(axis=0)
+            deltas.append(np.concatenate([w.ravel(), b]) - np.asarray(params, np.float32).ravel())
+        n = len(clients)
+        return fc.Updates(np.asarray(clients), self.num_examples(clients), np.arange(n), np.zeros(n, np.int64),
+                          np.stack(deltas).astype(np.float32), self.download_bytes(clients, self.width))
+
+    def accuracy(self, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+        """Top-1 accuracy (0..1) of the head ``params`` on features x (N, d), labels y (N,)."""
+        w, b = self.split(params)
+        return metrics.accuracy(x @ w + b, y)
+
+
 def gradient_dissimilarity(model: FederatedModel, state: list[np.ndarray], clients: ImageClients) -> float:
     """B² = Σ_k p_k ‖g_k‖² / ‖Σ_k p_k g_k‖² over all clients at the global ``state`` (see module doc).
 
@@ -299,7 +375,7 @@ def class_mean_head(model: FederatedModel, clients: ImageClients) -> fc.RoundRep
 
 def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarray, y_test: np.ndarray,
                  config: FedConfig, rounds: int, algorithm: fc.Algorithm = fc.FEDAVG, progress: bool = False,
-                 head_round: bool = False) -> tuple[np.ndarray, fc.History]:
+                 head_round: bool = False, measure_dissimilarity: bool = True) -> tuple[np.ndarray, fc.History]:
     """``rounds`` rounds from the model's starting weights: FedAvg through the core (unless
     ``algorithm`` says otherwise), global accuracy on (x_test, y_test) before the first round and
     after every round (``accuracy``), and the clients' gradient dissimilarity B² at the weights
@@ -309,7 +385,9 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
     pre-trained extractor with a new head), then rounds 1 … ``rounds`` − 1 of the core; the
     history holds one report and one accuracy per round all the same. ``config.cosine_rounds``
     = ``rounds`` lets the client rate settle over the last rounds (lesson 04 used the same
-    schedule). Returns (final parameters (1, P), history).
+    schedule). ``measure_dissimilarity`` = False skips B² (a full-batch gradient on every
+    client, about as long as a round; ``notes["dissimilarity"]`` is then None).
+    Returns (final parameters (1, P), history).
     """
     config.check(clients.n_clients)
     if head_round and rounds < 2:
@@ -324,7 +402,7 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
     if head_round:  # round 0; the core's rounds are then numbered 1 … rounds − 1 (seeds, cosine schedule)
         first = {"accuracy": model.accuracy(x_test, y_test), "report": class_mean_head(model, clients)}
     start = fc.ServerState(model.get_flat(), round=1 if head_round else 0)
-    dissimilarity = gradient_dissimilarity(model, model.get_shared(), clients)
+    dissimilarity = gradient_dissimilarity(model, model.get_shared(), clients) if measure_dissimilarity else None
     state, history = fc.train(ImageTask(model, clients), start, fc.ClientState(), config, rounds - start.round,
                               evaluate, algorithm, progress)
     if first:
@@ -366,18 +444,26 @@ class FLTLExperiment:
     class-mean head (:func:`class_mean_head`), so both starts get the same number of rounds.
     ``methods``: name → (settings that differ from FedAvg's, :class:`helpers.fedcore.Algorithm`),
     e.g. FedProx's μ or FedAdam's server optimiser.
+
+    :meth:`head_view` is the quick version for a control panel: FedAvg of a linear head on
+    the source extractor's frozen features (:class:`HeadTask`), retrained in well under a
+    second for any K and E.
     """
 
     def __init__(self, target: vt.Task, source: keras.Sequential, n_clients: int = 20, rounds: int = 30,
                  clients_per_round: int = 10, local_epochs: int = 2, client_lr: float = 0.05,
-                 target_accuracy: float = 0.6, seed: int = 0, methods: dict | None = None):
-        self.target, self.n_clients, self.rounds = target, n_clients, rounds
+                 target_accuracy: float = 0.6, seed: int = 0, methods: dict | None = None, head_lr: float = HEAD_LR):
+        self.target, self.n_clients, self.rounds, self.source, self.head_lr = target, n_clients, rounds, source, head_lr
         self.clients_per_round, self.local_epochs, self.client_lr = clients_per_round, local_epochs, client_lr
         self.target_accuracy, self.seed = target_accuracy, seed
         self.methods = {"FedAvg": ({}, fc.FEDAVG), **(methods or {})}
         self.models = {init: federated_model(init, source, len(target.class_names), seed) for init in INITS}
         self._clients: dict[float, ImageClients] = {}
         self._runs: dict[tuple, tuple[np.ndarray, fc.History]] = {}
+        self._dissimilarity: dict[tuple, float] = {}  # B² depends on (α, start) only: measured once
+        self._head_tasks: dict[float, tuple[HeadTask, np.ndarray]] = {}
+        self._test_features: np.ndarray | None = None  # raw source features of the test images
+        self._head_runs: dict[tuple, fc.History] = {}
 
     def clients(self, alpha: float) -> ImageClients:
         """The Dirichlet(α) federation (built once per α)."""
@@ -404,10 +490,15 @@ class FLTLExperiment:
         """(final parameters, history) of one setting; trained on first request, then cached."""
         config = self.config(init, clients_per_round, local_epochs, method)
         key = (float(alpha), init, config.clients_per_round, config.local_epochs, method)
+        start = (float(alpha), init)
         if key not in self._runs:
-            self._runs[key] = train_fedavg(self.models[init], self.clients(alpha), self.target.x_test,
+            params, history = train_fedavg(self.models[init], self.clients(alpha), self.target.x_test,
                                            self.target.y_test, config, self.rounds, self.methods[method][1], progress,
-                                           head_round=init == "pretrained")
+                                           head_round=init == "pretrained",
+                                           measure_dissimilarity=start not in self._dissimilarity)
+            self._dissimilarity.setdefault(start, history.notes["dissimilarity"])
+            history.notes["dissimilarity"] = self._dissimilarity[start]
+            self._runs[key] = params, history
         return self._runs[key]
 
     def sweep(self, alphas, progress: bool = True) -> pd.DataFrame:
@@ -423,18 +514,47 @@ class FLTLExperiment:
                          "drift": history.dissimilarity, "seconds": history.seconds[-1]})
         return pd.DataFrame(rows)
 
-    def view(self, alpha: float, pretrained: bool, clients_per_round: int, local_epochs: int,
-             progress: bool = True) -> dict:
-        """The widget's curves: {label: history} for the chosen setting and, when K or E differ from
-        the defaults, the default setting at the same α and start for comparison.
+    def head_task(self, alpha: float) -> tuple[HeadTask, np.ndarray]:
+        """The clients of α with their images turned into the source extractor's features once,
+        standardised with the clients' pooled statistics (:func:`pooled_standardisation`; cached).
+
+        Returns (the task, the test set's features standardised the same way).
+        """
+        alpha = float(alpha)
+        if alpha not in self._head_tasks:
+            clients = self.clients(alpha)
+            raw = [vt.features(self.source, x) for x in clients.x_train]
+            mean, std = pooled_standardisation(raw)
+            scale = lambda f: ((f - mean) / std).astype(np.float32)
+            if self._test_features is None:
+                self._test_features = vt.features(self.source, self.target.x_test)
+            self._head_tasks[alpha] = (HeadTask([scale(f) for f in raw], list(clients.y_train),
+                                                len(self.target.class_names)), scale(self._test_features))
+        return self._head_tasks[alpha]
+
+    def head_run(self, alpha: float, clients_per_round: int, local_epochs: int) -> fc.History:
+        """``rounds`` rounds of FedAvg on a linear head over the source's frozen features, from
+        a zero head; global test accuracy before the first round and after every round (cached)."""
+        config = FedConfig(clients_per_round, local_epochs, batch_size=32, client_lr=self.head_lr, seed=self.seed)
+        config.check(self.n_clients)
+        key = (float(alpha), clients_per_round, local_epochs)
+        if key not in self._head_runs:
+            task, test_features = self.head_task(alpha)
+            test = (test_features, self.target.y_test)
+            start = fc.ServerState(np.zeros((1, task.width), np.float32))
+            _, self._head_runs[key] = fc.train(task, start, fc.ClientState(), config, self.rounds,
+                                               lambda state, _: {"accuracy": task.accuracy(state.params, *test)})
+        return self._head_runs[key]
+
+    def head_view(self, alpha: float, clients_per_round: int, local_epochs: int) -> dict:
+        """The quick panel's curves, {label: history}: the chosen K and E and, when they differ,
+        the experiment's default K and E at the same α.
 
         Raises:
-            ValueError: an impossible K or E, or an α that is not a positive number.
+            ValueError: an impossible K or E.
         """
-        init = "pretrained" if pretrained else "scratch"
-        config = self.config(init, clients_per_round, local_epochs)
-        curves = {f"{INITS[init]}, K = {config.clients_per_round}, E = {config.local_epochs}":
-                  self.run(alpha, init, config.clients_per_round, config.local_epochs, progress)[1]}
-        if (config.clients_per_round, config.local_epochs) != (self.clients_per_round, self.local_epochs):
-            curves[f"default K = {self.clients_per_round}, E = {self.local_epochs}"] = self.run(alpha, init)[1]
+        curves = {f"K = {clients_per_round}, E = {local_epochs}": self.head_run(alpha, clients_per_round, local_epochs)}
+        if (clients_per_round, local_epochs) != (self.clients_per_round, self.local_epochs):
+            curves[f"default K = {self.clients_per_round}, E = {self.local_epochs}"] = self.head_run(
+                alpha, self.clients_per_round, self.local_epochs)
         return curves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 
@@ -412,6 +413,7 @@ def plot_accuracy_rounds(panels: dict, target: float | None, title: str):
         if target is not None:
             ax.axhline(target, color="grey", ls=":", lw=1)
         ax.set(xlabel="round", title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("test accuracy (5 classes, chance 0.2)")
     axes[0, 0].legend(fontsize=8)

@@ -8,6 +8,9 @@ Invalid values are caught *inside* those functions (they raise ValueError), and
 
 from __future__ import annotations
 
+import statistics
+import time
+from dataclasses import dataclass
 from typing import Callable
 
 import ipywidgets as widgets
@@ -17,6 +20,7 @@ import numpy as np
 from helpers.lessons import MF_FEDAVG
 
 LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
+COLD_START_DIMS = (4, 8, 16, 32)  # the embedding sizes lesson 05's panel offers
 
 
 def show_or_explain(render: Callable, *args, **kwargs):
@@ -34,22 +38,92 @@ def show_or_explain(render: Callable, *args, **kwargs):
     return result
 
 
-def explained_interact(render: Callable, **controls):
+@dataclass
+class Panel:
+    """One control panel shown in this kernel: its name, the ``ipywidgets.interactive`` behind it
+    and its controls by parameter name."""
+
+    name: str
+    interactive: widgets.interactive
+    controls: dict
+
+
+PANELS: list[Panel] = []  # every panel shown in this kernel, in order (read by helpers.bench widgets)
+
+
+def explained_interact(render: Callable, name: str | None = None, **controls):
     """``ipywidgets.interact`` over ``render(**values)``, with ValueErrors explained in one line.
 
     Each keyword names one of ``render``'s parameters and gives the widget that sets it.
+    The panel is recorded in :data:`PANELS` under ``name`` (default: ``render``'s name).
     """
     def panel(**values):
         show_or_explain(render, **values)  # it shows the figure; returning it too would draw it twice
 
-    return widgets.interact(panel, **controls)
+    shown = widgets.interact(panel, **controls)
+    PANELS.append(Panel(name or getattr(render, "__name__", "panel"), shown.widget, controls))
+    return shown
+
+
+def moved_values(control: widgets.ValueWidget) -> list:
+    """The values a person would move ``control`` to, default excluded: one step up (down at
+    the top) and both ends for a slider, the other options (at most three) for a menu, the
+    other state for a checkbox, one less and one more for a number box (1 and 2 at 1)."""
+    value = control.value
+    if isinstance(control, widgets.Checkbox):
+        return [not value]
+    if isinstance(control, widgets.Dropdown):
+        options = [option[1] if isinstance(option, tuple) else option for option in control.options]
+        return [v for v in options if v != value][:3]
+    if isinstance(control, widgets.FloatLogSlider):
+        exponent = float(np.log(value) / np.log(control.base))
+        step = exponent + control.step if exponent + control.step <= control.max else exponent - control.step
+        candidates = [control.base ** step, control.base ** control.min, control.base ** control.max]
+    elif isinstance(control, (widgets.IntSlider, widgets.FloatSlider)):
+        step = value + control.step if value + control.step <= control.max else value - control.step
+        candidates = [step, control.min, control.max]
+    elif isinstance(control, (widgets.IntText, widgets.BoundedIntText)):
+        candidates = [value - 1, value + 1] if value > 1 else [value + 1, value + 2]
+    else:
+        raise TypeError(f"no moves defined for a {type(control).__name__}")
+    moved = []
+    for candidate in candidates:
+        if not np.isclose(candidate, value) and not any(np.isclose(candidate, m) for m in moved):
+            moved.append(type(value)(round(candidate, 6)) if isinstance(value, float) else type(value)(candidate))
+    return moved
+
+
+def time_panels(panels: list[Panel] | None = None) -> list[dict]:
+    """Seconds each panel takes to answer a change: its default redrawn, then every control
+    moved in turn to each of :func:`moved_values` (the others at their defaults), then back.
+
+    Returns one dict per panel: ``{"panel", "seconds": {"default" or "name=value": s},
+    "median", "max"}`` (seconds of wall time, figure drawing included).
+    """
+    report = []
+    for panel in PANELS if panels is None else panels:
+        seconds = {}
+        start = time.perf_counter()
+        panel.interactive.update()
+        seconds["default"] = time.perf_counter() - start
+        for name, control in panel.controls.items():
+            default = control.value
+            for value in moved_values(control):
+                start = time.perf_counter()
+                control.value = value  # interact redraws the panel on every change
+                seconds[f"{name}={value}"] = time.perf_counter() - start
+            control.value = default
+        values = list(seconds.values())
+        report.append({"panel": panel.name, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                       "median": round(statistics.median(values), 3), "max": round(max(values), 3)})
+    return report
 
 
 def temperature_control(render: Callable[[float], object], value: float = 1.0):
     """A log-scale temperature slider (0.05 … 20) that calls ``render(temperature)``."""
     slider = widgets.FloatLogSlider(value=value, base=10, min=-1.3, max=1.3, step=0.05,
                                     description="temperature T", continuous_update=False)
-    return explained_interact(lambda temperature: render(temperature), temperature=slider)
+    return explained_interact(lambda temperature: render(temperature), name="temperature", temperature=slider)
 
 
 def user_control(render: Callable[[int], object], user_ids: np.ndarray, value: int | None = None):
@@ -57,7 +131,7 @@ def user_control(render: Callable[[int], object], user_ids: np.ndarray, value: i
     options = [int(u) for u in user_ids]
     picker = widgets.Dropdown(options=options, value=value if value is not None else options[0],
                               description="user id")
-    return explained_interact(lambda user_id: render(user_id), user_id=picker)
+    return explained_interact(lambda user_id: render(user_id), name="user", user_id=picker)
 
 
 def gd_controls(render: Callable[[float, int, int], object], learning_rate: float = 1.0,
@@ -72,7 +146,7 @@ def gd_controls(render: Callable[[float, int, int], object], learning_rate: floa
                                   style=LABEL_STYLE)
     batch = widgets.IntText(value=batch_size, description="batch size")
     count = widgets.IntSlider(value=steps, min=10, max=1000, step=10, description="steps", continuous_update=False)
-    return explained_interact(render, learning_rate=rate, batch_size=batch, steps=count)
+    return explained_interact(render, name="gradient_descent", learning_rate=rate, batch_size=batch, steps=count)
 
 
 def federated_controls(render: Callable[[int, int, int, float, float], object]):
@@ -83,11 +157,11 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
     """
     preset = MF_FEDAVG
     return explained_interact(
-        render,
-        rounds=widgets.IntSlider(value=20, min=5, max=100, step=5, description="rounds", continuous_update=False),
+        render, name="federated_rounds",
+        rounds=widgets.IntSlider(value=20, min=5, max=60, step=5, description="rounds", continuous_update=False),
         clients_per_round=widgets.IntText(value=preset["clients_per_round"], description="clients per round K",
                                           style=LABEL_STYLE),
-        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=10, description="local epochs E",
+        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=5, description="local epochs E",
                                        continuous_update=False, style=LABEL_STYLE),
         client_lr=widgets.FloatLogSlider(value=preset["client_lr"], base=10, min=-3, max=0, step=0.1,
                                          description="client rate η_c", continuous_update=False, style=LABEL_STYLE),
@@ -99,7 +173,7 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
 def transfer_controls(render: Callable[[int, int], object], budgets: list[int], max_blocks: int):
     """Labels per class (the cached budgets) and unfrozen conv blocks → ``render``."""
     return explained_interact(
-        render,
+        render, name="transfer_blocks",
         per_class=widgets.Dropdown(options=budgets, value=budgets[0], description="labels per class", style=LABEL_STYLE),
         unfrozen_blocks=widgets.IntSlider(value=0, min=0, max=max_blocks, description="unfrozen blocks",
                                           continuous_update=False, style=LABEL_STYLE),
@@ -109,26 +183,26 @@ def transfer_controls(render: Callable[[int, int], object], budgets: list[int], 
 def cold_start_controls(render: Callable[[float, str, int], object]):
     """β (share of overlapping users made cold), mapping type and embedding size → ``render``."""
     return explained_interact(
-        render,
+        render, name="cold_start",
         beta=widgets.FloatSlider(value=0.5, min=0.1, max=0.9, step=0.1, description="β (cold share)",
                                  continuous_update=False, style=LABEL_STYLE),
         mapping=widgets.Dropdown(options=[("linear", "map_linear"), ("MLP", "map_mlp")], value="map_linear",
                                  description="mapping", style=LABEL_STYLE),
-        dim=widgets.Dropdown(options=[4, 8, 16, 32], value=16, description="embedding size", style=LABEL_STYLE),
+        dim=widgets.Dropdown(options=list(COLD_START_DIMS), value=16, description="embedding size", style=LABEL_STYLE),
     )
 
 
 def dp_controls(render: Callable[[float, float, int, int], object]):
     """Noise multiplier σ, clipping norm C, clients per round and rounds → ``render``."""
     return explained_interact(
-        render,
+        render, name="differential_privacy",
         noise_multiplier=widgets.FloatSlider(value=1.0, min=0.3, max=3.0, step=0.1, description="noise σ",
                                              continuous_update=False, style=LABEL_STYLE),
         clip_norm=widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="clip norm C",
                                          continuous_update=False, style=LABEL_STYLE),
         clients_per_round=widgets.IntText(value=MF_FEDAVG["clients_per_round"], description="clients per round",
                                           style=LABEL_STYLE),
-        rounds=widgets.IntSlider(value=30, min=10, max=100, step=10, description="rounds", continuous_update=False),
+        rounds=widgets.IntSlider(value=20, min=10, max=60, step=10, description="rounds", continuous_update=False),
     )
 
 
@@ -137,7 +211,7 @@ def attack_controls(render: Callable[[float, str, str], object]):
     from helpers.security import AGGREGATOR_LABELS, ATTACK_LABELS
 
     return explained_interact(
-        render,
+        render, name="attacks",
         attacker_share=widgets.FloatSlider(value=0.1, min=0.0, max=0.5, step=0.05, description="attacker share",
                                            continuous_update=False, style=LABEL_STYLE),
         attack=widgets.Dropdown(options=[(label, code) for code, label in ATTACK_LABELS.items()], value="push",
@@ -147,16 +221,15 @@ def attack_controls(render: Callable[[float, str, str], object]):
     )
 
 
-def fltl_controls(render: Callable[[float, bool, int, int], object], alphas: list[float], n_clients: int,
+def fltl_controls(render: Callable[[float, int, int], object], alphas: list[float], n_clients: int,
                   clients_per_round: int, local_epochs: int):
-    """Dirichlet α (the swept values), pre-trained start, clients per round K and local epochs E → ``render``.
+    """Dirichlet α (the swept values), clients per round K and local epochs E → ``render``.
 
     K is typed freely so impossible values (0, more than ``n_clients``) reach ``render``.
     """
     return explained_interact(
-        render,
+        render, name="federated_transfer",
         alpha=widgets.Dropdown(options=list(alphas), value=alphas[0], description="Dirichlet α", style=LABEL_STYLE),
-        pretrained=widgets.Checkbox(value=True, description="start from the pre-trained extractor", style=LABEL_STYLE),
         clients_per_round=widgets.IntText(value=clients_per_round, description=f"clients per round (of {n_clients})",
                                           style=LABEL_STYLE),
         local_epochs=widgets.IntSlider(value=local_epochs, min=1, max=5, description="local epochs E",
@@ -167,7 +240,7 @@ def fltl_controls(render: Callable[[float, bool, int, int], object], alphas: lis
 def compression_controls(render: Callable[[str, float, bool], object], fraction: float = 0.01):
     """Compression method, share of entries kept (log slider, top-k only) and error feedback → ``render``."""
     return explained_interact(
-        render,
+        render, name="compression",
         method=widgets.Dropdown(options=[("top-k sparsification", "topk"), ("8-bit quantisation", "int8")],
                                 value="topk", description="compression", style=LABEL_STYLE),
         fraction=widgets.FloatLogSlider(value=fraction, base=10, min=-4, max=0, step=0.25,

@@ -327,19 +327,63 @@ def test_first_round_reaching_a_target():
     assert metrics.first_reaching([1.1, 0.95, 0.9], 0.9, higher_is_better=False) == 2
 
 
-def test_widget_view_caches_runs_and_explains_bad_settings(task, source):
+def test_dissimilarity_is_measured_once_per_alpha_and_start(task, source):
     experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=2, clients_per_round=2, local_epochs=1,
                                    target_accuracy=0.5)
     sweep = experiment.sweep([1.0], progress=False)
     assert list(sweep["init"]) == list(fv.INITS) and sweep["drift"].ge(1.0).all()
-    default = experiment.view(1.0, pretrained=True, clients_per_round=2, local_epochs=1, progress=False)
+    other = experiment.run(1.0, "scratch", clients_per_round=3)[1]
+    assert len(other.accuracy) == 3
+    assert other.dissimilarity == float(sweep.query("init == 'scratch'")["drift"].iloc[0])  # B² depends on (α, start)
+    _, skipped = fv.train_fedavg(experiment.models["scratch"], experiment.clients(1.0), task.x_test, task.y_test,
+                                 experiment.config("scratch"), 2, measure_dissimilarity=False)
+    assert skipped.dissimilarity is None and skipped.accuracy == experiment.run(1.0, "scratch")[1].accuracy
+
+
+def test_head_task_step_is_softmax_regression_sgd():
+    """One client, one full batch, one epoch from a zero head: Δ = −η Xᵀ(softmax − onehot)/n, and b likewise."""
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], np.float32)
+    y = np.array([0, 1, 1])
+    head = fv.HeadTask([x], [y], n_classes=2)
+    config = fc.FedConfig(1, 1, batch_size=0, client_lr=0.5)
+    updates = head.train_clients(np.zeros((1, head.width), np.float32), None, [0], config, 0)
+    error = np.full((3, 2), 0.5) - np.eye(2)[y]                                   # softmax of zeros − one-hot
+    assert head.width == 6 and updates.upload_bytes[0] == 24
+    np.testing.assert_allclose(updates.values[0], np.concatenate([(-0.5 * x.T @ error / 3).ravel(),
+                                                                  -0.5 * error.mean(axis=0)]), rtol=1e-6)
+
+
+def test_federated_head_learns_separable_features():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 8))
+    y = rng.integers(0, 3, 300)
+    x = (centres[y] + rng.normal(0, 0.3, (300, 8))).astype(np.float32)
+    head = fv.HeadTask([x[k::4] for k in range(4)], [y[k::4] for k in range(4)], n_classes=3)
+    _, history = fc.train(head, fc.ServerState(np.zeros((1, head.width), np.float32)), fc.ClientState(),
+                          fc.FedConfig(2, 1, batch_size=8, client_lr=0.1), 5,
+                          lambda state, _: {"accuracy": head.accuracy(state.params, x, y)})
+    assert history.accuracy[0] < 0.5 < 0.95 < history.accuracy[-1]
+
+
+def test_pooled_standardisation_equals_the_central_one():
+    rng = np.random.default_rng(1)
+    parts = [rng.normal(3, 2, (n, 4)) for n in (5, 17, 40)]
+    mean, std = fv.pooled_standardisation(parts)
+    np.testing.assert_allclose(mean, np.concatenate(parts).mean(axis=0))
+    np.testing.assert_allclose(std, np.concatenate(parts).std(axis=0))
+
+
+def test_head_panel_retrains_quickly_caches_and_explains_bad_settings(task, source):
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=5, clients_per_round=2, local_epochs=1)
+    default = experiment.head_view(1.0, 2, 1)
     (history,) = default.values()
-    assert history is experiment.run(1.0, "pretrained")[1]                      # from the cache, not retrained
-    other = experiment.view(1.0, pretrained=False, clients_per_round=3, local_epochs=1, progress=False)
-    assert len(other) == 2 and all(len(h.accuracy) == 3 for h in other.values())
+    assert len(history.accuracy) == 6
+    other = experiment.head_view(1.0, 4, 3)
+    assert list(other) == ["K = 4, E = 3", "default K = 2, E = 1"] and other["default K = 2, E = 1"] is history
+    assert other["K = 4, E = 3"].client_examples[-1] == 5 * 3 * sum(len(y) for y in experiment.clients(1.0).y_train)
     for k in (0, 5):
         with pytest.raises(ValueError, match="clients per round"):
-            experiment.view(1.0, True, k, 1, progress=False)
+            experiment.head_view(1.0, k, 1)
 
 
 def test_compression_widget_values_are_checked(federation):

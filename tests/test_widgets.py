@@ -24,7 +24,7 @@ def recorder(calls):
     (lambda r: w.cold_start_controls(r), {"beta", "mapping", "dim"}),
     (lambda r: w.dp_controls(r), {"noise_multiplier", "clip_norm", "clients_per_round", "rounds"}),
     (lambda r: w.attack_controls(r), {"attacker_share", "attack", "aggregator"}),
-    (lambda r: w.fltl_controls(r, [0.1, 100.0], 20, 10, 2), {"alpha", "pretrained", "clients_per_round", "local_epochs"}),
+    (lambda r: w.fltl_controls(r, [0.1, 100.0], 20, 10, 2), {"alpha", "clients_per_round", "local_epochs"}),
     (lambda r: w.compression_controls(r), {"method", "fraction", "error_feedback"}),
 ])
 def test_controls_pass_named_values(make, names):
@@ -51,3 +51,29 @@ def test_a_panel_draws_its_figure_once():
     panel.widget.update()
     assert panel.widget.result is None
     plt.close("all")
+
+
+def test_moved_values_stay_inside_each_control():
+    assert w.moved_values(w.widgets.Checkbox(value=True)) == [False]
+    assert w.moved_values(w.widgets.Dropdown(options=[("a", "x"), ("b", "y"), ("c", "z")], value="y")) == ["x", "z"]
+    assert w.moved_values(w.widgets.Dropdown(options=[0.1, 1.0, 100.0], value=0.1)) == [1.0, 100.0]
+    assert w.moved_values(w.widgets.IntSlider(value=10, min=5, max=10, step=5)) == [5]        # top: one step down
+    assert w.moved_values(w.widgets.FloatSlider(value=0.5, min=0.1, max=0.9, step=0.1)) == [0.6, 0.1, 0.9]
+    log = w.widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.5)
+    assert np.allclose(w.moved_values(log), [10 ** -0.5, 1e-3, 1.0])
+    assert w.moved_values(w.widgets.IntText(value=1)) == [2, 3] and w.moved_values(w.widgets.IntText(value=10)) == [9, 11]
+    for control in (w.widgets.IntSlider(value=3, min=1, max=5), w.widgets.FloatLogSlider(value=1.0, min=-1, max=1)):
+        assert all(control.min <= (np.log10(v) if isinstance(control, w.widgets.FloatLogSlider) else v) <= control.max
+                   for v in w.moved_values(control))
+
+
+def test_time_panels_moves_every_control_and_restores_it():
+    calls = []
+    slider, box = w.widgets.IntSlider(value=2, min=1, max=4), w.widgets.Checkbox(value=False)
+    panel = w.explained_interact(recorder(calls), name="demo", level=slider, flag=box)
+    (report,) = w.time_panels([w.PANELS[-1]])
+    assert w.PANELS[-1].interactive is panel.widget and report["panel"] == "demo"
+    assert list(report["seconds"]) == ["default", "level=3", "level=1", "level=4", "flag=True"]
+    assert {"level": 3, "flag": False} in calls and {"level": 2, "flag": True} in calls
+    assert (slider.value, box.value) == (2, False)                                 # back at the defaults
+    assert 0 <= report["median"] <= report["max"] == max(report["seconds"].values())
