@@ -34,6 +34,7 @@ from helpers import mf
 from helpers.data import RatingsData
 from helpers.download import DataUnavailableError
 from helpers.metrics import mae, rmse
+from helpers.progress import progress as progress_bar
 
 METHODS = {
     "bias": "bias baseline (μ + b_i)",
@@ -227,12 +228,15 @@ def predict_mapped(source_params: mf.MFParams, target_params: mf.MFParams, mappi
 
 
 def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int = 16, epochs: int = 20,
-                     source_params: mf.MFParams | None = None, methods=tuple(METHODS)) -> list[dict]:
+                     source_params: mf.MFParams | None = None, methods=tuple(METHODS),
+                     target_params: mf.MFParams | None = None) -> list[dict]:
     """Train every method for one (β, seed) and score it on the cold users' hidden ratings.
 
     Args:
         source_params: a source-domain MF already trained (it does not depend on β);
             trained here when None.
+        target_params: the target-domain MF of this (β, seed, dim) already trained on the
+            split's training ratings; trained here when None.
 
     Returns:
         One dict per method: ``method, beta, seed, MAE, RMSE, cold_users, test_ratings``.
@@ -241,7 +245,8 @@ def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int 
     test, targets = split.test, split.test["rating"].to_numpy()
     if source_params is None:
         source_params = train_domain_mf(domains.source, domains.n_users, domains.n_source_items, dim, epochs, seed)
-    target_params = train_domain_mf(split.train, domains.n_users, domains.n_target_items, dim, epochs, seed)
+    if target_params is None:
+        target_params = train_domain_mf(split.train, domains.n_users, domains.n_target_items, dim, epochs, seed)
     mu_t = target_params.mu
     q_t, b_t = target_params.item_vec.numpy(), target_params.item_bias.numpy()
     zeros_vec, zeros_bias = np.zeros((domains.n_users, dim)), np.zeros(domains.n_users)
@@ -340,13 +345,28 @@ def interaction_rmse(model: InteractionModel, test: pd.DataFrame) -> float:
 class ColdStartPlayground:
     """The lesson's widget: bias baseline, TGT and one mapping at a chosen β and size.
 
-    Source-domain MFs are cached per embedding size, so a redraw trains only the
-    target MF and the mapping (a few seconds).
+    Every model is cached: source-domain MFs per embedding size (:meth:`warm` trains them
+    up front), target-domain MFs per (β, size), results per setting. A new β or size trains
+    one target MF and the mapping; switching the mapping refits only the mapping.
     """
 
     def __init__(self, domains: CrossDomain, seed: int = 0, epochs: int = 20):
         self.domains, self.seed, self.epochs = domains, seed, epochs
         self._source: dict[int, mf.MFParams] = {}
+        self._target: dict[tuple, mf.MFParams] = {}
+        self._results: dict[tuple, dict] = {}
+
+    def source(self, dim: int) -> mf.MFParams:
+        """The source-domain MF of embedding size ``dim`` (trained once)."""
+        if dim not in self._source:
+            self._source[dim] = train_domain_mf(self.domains.source, self.domains.n_users,
+                                                self.domains.n_source_items, dim, self.epochs, self.seed)
+        return self._source[dim]
+
+    def warm(self, dims, progress: bool = True) -> None:
+        """Train the source MFs of every size in ``dims`` now (the slow part of a new size)."""
+        for dim in progress_bar(list(dims), "source MFs", enabled=progress):
+            self.source(dim)
 
     def run(self, beta: float, mapping: str, dim: int) -> dict:
         """RMSE on the cold users' hidden ratings: ``{label: rmse}`` for three methods.
@@ -358,13 +378,16 @@ class ColdStartPlayground:
             raise ValueError(f"embedding size must be a whole number ≥ 1, got {dim}")
         if mapping not in ("map_linear", "map_mlp"):
             raise ValueError(f"mapping must be 'map_linear' or 'map_mlp', got {mapping!r}")
-        cold_start_split(self.domains, beta, self.seed)  # validates β before any training
-        if dim not in self._source:
-            self._source[dim] = train_domain_mf(self.domains.source, self.domains.n_users,
-                                                self.domains.n_source_items, dim, self.epochs, self.seed)
-        rows = evaluate_methods(self.domains, beta, self.seed, dim, self.epochs, source_params=self._source[dim],
-                                methods=("bias", "tgt", mapping))
-        return {METHODS[row["method"]]: row["RMSE"] for row in rows}
+        split = cold_start_split(self.domains, beta, self.seed)  # validates β before any training
+        key = (round(float(beta), 6), mapping, int(dim))
+        if key not in self._results:
+            if key[::2] not in self._target:
+                self._target[key[::2]] = train_domain_mf(split.train, self.domains.n_users,
+                                                         self.domains.n_target_items, dim, self.epochs, self.seed)
+            rows = evaluate_methods(self.domains, beta, self.seed, dim, self.epochs, source_params=self.source(dim),
+                                    methods=("bias", "tgt", mapping), target_params=self._target[key[::2]])
+            self._results[key] = {METHODS[row["method"]]: row["RMSE"] for row in rows}
+        return dict(self._results[key])
 
 
 def cold_user_lists(domains: CrossDomain, beta: float, user: int, k: int = 10, dim: int = 16, epochs: int = 20,

@@ -298,7 +298,7 @@ def noisy_sum(noise_std: float, denominator: float, seed: int = 0) -> Aggregator
 
     def aggregate(updates: Updates, shape: tuple, context: RoundContext) -> np.ndarray:
         total = np.zeros(shape, np.float64)
-        np.add.at(total, updates.rows, updates.values)
+        np.add.at(total, updates.rows, updates.values.astype(np.float64))  # same sums; the unmixed dtypes are faster
         total += np.random.default_rng([seed, context.state.round]).normal(0, noise_std, shape)
         return (total / denominator).astype(np.float32)
 
@@ -507,3 +507,38 @@ def train(task, state: ServerState, clients_state, config: FedConfig, rounds: in
         for name, value in evaluate(state, clients_state).items():
             history.metrics[name].append(value)
     return state, history
+
+
+class ExtendableRun:
+    """One training run that grows on demand, for control panels whose slider sets the rounds.
+
+    :meth:`first` returns the :class:`History` of the run's first ``rounds`` rounds and trains
+    only the rounds not run yet. Every round's randomness is keyed by (seed, round) — sampling,
+    local batches, DP noise — and the server optimiser's state travels in the
+    :class:`ServerState`, so the first r rounds of a longer run are exactly a run of r rounds.
+    The states reached are those after the most rounds asked for so far.
+    """
+
+    def __init__(self, task, state: ServerState, clients_state, config: FedConfig,
+                 evaluate: Callable[[ServerState, object], dict], algorithm: "Algorithm | None" = None):
+        self.task, self.state, self.clients_state, self.config = task, state, clients_state, config
+        self.evaluate, self.algorithm = evaluate, algorithm or FEDAVG
+        self.history = History({name: [value] for name, value in evaluate(state, clients_state).items()})
+
+    @property
+    def rounds_run(self) -> int:
+        return len(self.history.reports)
+
+    def first(self, rounds: int) -> History:
+        """The history of rounds 1 … ``rounds`` (a copy), training the missing ones first."""
+        if int(rounds) != rounds or rounds < 1:
+            raise ValueError(f"rounds must be a whole number ≥ 1, got {rounds}")
+        missing = int(rounds) - self.rounds_run
+        if missing > 0:
+            self.state, more = train(self.task, self.state, self.clients_state, self.config, missing, self.evaluate,
+                                     self.algorithm)
+            for name, values in more.metrics.items():
+                self.history.metrics[name] += values[1:]  # values[0] re-evaluated the state already recorded
+            self.history.reports += more.reports
+        return History({name: values[:rounds + 1] for name, values in self.history.metrics.items()},
+                       self.history.reports[:rounds], dict(self.history.notes))

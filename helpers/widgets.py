@@ -122,7 +122,7 @@ def time_panels(panels: list[Panel] | None = None) -> list[dict]:
 def temperature_control(render: Callable[[float], object], value: float = 1.0):
     """A log-scale temperature slider (0.05 … 20) that calls ``render(temperature)``."""
     slider = widgets.FloatLogSlider(value=value, base=10, min=-1.3, max=1.3, step=0.05,
-                                    description="temperature T", continuous_update=False)
+                                    description="temperature T", continuous_update=False, style=LABEL_STYLE)
     return explained_interact(lambda temperature: render(temperature), name="temperature", temperature=slider)
 
 
@@ -130,7 +130,7 @@ def user_control(render: Callable[[int], object], user_ids: np.ndarray, value: i
     """A dropdown of user ids that calls ``render(user_id)``."""
     options = [int(u) for u in user_ids]
     picker = widgets.Dropdown(options=options, value=value if value is not None else options[0],
-                              description="user id")
+                              description="user id", style=LABEL_STYLE)
     return explained_interact(lambda user_id: render(user_id), name="user", user_id=picker)
 
 

@@ -135,3 +135,17 @@ def test_playground_widget_function(capsys):
         assert message in capsys.readouterr().out
     assert len(playground.run(0.5, "map_mlp", 4)) == 3
     matplotlib.pyplot.close("all")
+
+
+def test_playground_caches_every_model_and_matches_a_fresh_evaluation():
+    domains = synthetic_domains()
+    playground = cd.ColdStartPlayground(domains, epochs=5)
+    playground.warm([4], progress=False)
+    linear = playground.run(0.5, "map_linear", 4)
+    target = playground._target[(0.5, 4)]
+    mlp = playground.run(0.5, "map_mlp", 4)                    # the same target MF, only a new mapping
+    assert playground._target[(0.5, 4)] is target and len(playground._source) == 1
+    assert playground.run(0.5, "map_linear", 4) == linear        # a revisit is a lookup
+    fresh = {cd.METHODS[r["method"]]: r["RMSE"]
+             for r in cd.evaluate_methods(domains, 0.5, 0, 4, 5, methods=("bias", "tgt", "map_mlp"))}
+    assert mlp == pytest.approx(fresh)

@@ -193,3 +193,26 @@ def test_running_statistics_are_averaged_whatever_the_server_optimiser():
     assert state.params[0, 2] == pytest.approx(2.0)                        # the plain mean of 1 and 3
     assert state.params[0, 0] == pytest.approx(0.01 * 0.2 / (np.sqrt(0.04) + 1e-3), rel=1e-5)  # Adam's step
     assert report.bytes_down == report.bytes_up == 2 * 12
+
+
+@pytest.mark.parametrize("name", ["uniform", "poisson (DP)", "top-10% compression"])
+def test_an_extended_run_equals_a_run_of_that_many_rounds(federation, name):
+    """The rounds slider of a panel: asking for 2, then 5, then 3 rounds gives exactly the runs of 2, 5 and 3
+    rounds (DP noise, compression residuals and server state included), and trains only missing rounds."""
+    algorithm = ALGORITHMS[name]
+
+    def evaluate(state, store):
+        return {"test_rmse": fl.federated_rmse(state, store, federation, federation.test)}
+
+    def fresh():
+        state, store = fl.init_state(federation, 4)
+        return state, store
+
+    run = fc.ExtendableRun(federation, *fresh(), CONFIG, evaluate, algorithm)
+    for rounds, trained_after in ((2, 2), (5, 5), (3, 5)):
+        extended = run.first(rounds)
+        _, direct = fc.train(federation, *fresh(), CONFIG, rounds, evaluate, algorithm)
+        assert extended.test_rmse == direct.test_rmse and run.rounds_run == trained_after
+        assert [r.bytes_up for r in extended.reports] == [r.bytes_up for r in direct.reports]
+    with pytest.raises(ValueError, match="whole number"):
+        run.first(0)

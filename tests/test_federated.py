@@ -134,11 +134,25 @@ def test_round_report_counts_touched_rows_both_ways(federation):
     (20, 5, 1, 0.1, -1.0, "server learning rate"), (20, 5, 0, 0.1, 1.0, "local epochs"),
 ])
 def test_widget_function_explains_impossible_values(federation, capsys, rounds, k, epochs, client_lr, server_lr, message):
+    runs = fl.RunCache(federation, dim=4)
+
     def render(rounds, k, epochs, client_lr, server_lr):
-        history = fl.train_federated(federation, fl.FedConfig(k, epochs, 4, client_lr, server_lr), rounds, dim=4)[2]
+        history = runs.get(fl.FedConfig(k, epochs, 4, client_lr, server_lr)).first(rounds)
         return plot_fed_curves({"FedAvg": history}, 1.0, "t")
 
     assert show_or_explain(render, rounds, k, epochs, client_lr, server_lr) is None
     assert message in capsys.readouterr().out
     assert show_or_explain(render, 1, 25, 1, 0.1, 1.0) is not None  # all clients, one round: fine
     matplotlib.pyplot.close("all")
+
+
+def test_run_cache_reuses_and_extends_each_settings_run(federation):
+    runs = fl.RunCache(federation, dim=4)
+    config = fl.FedConfig(5, 1, 4, 0.1, 1.0)
+    runs.get(config).first(3)
+    assert runs.get(config) is runs.get(fl.FedConfig(5, 1, 4, 0.1, 1.0)) and runs.get(config).rounds_run == 3
+    _, _, direct = fl.train_federated(federation, config, 5, dim=4)
+    assert runs.get(config).first(5).test_rmse == direct.test_rmse          # extended by the two missing rounds
+    assert runs.get(fl.FedConfig(6, 1, 4, 0.1, 1.0)).rounds_run == 0          # another setting: another run
+    with pytest.raises(ValueError, match="key"):
+        runs.get(config, fc.Algorithm(sampler=fc.poisson(0.2)))

@@ -69,6 +69,13 @@ def test_epsilon_anchor_from_tff_tutorial():
     assert pv.epsilon(1.2, 120 / 3383, 100, 1e-5, "rdp") == pytest.approx(1.99, abs=0.01)
     assert pv.epsilon(1.2, 120 / 3383, 100, 1e-5, "pld") == pytest.approx(1.71, abs=0.01)
     assert pv.epsilon(2.4, 120 / 3383, 100, 1e-5) < pv.epsilon(1.2, 120 / 3383, 100, 1e-5)
+    # the coarser PLD grid of the course gives the accountant's default ε (1e-4 grid) to within 0.1%
+    import dp_accounting
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+        50 / 610, dp_accounting.GaussianDpEvent(0.5)), 30)
+    fine = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
+    fine.compose(event)
+    assert pv.epsilon(0.5, 50 / 610, 30, 1e-5, "pld") == pytest.approx(fine.get_epsilon(1e-5), rel=1e-3)
     for bad in [dict(noise_multiplier=0.0), dict(sampling_rate=0.0), dict(sampling_rate=1.5), dict(rounds=0)]:
         args = dict(noise_multiplier=1.0, sampling_rate=0.1, rounds=10, delta=1e-5) | bad
         with pytest.raises(ValueError):
