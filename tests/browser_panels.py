@@ -1,0 +1,187 @@
+"""Drive the course's control panels in real JupyterLab and headless Chromium (Playwright).
+
+Used by ``tests/test_browser.py``. :func:`jupyterlab` starts a private JupyterLab on a free
+loopback port over a temporary copy of the notebooks and always stops it (and its kernels);
+:func:`check_notebook` opens one notebook, runs all cells, then moves every control of every
+panel as a person would and returns what went wrong, one line per problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BAD_OUTPUT = ("Traceback", "Error", "Warning", "WARNING")  # what a panel's output must never show
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable (Debian's ``chromium`` package), or None."""
+    for name in CHROMIUM_CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, env: dict | None = None, timeout: float = 60.0):
+    """A JupyterLab server on 127.0.0.1 serving ``root``; yields (base URL, token, process).
+
+    Its settings, workspaces and runtime files live under ``root/.jupyter``; it and every
+    kernel it started are stopped on exit, also on error.
+    """
+    port, token = free_port(), secrets.token_hex(16)
+    home = root / ".jupyter"
+    environment = {**os.environ, **(env or {}), "JUPYTER_CONFIG_DIR": str(home / "config"),
+                   "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+                   "JUPYTERLAB_SETTINGS_DIR": str(home / "settings")}
+    log_path = root / ".jupyter" / "jupyterlab.log"
+    settings = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text('{"windowingMode": "none"}')  # every cell in the page, as a long scroll (no virtual list)
+    log = open(log_path, "w")
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+               "--LabApp.news_url=", "--ServerApp.allow_root=True"]
+    server = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with code {server.returncode} before it served {base}; "
+                                   f"its log ends:\n{log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab did not answer on {base} within {timeout:.0f} s")
+                time.sleep(0.5)
+        yield base, token, server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its kernels share its session
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def _kernel_busy(page) -> bool:
+    return page.evaluate("""() => {
+        const w = window.jupyterapp.shell.currentWidget;
+        const kernel = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+        const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')].map(p => p.innerText);
+        return !kernel || kernel.status !== 'idle' || prompts.some(p => p.includes('*'));
+    }""")
+
+
+def wait_idle(page, timeout: float) -> None:
+    """Until the notebook's kernel is idle and no cell waits or runs, twice in a row."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            state = page.evaluate("""() => { const w = window.jupyterapp.shell.currentWidget;
+                const s = w && w.sessionContext; return [s && s.session && s.session.kernel && s.session.kernel.status,
+                document.querySelectorAll('.jp-Dialog').length]; }""")
+            raise TimeoutError(f"the kernel was still busy after {timeout:.0f} s (kernel status, open dialogs: {state})")
+        quiet = 0 if _kernel_busy(page) else quiet + 1
+        time.sleep(0.25)
+
+
+def _output_state(panel) -> tuple[tuple, int, str]:
+    """(what a person sees: the text and every image, the number of images, the text)."""
+    output = panel.locator(".widget-output")
+    images = output.locator("img")
+    sources = tuple(images.nth(i).get_attribute("src") for i in range(images.count()))
+    text = output.inner_text()
+    return (text, sources), len(sources), text
+
+
+def _moves(panel):
+    """(label, action) for every control of a panel, each moved the way a person would."""
+    moves = []
+    for i in range(panel.locator(".widget-slider .noUi-handle").count()):
+        handle = panel.locator(".widget-slider .noUi-handle").nth(i)
+        moves.append((f"slider {i + 1}", lambda h=handle: (h.focus(), h.press("ArrowLeft" if h.get_attribute(
+            "aria-valuenow") == h.get_attribute("aria-valuemax") else "ArrowRight"))))
+    for i in range(panel.locator("select").count()):
+        menu = panel.locator("select").nth(i)
+        if menu.locator("option").count() < 2:
+            continue  # nothing to move to
+        moves.append((f"menu {i + 1}", lambda m=menu: m.select_option(index=(m.evaluate("s => s.selectedIndex") + 1)
+                                                                      % m.locator("option").count())))
+    for i in range(panel.locator("input[type=checkbox]").count()):
+        box = panel.locator("input[type=checkbox]").nth(i)
+        moves.append((f"checkbox {i + 1}", lambda b=box: b.click()))
+    for i in range(panel.locator("input[type=number]").count()):
+        field = panel.locator("input[type=number]").nth(i)
+        moves.append((f"number box {i + 1}", lambda f=field: (f.fill(str(int(float(f.input_value())) + 1)),
+                                                               f.press("Enter"))))
+    return moves
+
+
+def check_notebook(page, base: str, token: str, name: str, shots: Path, run_timeout: float = 1800,
+                   move_timeout: float = 20) -> list[str]:
+    """Open ``name``, run all cells, move every control of every panel; the problems found."""
+    problems = []
+    page.goto(f"{base}/lab/tree/{name}?token={token}&reset")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && "
+                           "document.querySelector('.jp-Notebook')", timeout=60_000)
+    wait_idle(page, 120)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    time.sleep(1)
+    wait_idle(page, run_timeout)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    for i in range(errors.count()):
+        if "Traceback" in errors.nth(i).inner_text():
+            problems.append(f"{name}: a cell raised: {errors.nth(i).inner_text()[:200]}")
+    panels = page.locator(".widget-interact")
+    if panels.count() == 0:
+        problems.append(f"{name}: no control panel appeared")
+    for p in range(panels.count()):
+        panel = panels.nth(p)
+        panel.scroll_into_view_if_needed()
+        for label, move in _moves(panel):
+            before = _output_state(panel)
+            start = time.monotonic()
+            move()
+            while _output_state(panel)[0] == before[0] and time.monotonic() - start < move_timeout:
+                time.sleep(0.1)
+            wait_idle(page, move_timeout)
+            seconds = time.monotonic() - start
+            html, figures, text = _output_state(panel)
+            where = f"{name}, panel {p + 1}, {label}"
+            panel.screenshot(path=str(shots / f"{Path(name).stem}-panel{p + 1}-{label.replace(' ', '')}.png"))
+            if html == before[0]:
+                problems.append(f"{where}: the output did not change within {move_timeout:.0f} s")
+            elif seconds > move_timeout:
+                problems.append(f"{where}: answered in {seconds:.1f} s (budget {move_timeout:.0f} s)")
+            if figures > 1:
+                problems.append(f"{where}: {figures} figures after the move (every course panel draws one)")
+            shown = [word for word in BAD_OUTPUT if word in text]
+            if shown:
+                problems.append(f"{where}: the output shows {', '.join(shown)}: {text[:200]!r}")
+    return problems
