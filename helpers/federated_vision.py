@@ -22,6 +22,11 @@ the federated form of lesson 04's "head first, then everything", since a random 
 first gradients pull the source features apart. From then on both train every layer the
 same way, batch norm included (``target_model("finetune", …, retrain_batch_norm=True)``).
 
+The cheap baseline, and the model of the lesson's K/E panel, is :class:`HeadTask`: the
+extractor frozen, each client's features computed once and standardised with the clients'
+pooled statistics (:func:`pooled_standardisation`), and FedAvg trains only a softmax-
+regression head, (d + 1)·C numbers each way instead of the whole network.
+
 How much the clients disagree — what drives client drift, local models wandering off
 towards their own data — is measured as the gradient dissimilarity of Li et al.
 (FedProx, 2020):
