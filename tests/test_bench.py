@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import bench
 
 
@@ -39,6 +41,5 @@ def test_widget_bench_times_every_panel_a_notebook_shows(tmp_path):
     assert panel["lesson"] == "01_demo.ipynb" and panel["panel"] == "double"
     assert list(panel["seconds"]) == ["default", "n=2", "n=3"]
     assert report["all_within_budget"] and report["panels_within_budget"] == "1 of 1"
-    import pytest
     with pytest.raises(ValueError, match="no lesson notebook"):
         bench.bench_widgets(["09"], folder=tmp_path)
