@@ -309,9 +309,10 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
     from nbclient import NotebookClient
 
     folder = Path(folder) if folder else Path(__file__).resolve().parent.parent / "notebooks"
-    names = sorted(p.name for p in folder.glob("[0-9][0-9]_*.ipynb")
-                   if "helpers.widgets" in p.read_text(encoding="utf-8")
-                   and (lessons is None or any(p.name.startswith(prefix) for prefix in lessons)))
+    from helpers.widgets import lessons_with_panels
+
+    names = [name for name in lessons_with_panels(folder)
+             if lessons is None or any(name.startswith(prefix) for prefix in lessons)]
     if not names:
         raise ValueError(f"no lesson notebook with control panels matches {lessons}")
     previous = os.environ.get("COURSE_FAST")

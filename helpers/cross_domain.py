@@ -379,13 +379,14 @@ class ColdStartPlayground:
         if mapping not in ("map_linear", "map_mlp"):
             raise ValueError(f"mapping must be 'map_linear' or 'map_mlp', got {mapping!r}")
         split = cold_start_split(self.domains, beta, self.seed)  # validates β before any training
-        key = (round(float(beta), 6), mapping, int(dim))
+        target_key = (round(float(beta), 6), int(dim))   # the target MF does not depend on the mapping
+        key = (*target_key, mapping)
         if key not in self._results:
-            if key[::2] not in self._target:
-                self._target[key[::2]] = train_domain_mf(split.train, self.domains.n_users,
-                                                         self.domains.n_target_items, dim, self.epochs, self.seed)
+            if target_key not in self._target:
+                self._target[target_key] = train_domain_mf(split.train, self.domains.n_users,
+                                                           self.domains.n_target_items, dim, self.epochs, self.seed)
             rows = evaluate_methods(self.domains, beta, self.seed, dim, self.epochs, source_params=self.source(dim),
-                                    methods=("bias", "tgt", mapping), target_params=self._target[key[::2]])
+                                    methods=("bias", "tgt", mapping), target_params=self._target[target_key])
             self._results[key] = {METHODS[row["method"]]: row["RMSE"] for row in rows}
         return dict(self._results[key])
 

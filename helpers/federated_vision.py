@@ -218,6 +218,11 @@ def federated_model(init: str, source: keras.Sequential | None, n_classes: int, 
     return FederatedModel(vt.target_model("finetune", source, n_classes, seed=seed, retrain_batch_norm=True))
 
 
+def whole_model_bytes(clients, width: int) -> np.ndarray:
+    """The whole model, one row of ``width`` float32 values without indices, to each client: (K,) bytes."""
+    return np.full(len(clients), fc.row_bytes(width, indexed=False))
+
+
 @dataclass
 class ImageTask:
     """Image clients and the model they train: the task of :mod:`helpers.fedcore`."""
@@ -238,8 +243,7 @@ class ImageTask:
         return self.clients.num_examples(clients)
 
     def download_bytes(self, clients, width: int) -> np.ndarray:
-        """The whole model, float32, to each client: (K,) bytes."""
-        return np.full(len(clients), fc.row_bytes(width, indexed=False))
+        return whole_model_bytes(clients, width)
 
     def train_clients(self, params, clients_state, clients, config: FedConfig, round_num: int) -> fc.Updates:
         """Step (2) for each client in turn: load θ, train locally, send Δ_k = θ_k − θ as one row."""
@@ -293,7 +297,7 @@ class HeadTask:
         return np.array([len(self.labels[k]) for k in clients])
 
     def download_bytes(self, clients, width: int) -> np.ndarray:
-        return np.full(len(clients), fc.row_bytes(width, indexed=False))
+        return whole_model_bytes(clients, width)
 
     def split(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A (1, d·C + C) row → (W (d, C), b (C,)) copies."""
@@ -322,7 +326,7 @@ class HeadTask:
             deltas.append(np.concatenate([w.ravel(), b]) - np.asarray(params, np.float32).ravel())
         n = len(clients)
         return fc.Updates(np.asarray(clients), self.num_examples(clients), np.arange(n), np.zeros(n, np.int64),
-                          np.stack(deltas).astype(np.float32), self.download_bytes(clients, self.width))
+                          np.stack(deltas).astype(np.float32), whole_model_bytes(clients, self.width))
 
     def accuracy(self, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         """Top-1 accuracy (0..1) of the head ``params`` on features x (N, d), labels y (N,)."""

@@ -65,6 +65,15 @@ def explained_interact(render: Callable, name: str | None = None, **controls):
     return shown
 
 
+def lessons_with_panels(folder) -> list[str]:
+    """The lesson notebooks (``NN_topic.ipynb``) in ``folder`` that show a control panel — those
+    that import this module — by name, sorted (for ``helpers.bench widgets`` and the browser test)."""
+    from pathlib import Path
+
+    return sorted(p.name for p in Path(folder).glob("[0-9][0-9]_*.ipynb")
+                  if "helpers.widgets" in p.read_text(encoding="utf-8"))
+
+
 def moved_values(control: widgets.ValueWidget) -> list:
     """The values a person would move ``control`` to, default excluded: one step up (down at
     the top) and both ends for a slider, the other options (at most three) for a menu, the

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from browser_panels import CHROMIUM_FLAGS, check_notebook, find_chromium, jupyterlab
+from helpers.widgets import lessons_with_panels
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHROMIUM = find_chromium()
@@ -31,8 +32,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed 
 
 def lessons_to_check() -> list[str]:
     chosen = os.environ.get("COURSE_BROWSER_LESSONS", "01").split()
-    with_panels = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")
-                         if "helpers.widgets" in p.read_text(encoding="utf-8"))
+    with_panels = lessons_with_panels(NOTEBOOKS)
     return with_panels if chosen == ["all"] else [n for n in with_panels if n[:2] in chosen]
 
 
