@@ -16,6 +16,9 @@ One registry maps each archive to its official URL and checksum (as in d2l's
    :class:`ChecksumError`, naming the file and both hashes.
 4. When nothing can be reached, :class:`DataUnavailableError` says how to get it.
 
+Two processes that need the same archive at once (two notebooks, parallel tests) take
+turns: :func:`cache_lock` holds a lock file in the cache while one of them fetches.
+
 An archive whose publisher gives only a git blob id (Douban movie, from the tree of the
 pinned GA-DTCDR commit) is verified against that id; its sha256 is then recorded beside
 the cached copy. An archive with no known checksum at all would be trusted on first use:
@@ -145,6 +148,38 @@ def cache_dir() -> Path:
     return PROJECT_ROOT / os.environ[CACHE_ENV] if os.environ.get(CACHE_ENV) else DEFAULT_CACHE
 
 
+@contextlib.contextmanager
+def cache_lock(name: str):
+    """Hold an exclusive inter-process lock on cache entry ``name`` (``<cache>/.locks/<name>.lock``).
+
+    Blocks until another process holding it is done; the operating system releases the lock when
+    its holder exits, so a crashed process never leaves a stale lock.
+    """
+    folder = cache_dir() / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a+b") as handle:
+        if os.name == "nt":
+            import msvcrt
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after 10 s; keep waiting
+                    continue
+        else:
+            import fcntl
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if os.name == "nt":
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+            else:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def mirror_base() -> str | None:
     """``$COURSE_DATA_MIRROR`` as a base URL ending in ``/``, or None when unset.
 
@@ -217,10 +252,10 @@ def _how_to_get(spec: Archive, target: Path) -> str:
 
 
 def _download(url: str, filename: str, into: Path) -> Path:
-    """Download ``url`` with Keras into ``into/.partial/filename``; return that path."""
+    """Download ``url`` with Keras into ``into/.partial/filename/filename``; return that path."""
     from keras.utils import get_file  # imported here: importing keras is slow
 
-    partial = into / ".partial"
+    partial = into / ".partial" / filename
     partial.mkdir(parents=True, exist_ok=True)
     # A copy from a local mirror folder is instant; Keras would print this machine's path and a
     # progress bar for it. Downloads from the web keep Keras' progress bar.
@@ -232,7 +267,7 @@ def _download(url: str, filename: str, into: Path) -> Path:
                     fname=filename,
                     origin=url,
                     cache_dir=str(into),
-                    cache_subdir=".partial",
+                    cache_subdir=str(Path(".partial") / filename),
                     force_download=True,
                 )
             )
@@ -266,7 +301,12 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
     """
     if name not in REGISTRY:
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)}")
-    spec = REGISTRY[name]
+    with cache_lock(REGISTRY[name].filename):
+        return _fetch_unlocked(REGISTRY[name], verbose)
+
+
+def _fetch_unlocked(spec: Archive, verbose: bool) -> Path:
+    """:func:`fetch` for one archive, with its cache lock held."""
     cache = cache_dir()
     target = cache / spec.filename
 
@@ -324,7 +364,7 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
             f"this first download ({digests['sha256']}) and will insist on it from now on."
         )
     else:
-        downloaded.unlink()
+        shutil.rmtree(downloaded.parent, ignore_errors=True)
         expected = spec.official_checksum + (f" (or sha256:{listed} per {SUMS_FILE})" if listed else "")
         raise ChecksumError(
             f"checksum mismatch for {spec.filename} from {url}: expected {expected}, "
@@ -332,7 +372,7 @@ def fetch(name: str, *, verbose: bool = True) -> Path:
         )
     cache.mkdir(parents=True, exist_ok=True)
     os.replace(downloaded, target)
-    shutil.rmtree(cache / ".partial", ignore_errors=True)
+    shutil.rmtree(cache / ".partial" / spec.filename, ignore_errors=True)
     if note is not None:
         _recorded_path(target).write_text(f"{digests['sha256']}  {url}\n")
         if verbose:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -108,10 +109,17 @@ def pretrained_source(task: vt.Task, build: str, recipe: SourceRecipe = SourceRe
     """
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.batch_size > len(task.x_train):
         raise ValueError(f"a recipe needs ≥ 1 epoch and 1 ≤ batch size ≤ {len(task.x_train)} images, got {recipe}")
-    folder = download.cache_dir() / "models"
     key = cache_key(task, build, recipe)
+    if not use_cache:
+        return _train_now(task, recipe, progress, None)
+    with download.cache_lock(key):  # a second process waits, then loads what the first trained
+        return _load_or_train(task, recipe, progress, download.cache_dir() / "models", key)
+
+
+def _load_or_train(task: vt.Task, recipe: SourceRecipe, progress: bool, folder: Path, key: str) -> Source:
+    """The cached source ``folder/key.*`` if present, else trained now and written there."""
     weights, record = folder / f"{key}.weights.h5", folder / f"{key}.json"
-    if use_cache and weights.exists() and record.exists():
+    if weights.exists() and record.exists():
         extractor = vt.build_extractor(recipe.seed)
         model = vt.classifier(extractor, len(task.class_names), inference_mode=False, seed=recipe.seed)
         try:
@@ -121,12 +129,18 @@ def pretrained_source(task: vt.Task, build: str, recipe: SourceRecipe = SourceRe
             raise RuntimeError(f"the cached source model {weights} is unreadable ({error}); delete "
                                f"{weights.name} and {record.name} and run again to retrain it") from error
         return Source(extractor, model, saved["test_accuracy"], saved["curve"], saved["seconds"], cached=True)
+    return _train_now(task, recipe, progress, (weights, record))
+
+
+def _train_now(task: vt.Task, recipe: SourceRecipe, progress: bool, cache: tuple[Path, Path] | None) -> Source:
+    """Train the source; write its weights and record to ``cache`` (weights path, JSON path) unless None."""
     start = time.perf_counter()
     extractor, model, curve = _train(task, recipe, progress)
     seconds = time.perf_counter() - start
-    if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"{key}.partial.weights.h5"
+    if cache is not None:
+        weights, record = cache
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        partial = weights.with_name(weights.name.replace(".weights.h5", ".partial.weights.h5"))
         model.save_weights(partial)
         partial.replace(weights)
         record.write_text(json.dumps({"test_accuracy": curve[-1], "curve": curve, "seconds": seconds,

@@ -1,29 +1,48 @@
 """Drive the course's control panels in real JupyterLab and headless Chromium (Playwright).
 
-Used by ``tests/test_browser.py``. :func:`jupyterlab` starts a private JupyterLab on a free
-loopback port over a temporary copy of the notebooks and always stops it (and its kernels);
-:func:`check_notebook` opens one notebook, runs all cells, then moves every control of every
-panel as a person would and returns what went wrong, one line per problem.
+Used by the root ``conftest.py`` (one browser check after each lesson's nbval run) and
+``tests/test_browser.py``. :func:`jupyterlab` starts a private JupyterLab on a free loopback
+port over a temporary folder and always stops it (and its kernels). :class:`LabKernel` is one
+notebook's kernel inside such a JupyterLab: nbval runs every cell in it (through
+:class:`AttachedKernel`), so the browser then opens a notebook whose kernel has already run it
+all, exactly as a person who pressed "Run all" would. :func:`check_notebook` re-runs the cells
+that show control panels, moves every control as a person would and returns what went wrong,
+one line per problem.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import nbformat
+import psutil
+from jupyter_client import BlockingKernelClient
+from nbval.kernel import RunningKernel
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BAD_OUTPUT = ("Traceback", "Error", "Warning", "WARNING")  # what a panel's output must never show
+PANEL_CALL = re.compile(r"^\s*(explained_interact|\w+_controls?)\(", re.MULTILINE)  # helpers.widgets' panel makers
+
+
+def panel_cells(notebook: Path) -> list[int]:
+    """Indices (among all cells) of the code cells of ``notebook`` that show a control panel."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [i for i, cell in enumerate(cells) if cell.cell_type == "code" and PANEL_CALL.search(cell.source)]
 
 
 def find_chromium() -> str | None:
@@ -89,6 +108,94 @@ def jupyterlab(root: Path, env: dict | None = None, timeout: float = 60.0):
         log.close()
 
 
+class LabKernel:
+    """One notebook's kernel inside a private JupyterLab, over a copy of the notebook.
+
+    Attributes: ``base``, ``token`` (the server's URL and token), ``name`` (the notebook's file
+    name), ``kernel_id``, ``client`` (a connected :class:`jupyter_client.BlockingKernelClient`).
+    :meth:`close` stops the server and its kernels and raises if any of its processes is left.
+    """
+
+    def __init__(self, notebook: Path, startup_timeout: float = 60.0):
+        self.root, self.name = Path(tempfile.mkdtemp(prefix="course-lab-")), notebook.name
+        shutil.copy(notebook, self.root / self.name)  # JupyterLab autosaves: never the committed file
+        self._stack = contextlib.ExitStack()
+        try:
+            self.base, self.token, self.server = self._stack.enter_context(jupyterlab(self.root))
+            session = self.api("POST", "/api/sessions", {"path": self.name, "name": self.name, "type": "notebook",
+                                                          "kernel": {"name": "python3"}})
+            self.kernel_id = session["kernel"]["id"]
+            connection = self.root / ".jupyter" / "runtime" / f"kernel-{self.kernel_id}.json"
+            deadline = time.monotonic() + startup_timeout
+            while not connection.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab started kernel {self.kernel_id} but wrote no {connection.name}")
+                time.sleep(0.2)
+            self.client = BlockingKernelClient(connection_file=str(connection))
+            self.client.load_connection_file()
+            self.client.start_channels()
+            self.client.wait_for_ready(timeout=startup_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One call of the server's REST API; its JSON answer ({} when empty)."""
+        request = urllib.request.Request(f"{self.base}{path}", method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"token {self.token}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            text = answer.read().decode()
+        return json.loads(text) if text else {}
+
+    def alive(self) -> bool:
+        try:
+            return self.api("GET", f"/api/kernels/{self.kernel_id}").get("execution_state") != "dead"
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        """Stop the kernel client, the server and its kernels; raise if any of their processes is left."""
+        if getattr(self, "client", None) is not None:
+            self.client.stop_channels()
+            self.client = None
+        server = getattr(self, "server", None)
+        children = psutil.Process(server.pid).children(recursive=True) if server and server.poll() is None else []
+        self._stack.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        if alive:
+            raise RuntimeError(f"processes left running after JupyterLab stopped: {[p.pid for p in alive]}")
+
+
+class AttachedKernel(RunningKernel):
+    """nbval's kernel interface over a :class:`LabKernel`: nbval runs and checks every cell as
+    usual, in the kernel the browser opens afterwards. The server owns the kernel, so interrupts
+    and restarts go through its REST API, and stopping leaves the kernel to :meth:`LabKernel.close`."""
+
+    def __init__(self, lab: LabKernel):  # nbval's own __init__ would start a kernel of its own
+        self.lab, self.kc, self.km = lab, lab.client, None
+        self._ensure_iopub_up()
+
+    def is_alive(self) -> bool:
+        return self.lab.alive()
+
+    def interrupt(self) -> None:
+        self.lab.api("POST", f"/api/kernels/{self.lab.kernel_id}/interrupt")
+
+    def restart(self) -> None:
+        self.lab.api("POST", f"/api/kernels/{self.lab.kernel_id}/restart")
+        self.kc.wait_for_ready(timeout=60)
+
+    def stop(self) -> None:
+        """nbval calls this when the notebook's cells are done; the browser check still needs the kernel."""
+
+    @property
+    def language(self) -> str:
+        return "python"
+
+
 def _kernel_busy(page) -> bool:
     return page.evaluate("""() => {
         const w = window.jupyterapp.shell.currentWidget;
@@ -143,17 +250,22 @@ def _moves(panel):
     return moves
 
 
-def check_notebook(page, base: str, token: str, name: str, shots: Path, run_timeout: float = 1800,
-                   move_timeout: float = 20) -> list[str]:
-    """Open ``name``, run all cells, move every control of every panel; the problems found."""
+def check_notebook(page, base: str, token: str, name: str, cells: list[int], shots: Path,
+                   run_timeout: float = 600, move_timeout: float = 20) -> list[str]:
+    """Open ``name`` (its kernel has run every cell), re-run its panel ``cells`` (indices among all
+    cells), move every control of every panel; the problems found, one line each."""
     problems = []
     page.goto(f"{base}/lab/tree/{name}?token={token}&reset")
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && "
-                           "document.querySelector('.jp-Notebook')", timeout=60_000)
+                           "document.querySelector('.jp-Notebook') && window.jupyterapp.shell.currentWidget"
+                           ".sessionContext.session && window.jupyterapp.shell.currentWidget.sessionContext"
+                           ".session.kernel", timeout=60_000)
     wait_idle(page, 120)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    time.sleep(1)
-    wait_idle(page, run_timeout)
+    for index in cells:
+        page.evaluate("""async (index) => { const notebook = window.jupyterapp.shell.currentWidget.content;
+            notebook.activeCellIndex = index; await window.jupyterapp.commands.execute('notebook:run-cell'); }""", index)
+        time.sleep(0.5)
+        wait_idle(page, run_timeout)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     for i in range(errors.count()):
         if "Traceback" in errors.nth(i).inner_text():

@@ -288,3 +288,27 @@ def test_a_different_file_is_refused_against_the_git_blob_id(tmp_path, monkeypat
 def test_the_douban_movie_file_is_pinned_to_the_publishers_blob():
     spec = download.REGISTRY["douban-movie"]
     assert spec.git_blob == "0a944e57dc2107fb4ded66f9740f242c666e6949" and spec.official_checksum.startswith("git-blob:")
+
+
+def test_a_fetch_waits_for_another_process_holding_the_archive(env):
+    """Two notebooks or test workers fetching one archive take turns (an OS file lock), so neither
+    reads a half-written file or deletes the other's partial download."""
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (fetch("ml-latest-small"), done.set()))
+    with download.cache_lock("ml-latest-small.zip"):
+        worker.start()
+        assert not done.wait(0.5), "fetch did not wait for the lock"
+    worker.join(30)
+    assert done.is_set() and (env["cache"] / "ml-latest-small.zip").exists()
+
+
+def test_concurrent_fetches_agree_and_leave_no_partial_files(env):
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(fetch("ml-latest-small"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 4 and len(set(results)) == 1
+    assert download.file_digests(results[0])["sha256"] == env["sha256"]
+    assert not any((env["cache"] / ".partial").rglob("*.zip"))

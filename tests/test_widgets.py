@@ -77,3 +77,25 @@ def test_time_panels_moves_every_control_and_restores_it():
     assert {"level": 3, "flag": False} in calls and {"level": 2, "flag": True} in calls
     assert (slider.value, box.value) == (2, False)                                 # back at the defaults
     assert 0 <= report["median"] <= report["max"] == max(report["seconds"].values())
+
+
+def test_the_browser_check_finds_every_lesson_panel_and_honours_the_choice(monkeypatch):
+    """Each lesson's panel cells are the cells that call a panel maker of this module, as many as the
+    panels its committed run shows; COURSE_BROWSER_LESSONS picks lessons ('all' by default, 'none')."""
+    import json
+    from pathlib import Path
+
+    from browser_panels import panel_cells
+    from conftest import BROWSER_ENV, NOTEBOOKS, browser_lessons
+
+    for name in w.lessons_with_panels(NOTEBOOKS):
+        cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+        shown = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and any(
+            "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", []))]
+        assert panel_cells(Path(NOTEBOOKS / name)) == shown, name
+    monkeypatch.delenv(BROWSER_ENV, raising=False)
+    assert browser_lessons() == w.lessons_with_panels(NOTEBOOKS) and len(browser_lessons()) == 7
+    monkeypatch.setenv(BROWSER_ENV, "none")
+    assert browser_lessons() == []
+    monkeypatch.setenv(BROWSER_ENV, "01 05")
+    assert browser_lessons() == ["01_softmax_scoring.ipynb", "05_movie_to_music_transfer.ipynb"]

@@ -1,0 +1,155 @@
+"""Shared test set-up.
+
+nbval: skip notebooks whose real data cannot be reached, and never compare stderr
+(TensorFlow's C++ start-up logs land there, with timestamps).
+
+The browser check of the control panels: for each lesson with panels (``COURSE_BROWSER_LESSONS``:
+``all`` by default, ``none``, or numbers such as ``01 05``), nbval runs the lesson's cells in a
+kernel of a private JupyterLab (:class:`browser_panels.LabKernel`) instead of a kernel of its
+own, and one more test after the last cell opens that notebook in headless Chromium, re-runs its
+panel cells and moves every control (:func:`browser_panels.check_notebook`). The lesson is thus
+run once, checked cell by cell by nbval and then used by a person in a browser. Without Chromium
+or Playwright that test skips with one line and nbval runs as usual.
+
+Parallel runs (pytest-xdist, ``-n auto --dist loadgroup`` in pyproject.toml): the cells of one
+notebook (and its browser check) form one group, run in order by one worker in one kernel; the
+longest lessons (by the fast-mode run times in ``helpers/run_times.json``) are handed out first
+so that no worker is left with a long lesson at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from nbval.plugin import IPyNbFile
+
+import browser_panels
+from helpers.download import MIRROR_ENV, is_available
+from helpers.lessons import LESSON_DATA, datasets_for
+from helpers.runtimes import load_times
+from helpers.widgets import lessons_with_panels
+
+NOTEBOOK_DATA = LESSON_DATA  # which archives each lesson needs
+MAX_WORKERS = 4  # each worker holds TensorFlow and a kernel (~2 GB); more rarely helps on a laptop
+BROWSER_ENV = "COURSE_BROWSER_LESSONS"
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+CHROMIUM = browser_panels.find_chromium()
+
+
+def browser_lessons() -> list[str]:
+    """The lesson notebooks whose panels are checked in the browser (by file name)."""
+    chosen = os.environ.get(BROWSER_ENV, "all").split()
+    with_panels = lessons_with_panels(NOTEBOOKS)
+    if chosen == ["none"]:
+        return []
+    return with_panels if chosen == ["all"] else [n for n in with_panels if n[:2] in chosen]
+
+
+def browser_missing() -> str | None:
+    """Why the browser check cannot run here, or None."""
+    if CHROMIUM is None:
+        return "no Chromium installed (Debian: apt-get install chromium); the browser check of the panels is skipped"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (pip install playwright); the browser check of the panels is skipped"
+    return None
+
+
+def checked_in_browser(notebook: IPyNbFile) -> bool:
+    return (notebook.path.parent == NOTEBOOKS and notebook.path.name in browser_lessons()
+            and browser_missing() is None)
+
+
+_nbval_setup = IPyNbFile.setup
+
+
+def _setup(self: IPyNbFile) -> None:
+    """nbval's set-up, with the kernel inside a private JupyterLab for lessons checked in the browser."""
+    if not checked_in_browser(self):
+        return _nbval_setup(self)
+    self.lab = browser_panels.LabKernel(self.path, self.config.option.nbval_kernel_startup_timeout)
+    self.kernel = browser_panels.AttachedKernel(self.lab)
+    self.setup_sanitize_files()
+
+
+_nbval_teardown = IPyNbFile.teardown
+
+
+def _teardown(self: IPyNbFile) -> None:
+    _nbval_teardown(self)
+    if getattr(self, "lab", None) is not None:
+        lab, self.lab = self.lab, None
+        lab.close()  # raises if a process of the server is left running
+
+
+IPyNbFile.setup, IPyNbFile.teardown = _setup, _teardown
+
+
+class PanelsInBrowser(pytest.Item):
+    """After a lesson's cells: its control panels used in headless Chromium, in the kernel nbval ran."""
+
+    def runtest(self):
+        reason = browser_missing()
+        if reason:
+            pytest.skip(reason)
+        lab = getattr(self.parent, "lab", None)
+        if lab is None or not lab.alive():
+            pytest.fail(f"{self.path.name}: the lesson's kernel is not running, so its panels cannot be checked")
+        shots = self.config._tmp_path_factory.mktemp(f"panels-{self.path.stem}")
+        print(f"screenshots of every panel after each move: {shots}")
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=browser_panels.CHROMIUM_FLAGS)
+            try:
+                page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+                problems = browser_panels.check_notebook(page, lab.base, lab.token, lab.name,
+                                                         browser_panels.panel_cells(self.path), shots)
+            finally:
+                chromium.close()
+        assert not problems, "\n".join(problems) + f"\n(screenshots: {shots})"
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}: control panels in the browser"
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per available core, at most :data:`MAX_WORKERS`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_WORKERS))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    verdicts: dict[str, str | None] = {}
+    last_cell: dict[IPyNbFile, int] = {}
+    for position, item in enumerate(items):
+        name = item.path.name
+        if not name.endswith(".ipynb"):
+            continue
+        item.add_marker(pytest.mark.xdist_group(f"{item.path.parent.name}/{name}"))
+        last_cell[item.parent] = position
+        if "stderr" not in item.parent.skip_compare:
+            item.parent.skip_compare += ("stderr",)
+        if name not in verdicts:
+            missing = [d for d in datasets_for(name) if not is_available(d)]
+            verdicts[name] = (
+                f"real data not reachable ({', '.join(missing)}): connect to the internet or set "
+                f"{MIRROR_ENV} (for example {MIRROR_ENV}=../shared/datasets)"
+                if missing else None
+            )
+        if verdicts[name]:
+            item.add_marker(pytest.mark.skip(reason=verdicts[name]))
+    chosen = set(browser_lessons())
+    for notebook, position in sorted(last_cell.items(), key=lambda pair: -pair[1]):  # insert from the end
+        if notebook.path.parent == NOTEBOOKS and notebook.path.name in chosen:
+            check = PanelsInBrowser.from_parent(notebook, name="control panels in the browser")
+            check.add_marker(pytest.mark.xdist_group(f"{notebook.path.parent.name}/{notebook.path.name}"))
+            if verdicts.get(notebook.path.name):
+                check.add_marker(pytest.mark.skip(reason=verdicts[notebook.path.name]))
+            items.insert(position + 1, check)
+    fast_times = {name: t.get("fast", 0.0) for name, t in load_times()["notebooks"].items()}
+    # stable sort: a notebook's cells keep their order, longest lessons first
+    items.sort(key=lambda item: -fast_times.get(item.path.name, 0.0) if item.path.suffix == ".ipynb" else 0.0)
