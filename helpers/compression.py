@@ -150,11 +150,16 @@ def compress(compressor: Compressor) -> fc.Transform:
     return transform
 
 
+def compressed_fedavg(compressor: Compressor) -> fc.Algorithm:
+    """FedAvg whose clients upload through ``compressor`` (plain FedAvg for ``"none"``)."""
+    return fc.Algorithm(transforms=(compress(compressor),)) if compressor.method != "none" else fc.FEDAVG
+
+
 def run_compressed(federation: fl.Federation, config: fl.FedConfig, compressor: Compressor, rounds: int,
                    dim: int = 32, progress: bool = False) -> fc.History:
     """Federated MF with compressed uploads; the history's ``mb_up`` counts the encoded bytes."""
-    algorithm = fc.Algorithm(transforms=(compress(compressor),)) if compressor.method != "none" else fc.FEDAVG
-    return fl.train_federated(federation, config, rounds, dim, algorithm=algorithm, progress=progress)[2]
+    return fl.train_federated(federation, config, rounds, dim, algorithm=compressed_fedavg(compressor),
+                              progress=progress)[2]
 
 
 def comparison_runs(config: fl.FedConfig, fedsgd_rate: float = 10.0) -> dict:

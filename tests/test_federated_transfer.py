@@ -402,3 +402,17 @@ def test_comparison_table_reports_targets(federation):
     assert list(table.index) == list(runs) and (table["rounds to target"] == 0).all()
     never = cp.upload_table(curves, target_rmse=0.0)
     assert never["rounds to target"].isna().all() and never["MB up to target"].isna().all()
+
+
+def test_the_compression_panel_runs_are_the_lessons_runs(federation):
+    """Lesson 06's panel keeps one extendable run per compressor: the same rounds, test RMSE and
+    uploaded bytes as a direct run, and a setting seen again is the same object (no retraining)."""
+    config = fl.FedConfig(clients_per_round=6, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=2.0)
+    runs = fl.RunCache(federation, dim=3)
+    for compressor in (cp.Compressor("topk", 0.1), cp.Compressor("int8", error_feedback=False)):
+        run = runs.get(config, cp.compressed_fedavg(compressor), key=("compress", compressor))
+        panel = run.first(4)
+        direct = cp.run_compressed(federation, config, compressor, rounds=4, dim=3)
+        np.testing.assert_allclose(panel.test_rmse, direct.test_rmse, rtol=1e-6)
+        assert panel.mb_up == pytest.approx(direct.mb_up)
+        assert runs.get(config, cp.compressed_fedavg(compressor), key=("compress", compressor)) is run
