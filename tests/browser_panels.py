@@ -219,12 +219,11 @@ def wait_idle(page, timeout: float) -> None:
 
 
 def _output_state(panel) -> tuple[tuple, int, str]:
-    """(what a person sees: the text and every image, the number of images, the text)."""
-    output = panel.locator(".widget-output")
-    images = output.locator("img")
-    sources = tuple(images.nth(i).get_attribute("src") for i in range(images.count()))
-    text = output.inner_text()
-    return (text, sources), len(sources), text
+    """(what a person sees: the text and every image, the number of images, the text), read in one
+    go in the page: the output may be redrawn at any moment, so it is never read piece by piece."""
+    text, sources = panel.locator(".widget-output").first.evaluate(
+        "out => [out.innerText, [...out.querySelectorAll('img')].map(image => image.getAttribute('src'))]")
+    return (text, tuple(sources)), len(sources), text
 
 
 def _moves(panel):
