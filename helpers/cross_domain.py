@@ -363,10 +363,24 @@ class ColdStartPlayground:
                                                 self.domains.n_source_items, dim, self.epochs, self.seed)
         return self._source[dim]
 
-    def warm(self, dims, progress: bool = True) -> None:
-        """Train the source MFs of every size in ``dims`` now (the slow part of a new size)."""
+    def warm(self, dims, betas=(), at_dim: int | None = None, progress: bool = True) -> None:
+        """Train now the source MFs of every size in ``dims`` (the slow part of a new size) and the
+        target MFs of every β in ``betas`` at size ``at_dim`` (the slow part of a new β)."""
+        if betas and at_dim is None:
+            raise ValueError("target MFs for several β need the embedding size to train them at (at_dim)")
         for dim in progress_bar(list(dims), "source MFs", enabled=progress):
             self.source(dim)
+        for beta in progress_bar(list(betas), "target MFs", enabled=progress):
+            self.target(beta, at_dim)
+
+    def target(self, beta: float, dim: int) -> mf.MFParams:
+        """The target-domain MF of the warm users and cold users' hidden-rating split at β, size ``dim`` (trained once)."""
+        key = (round(float(beta), 6), int(dim))   # the target MF does not depend on the mapping
+        if key not in self._target:
+            split = cold_start_split(self.domains, beta, self.seed)
+            self._target[key] = train_domain_mf(split.train, self.domains.n_users, self.domains.n_target_items,
+                                                dim, self.epochs, self.seed)
+        return self._target[key]
 
     def run(self, beta: float, mapping: str, dim: int) -> dict:
         """RMSE on the cold users' hidden ratings: ``{label: rmse}`` for three methods.
@@ -378,15 +392,11 @@ class ColdStartPlayground:
             raise ValueError(f"embedding size must be a whole number ≥ 1, got {dim}")
         if mapping not in ("map_linear", "map_mlp"):
             raise ValueError(f"mapping must be 'map_linear' or 'map_mlp', got {mapping!r}")
-        split = cold_start_split(self.domains, beta, self.seed)  # validates β before any training
-        target_key = (round(float(beta), 6), int(dim))   # the target MF does not depend on the mapping
-        key = (*target_key, mapping)
+        cold_start_split(self.domains, beta, self.seed)  # validates β before any training
+        key = (round(float(beta), 6), int(dim), mapping)
         if key not in self._results:
-            if target_key not in self._target:
-                self._target[target_key] = train_domain_mf(split.train, self.domains.n_users,
-                                                           self.domains.n_target_items, dim, self.epochs, self.seed)
             rows = evaluate_methods(self.domains, beta, self.seed, dim, self.epochs, source_params=self.source(dim),
-                                    methods=("bias", "tgt", mapping), target_params=self._target[target_key])
+                                    methods=("bias", "tgt", mapping), target_params=self.target(beta, dim))
             self._results[key] = {METHODS[row["method"]]: row["RMSE"] for row in rows}
         return dict(self._results[key])
 

@@ -21,6 +21,7 @@ from helpers.lessons import MF_FEDAVG
 
 LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
 COLD_START_DIMS = (4, 8, 16, 32)  # the embedding sizes lesson 05's panel offers
+COLD_START_BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # its β values (0 and 1 leave no cold or no warm users)
 
 
 def show_or_explain(render: Callable, *args, **kwargs):
@@ -170,7 +171,7 @@ def federated_controls(render: Callable[[int, int, int, float, float], object]):
         rounds=widgets.IntSlider(value=20, min=5, max=60, step=5, description="rounds", continuous_update=False),
         clients_per_round=widgets.IntText(value=preset["clients_per_round"], description="clients per round K",
                                           style=LABEL_STYLE),
-        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=5, description="local epochs E",
+        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=3, description="local epochs E",
                                        continuous_update=False, style=LABEL_STYLE),
         client_lr=widgets.FloatLogSlider(value=preset["client_lr"], base=10, min=-3, max=0, step=0.1,
                                          description="client rate η_c", continuous_update=False, style=LABEL_STYLE),
@@ -193,7 +194,8 @@ def cold_start_controls(render: Callable[[float, str, int], object]):
     """β (share of overlapping users made cold), mapping type and embedding size → ``render``."""
     return explained_interact(
         render, name="cold_start",
-        beta=widgets.FloatSlider(value=0.5, min=0.1, max=0.9, step=0.1, description="β (cold share)",
+        beta=widgets.FloatSlider(value=0.5, min=COLD_START_BETAS[0], max=COLD_START_BETAS[-1], step=0.1,
+                                 description="β (cold share)",
                                  continuous_update=False, style=LABEL_STYLE),
         mapping=widgets.Dropdown(options=[("linear", "map_linear"), ("MLP", "map_mlp")], value="map_linear",
                                  description="mapping", style=LABEL_STYLE),

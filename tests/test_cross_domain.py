@@ -149,3 +149,15 @@ def test_playground_caches_every_model_and_matches_a_fresh_evaluation():
     fresh = {cd.METHODS[r["method"]]: r["RMSE"]
              for r in cd.evaluate_methods(domains, 0.5, 0, 4, 5, methods=("bias", "tgt", "map_mlp"))}
     assert mlp == pytest.approx(fresh)
+
+
+def test_warming_every_beta_makes_a_new_beta_reuse_its_target_mf():
+    domains = synthetic_domains()
+    playground = cd.ColdStartPlayground(domains, epochs=3)
+    with pytest.raises(ValueError, match="at_dim"):
+        playground.warm([4], betas=[0.3], progress=False)
+    playground.warm([4], betas=[0.3, 0.6], at_dim=4, progress=False)
+    assert set(playground._target) == {(0.3, 4), (0.6, 4)} and set(playground._source) == {4}
+    warmed = playground._target[(0.6, 4)]
+    playground.run(0.6, "map_linear", 4)
+    assert playground._target[(0.6, 4)] is warmed and len(playground._target) == 2   # nothing retrained
