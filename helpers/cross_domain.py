@@ -345,8 +345,8 @@ def interaction_rmse(model: InteractionModel, test: pd.DataFrame) -> float:
 class ColdStartPlayground:
     """The lesson's widget: bias baseline, TGT and one mapping at a chosen β and size.
 
-    Every model is cached: source-domain MFs per embedding size (:meth:`warm` trains them
-    up front), target-domain MFs per (β, size), results per setting. A new β or size trains
+    Every model is cached: source-domain MFs per embedding size and target-domain MFs per
+    (β, size) (:meth:`warm` trains the ones asked for up front), results per setting. A new β or size trains
     one target MF and the mapping; switching the mapping refits only the mapping.
     """
 
@@ -374,7 +374,8 @@ class ColdStartPlayground:
             self.target(beta, at_dim)
 
     def target(self, beta: float, dim: int) -> mf.MFParams:
-        """The target-domain MF of the warm users and cold users' hidden-rating split at β, size ``dim`` (trained once)."""
+        """The target-domain MF of size ``dim`` trained on what β leaves visible (every target rating
+        except the cold users'), trained once per (β, size)."""
         key = (round(float(beta), 6), int(dim))   # the target MF does not depend on the mapping
         if key not in self._target:
             split = cold_start_split(self.domains, beta, self.seed)
