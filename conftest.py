@@ -19,6 +19,7 @@ so that no worker is left with a long lesson at the end.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -38,10 +39,16 @@ NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 CHROMIUM = browser_panels.find_chromium()
 
 
+@functools.cache
+def notebooks_with_panels() -> tuple[str, ...]:
+    """The lesson notebooks that show a control panel (read once per test process)."""
+    return tuple(lessons_with_panels(NOTEBOOKS))
+
+
 def browser_lessons() -> list[str]:
     """The lesson notebooks whose panels are checked in the browser (by file name)."""
     chosen = os.environ.get(BROWSER_ENV, "all").split()
-    with_panels = lessons_with_panels(NOTEBOOKS)
+    with_panels = list(notebooks_with_panels())
     if chosen == ["none"]:
         return []
     return with_panels if chosen == ["all"] else [n for n in with_panels if n[:2] in chosen]
@@ -58,9 +65,14 @@ def browser_missing() -> str | None:
     return None
 
 
-def checked_in_browser(notebook: IPyNbFile) -> bool:
-    return (notebook.path.parent == NOTEBOOKS and notebook.path.name in browser_lessons()
-            and browser_missing() is None)
+def chosen_for_browser(path: Path) -> bool:
+    """Whether the notebook at ``path`` is a lesson whose panels are to be checked in the browser."""
+    return path.parent == NOTEBOOKS and path.name in browser_lessons()
+
+
+def notebook_group(path: Path) -> str:
+    """The xdist group of a notebook's tests: its cells and its browser check run together, in order."""
+    return f"{path.parent.name}/{path.name}"
 
 
 _nbval_setup = IPyNbFile.setup
@@ -68,7 +80,7 @@ _nbval_setup = IPyNbFile.setup
 
 def _setup(self: IPyNbFile) -> None:
     """nbval's set-up, with the kernel inside a private JupyterLab for lessons checked in the browser."""
-    if not checked_in_browser(self):
+    if not chosen_for_browser(self.path) or browser_missing() is not None:
         return _nbval_setup(self)
     self.lab = browser_panels.LabKernel(self.path, self.config.option.nbval_kernel_startup_timeout)
     self.kernel = browser_panels.AttachedKernel(self.lab)
@@ -100,15 +112,7 @@ class PanelsInBrowser(pytest.Item):
             pytest.fail(f"{self.path.name}: the lesson's kernel is not running, so its panels cannot be checked")
         shots = self.config._tmp_path_factory.mktemp(f"panels-{self.path.stem}")
         print(f"screenshots of every panel after each move: {shots}")
-        from playwright.sync_api import sync_playwright
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=browser_panels.CHROMIUM_FLAGS)
-            try:
-                page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-                problems = browser_panels.check_notebook(page, lab.base, lab.token, lab.name,
-                                                         browser_panels.panel_cells(self.path), shots)
-            finally:
-                chromium.close()
+        problems = browser_panels.check_lab_in_chromium(lab, browser_panels.panel_cells(self.path), shots, CHROMIUM)
         assert not problems, "\n".join(problems) + f"\n(screenshots: {shots})"
 
     def reportinfo(self):
@@ -129,7 +133,7 @@ def pytest_collection_modifyitems(config, items):
         name = item.path.name
         if not name.endswith(".ipynb"):
             continue
-        item.add_marker(pytest.mark.xdist_group(f"{item.path.parent.name}/{name}"))
+        item.add_marker(pytest.mark.xdist_group(notebook_group(item.path)))
         last_cell[item.parent] = position
         if "stderr" not in item.parent.skip_compare:
             item.parent.skip_compare += ("stderr",)
@@ -142,11 +146,10 @@ def pytest_collection_modifyitems(config, items):
             )
         if verdicts[name]:
             item.add_marker(pytest.mark.skip(reason=verdicts[name]))
-    chosen = set(browser_lessons())
     for notebook, position in sorted(last_cell.items(), key=lambda pair: -pair[1]):  # insert from the end
-        if notebook.path.parent == NOTEBOOKS and notebook.path.name in chosen:
+        if chosen_for_browser(notebook.path):
             check = PanelsInBrowser.from_parent(notebook, name="control panels in the browser")
-            check.add_marker(pytest.mark.xdist_group(f"{notebook.path.parent.name}/{notebook.path.name}"))
+            check.add_marker(pytest.mark.xdist_group(notebook_group(notebook.path)))
             if verdicts.get(notebook.path.name):
                 check.add_marker(pytest.mark.skip(reason=verdicts[notebook.path.name]))
             items.insert(position + 1, check)

@@ -372,7 +372,7 @@ def _fetch_unlocked(spec: Archive, verbose: bool) -> Path:
         )
     cache.mkdir(parents=True, exist_ok=True)
     os.replace(downloaded, target)
-    shutil.rmtree(cache / ".partial" / spec.filename, ignore_errors=True)
+    shutil.rmtree(downloaded.parent, ignore_errors=True)  # this archive's partial-download folder
     if note is not None:
         _recorded_path(target).write_text(f"{digests['sha256']}  {url}\n")
         if verbose:

@@ -249,6 +249,19 @@ def _moves(panel):
     return moves
 
 
+def check_lab_in_chromium(lab: LabKernel, cells: list[int], shots: Path, chromium_path: str) -> list[str]:
+    """:func:`check_notebook` on ``lab``'s notebook in a headless Chromium launched for it (and closed)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_FLAGS)
+        try:
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            return check_notebook(page, lab.base, lab.token, lab.name, cells, shots)
+        finally:
+            chromium.close()
+
+
 def check_notebook(page, base: str, token: str, name: str, cells: list[int], shots: Path,
                    run_timeout: float = 600, move_timeout: float = 20) -> list[str]:
     """Open ``name`` (its kernel has run every cell), re-run its panel ``cells`` (indices among all

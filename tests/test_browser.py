@@ -15,7 +15,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from browser_panels import CHROMIUM_FLAGS, LabKernel, check_notebook, panel_cells
+from browser_panels import LabKernel, check_lab_in_chromium, panel_cells
 from conftest import CHROMIUM, browser_missing
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
@@ -40,8 +40,6 @@ BROKEN_CELLS = [
 def test_the_checker_catches_a_broken_panel(tmp_path):
     """A panel that raises, one whose output never changes and one that draws its figure twice are
     reported; a panel that works is not; the server and its kernel are gone afterwards."""
-    from playwright.sync_api import sync_playwright
-
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in BROKEN_CELLS], metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     path = tmp_path / "broken_panels.ipynb"
@@ -54,13 +52,7 @@ def test_the_checker_catches_a_broken_panel(tmp_path):
         for cell in BROKEN_CELLS:  # what nbval does: every cell, in order, in the lab's kernel
             reply = lab.client.execute_interactive(cell, timeout=120, output_hook=lambda message: None)
             assert reply["content"]["status"] == "ok", reply["content"]
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            try:
-                page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-                problems = check_notebook(page, lab.base, lab.token, lab.name, panel_cells(path), shots)
-            finally:
-                chromium.close()
+        problems = check_lab_in_chromium(lab, panel_cells(path), shots, CHROMIUM)
     finally:
         lab.close()  # raises if a process is left
     text = "\n".join(problems)
