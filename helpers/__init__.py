@@ -5,6 +5,10 @@ Importing the package loads TensorFlow quietly: its C++ start-up lines (CPU feat
 them, so the import runs with the process's stderr pointed at /dev/null and with
 ``TF_CPP_MIN_LOG_LEVEL=3`` (errors raised in Python still surface as exceptions).
 Set ``TF_CPP_MIN_LOG_LEVEL`` yourself before importing to see them again.
+
+``COURSE_IMPORT_TENSORFLOW=0`` skips that import: the processes of lesson 08's Flower
+deployment set it, so a ServerApp (numpy only) never loads TensorFlow and a ClientApp loads it
+only when it trains (Flower starts a fresh process for every message).
 """
 
 from __future__ import annotations
@@ -34,4 +38,5 @@ def _import_tensorflow_quietly() -> None:
         os.close(null)
 
 
-_import_tensorflow_quietly()
+if os.environ.get("COURSE_IMPORT_TENSORFLOW", "1") != "0":
+    _import_tensorflow_quietly()

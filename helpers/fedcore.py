@@ -408,6 +408,7 @@ def run_round(state: ServerState, task, clients_state, config: FedConfig,
         updates = task.train_clients(state.params, clients_state, sample.reporting, config, state.round)
     else:
         updates = Updates.empty(shape[1])
+    trained = np.asarray(updates.clients, dtype=np.int64)  # who really reported (on a network, not always all asked)
     norms = updates.norms()
     context = RoundContext(state, task, clients_state, config)
     for transform in algorithm.transforms:                                                    # (3)
@@ -417,9 +418,9 @@ def run_round(state: ServerState, task, clients_state, config: FedConfig,
     statistics = getattr(task, "statistics_columns", None)
     if statistics is not None:  # running statistics (batch norm) are averaged, never optimised
         params[:, statistics] = state.params[:, statistics] + delta[:, statistics]
-    counts = task.num_examples(sample.reporting)
+    counts = task.num_examples(trained)
     table = shape[0] * shape[1] * FLOAT_BYTES
-    report = RoundReport(state.round, sample.asked, sample.reporting,
+    report = RoundReport(state.round, sample.asked, trained,
                          int(np.sum(counts)) * config.local_epochs, int(np.sum(config.local_steps(counts))),
                          int(np.sum(task.download_bytes(sample.asked, shape[1]))), int(np.sum(updates.upload_bytes)),
                          (len(sample.asked) + len(updates.clients)) * table, time.perf_counter() - start, norms)

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import functools
+
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from helpers import fedcore as fc
 from helpers.fedcore import FedConfig, ServerState, Updates
@@ -103,11 +104,15 @@ def init_state(federation: Federation, dim: int, seed: int = 0, scale: float = 0
     A client's initial vector is what it would draw itself the first time it is
     sampled; drawing all of them up front just makes the simulation deterministic.
     """
+    return init_tables(federation.n_users, federation.n_items, dim, seed, scale)
+
+
+def init_tables(n_users: int, n_items: int, dim: int, seed: int = 0, scale: float = 0.1) -> tuple[ServerState, ClientStore]:
+    """:func:`init_state` from the index-space sizes alone (what a server and a Flower node know)."""
     rng = np.random.default_rng(seed)
-    item_vec = rng.normal(0, scale, (federation.n_items, dim)).astype(np.float32)
-    store = ClientStore(rng.normal(0, scale, (federation.n_users, dim)).astype(np.float32),
-                        np.zeros(federation.n_users, np.float32))
-    return ServerState(np.concatenate([item_vec, np.zeros((federation.n_items, 1), np.float32)], axis=1)), store
+    item_vec = rng.normal(0, scale, (n_items, dim)).astype(np.float32)
+    store = ClientStore(rng.normal(0, scale, (n_users, dim)).astype(np.float32), np.zeros(n_users, np.float32))
+    return ServerState(np.concatenate([item_vec, np.zeros((n_items, 1), np.float32)], axis=1)), store
 
 
 def item_table(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +144,8 @@ def client_update(federation: Federation, params: np.ndarray, store: ClientStore
     Updates the client's private ``store`` rows in place; returns what it sends:
     (items (m,), Δ of those rows of the item table (m, d + 1)).
     """
+    import tensorflow as tf
+
     items, ratings = federation.client_data(client)
     start = params[items]
     rows = tf.Variable(start)                              # local copy of the rows it needs: (q_i, b_i)
@@ -173,52 +180,60 @@ def reference_training(federation: Federation, params: np.ndarray, store: Client
 # ---------------------------------------------------------------- vectorised: all clients at once
 
 
-@tf.function(reduce_retracing=True)
-def _train_clients(table, p_start, bu_start, slot, items, ratings, rows, weight, active,
-                   mu, client_lr, l2, prox_mu, prox: bool):
-    """Local training of all sampled clients at once; returns each rating's row change and the user rows.
+@functools.cache
+def _compiled_training():
+    """The compiled step (2) for all sampled clients (TensorFlow is imported here, on first use,
+    so that a process that only evaluates or aggregates — a Flower ServerApp — never loads it)."""
+    import tensorflow as tf
 
-    Shapes: R = total ratings of the sampled clients, K = clients, E = local epochs,
-    S = most local steps of any client in an epoch, W = K × B (one batch per client).
-        table (I, d + 1): the global item table sent in step (1).
-        p_start (K, d), bu_start (K,): the clients' private rows.
-        slot, items, ratings (R,): each rating's client (0..K-1), item and value.
-        rows (E, S, W): which ratings every client uses in each local step; the
-            padding value R points at a dummy row.  weight (E, S, W): 1 / batch size
-            (0 for padding), so each client's loss is the mean over its own batch.
-        active (E, S, K): 1 where the client takes a step (the FedProx term moves only
-            its rows, and only then).  prox: whether μ_prox > 0 (a Python bool: without
-            FedProx the step touches only the batch rows, which keeps it fast).
-    Every rating is its own row of the clients' local item tables (a user rates an
-    item at most once), so "client k's copy of q_i" is row r of ``q``. Returns the rows'
-    changes (R, d + 1) and the clients' new user vectors and biases.
-    """
-    q0 = tf.concat([tf.gather(table[:, :-1], items), tf.zeros_like(table[:1, :-1])], axis=0)  # (R + 1, d)
-    b0 = tf.concat([tf.gather(table[:, -1], items), tf.zeros_like(table[:1, -1])], axis=0)    # (R + 1,)
-    q, b = q0, b0
-    slot = tf.concat([slot, [0]], axis=0)
-    ratings = tf.concat([ratings, [0.0]], axis=0)
-    p, bu = p_start, bu_start
-    for e in tf.range(tf.shape(rows)[0]):
-        for s in tf.range(tf.shape(rows)[1]):
-            batch, share = rows[e, s], weight[e, s]
-            qb, bb = tf.gather(q, batch), tf.gather(b, batch)
-            with tf.GradientTape() as tape:
-                tape.watch([qb, bb, p, bu])
-                pr, bur = tf.gather(p, tf.gather(slot, batch)), tf.gather(bu, tf.gather(slot, batch))
-                error = tf.gather(ratings, batch) - (mu + bur + bb + tf.reduce_sum(qb * pr, axis=1))
-                penalty = tf.reduce_sum(qb**2, axis=1) + tf.reduce_sum(pr**2, axis=1) + bb**2 + bur**2
-                # Σ over clients of each client's mean batch loss: clients stay independent.
-                loss = tf.reduce_sum(share * (error**2 + l2 * penalty))
-            gq, gb, gp, gbu = (tf.convert_to_tensor(g) for g in tape.gradient(loss, [qb, bb, p, bu]))
-            if prox:
-                moving = tf.gather(active[e, s], slot)                          # (R + 1,)
-                q = q - client_lr * prox_mu * moving[:, None] * (q - q0)        # ∇ of (μ/2)‖θ_k − θ‖²
-                b = b - client_lr * prox_mu * moving * (b - b0)
-            q = tf.tensor_scatter_nd_sub(q, batch[:, None], client_lr * gq)
-            b = tf.tensor_scatter_nd_sub(b, batch[:, None], client_lr * gb)
-            p, bu = p - client_lr * gp, bu - client_lr * gbu
-    return tf.concat([q[:-1] - q0[:-1], (b[:-1] - b0[:-1])[:, None]], axis=1), p, bu
+    @tf.function(reduce_retracing=True)
+    def _train_clients(table, p_start, bu_start, slot, items, ratings, rows, weight, active,
+                       mu, client_lr, l2, prox_mu, prox: bool):
+        """Local training of all sampled clients at once; returns each rating's row change and the user rows.
+
+        Shapes: R = total ratings of the sampled clients, K = clients, E = local epochs,
+        S = most local steps of any client in an epoch, W = K × B (one batch per client).
+            table (I, d + 1): the global item table sent in step (1).
+            p_start (K, d), bu_start (K,): the clients' private rows.
+            slot, items, ratings (R,): each rating's client (0..K-1), item and value.
+            rows (E, S, W): which ratings every client uses in each local step; the
+                padding value R points at a dummy row.  weight (E, S, W): 1 / batch size
+                (0 for padding), so each client's loss is the mean over its own batch.
+            active (E, S, K): 1 where the client takes a step (the FedProx term moves only
+                its rows, and only then).  prox: whether μ_prox > 0 (a Python bool: without
+                FedProx the step touches only the batch rows, which keeps it fast).
+        Every rating is its own row of the clients' local item tables (a user rates an
+        item at most once), so "client k's copy of q_i" is row r of ``q``. Returns the rows'
+        changes (R, d + 1) and the clients' new user vectors and biases.
+        """
+        q0 = tf.concat([tf.gather(table[:, :-1], items), tf.zeros_like(table[:1, :-1])], axis=0)  # (R + 1, d)
+        b0 = tf.concat([tf.gather(table[:, -1], items), tf.zeros_like(table[:1, -1])], axis=0)    # (R + 1,)
+        q, b = q0, b0
+        slot = tf.concat([slot, [0]], axis=0)
+        ratings = tf.concat([ratings, [0.0]], axis=0)
+        p, bu = p_start, bu_start
+        for e in tf.range(tf.shape(rows)[0]):
+            for s in tf.range(tf.shape(rows)[1]):
+                batch, share = rows[e, s], weight[e, s]
+                qb, bb = tf.gather(q, batch), tf.gather(b, batch)
+                with tf.GradientTape() as tape:
+                    tape.watch([qb, bb, p, bu])
+                    pr, bur = tf.gather(p, tf.gather(slot, batch)), tf.gather(bu, tf.gather(slot, batch))
+                    error = tf.gather(ratings, batch) - (mu + bur + bb + tf.reduce_sum(qb * pr, axis=1))
+                    penalty = tf.reduce_sum(qb**2, axis=1) + tf.reduce_sum(pr**2, axis=1) + bb**2 + bur**2
+                    # Σ over clients of each client's mean batch loss: clients stay independent.
+                    loss = tf.reduce_sum(share * (error**2 + l2 * penalty))
+                gq, gb, gp, gbu = (tf.convert_to_tensor(g) for g in tape.gradient(loss, [qb, bb, p, bu]))
+                if prox:
+                    moving = tf.gather(active[e, s], slot)                          # (R + 1,)
+                    q = q - client_lr * prox_mu * moving[:, None] * (q - q0)        # ∇ of (μ/2)‖θ_k − θ‖²
+                    b = b - client_lr * prox_mu * moving * (b - b0)
+                q = tf.tensor_scatter_nd_sub(q, batch[:, None], client_lr * gq)
+                b = tf.tensor_scatter_nd_sub(b, batch[:, None], client_lr * gb)
+                p, bu = p - client_lr * gp, bu - client_lr * gbu
+        return tf.concat([q[:-1] - q0[:-1], (b[:-1] - b0[:-1])[:, None]], axis=1), p, bu
+
+    return _train_clients
 
 
 def _flat_batch(federation: Federation, config: FedConfig, clients: np.ndarray, round_num: int):
@@ -249,9 +264,11 @@ def local_training(federation: Federation, params: np.ndarray, store: ClientStor
                    config: FedConfig, round_num: int) -> Updates:
     """Step (2) for all ``clients`` in one compiled call (the task's client update). Their
     private rows in ``store`` are updated in place; returns the item-row updates they send."""
+    import tensorflow as tf
+
     config.check()
     slot, items, ratings, rows, weight, active = _flat_batch(federation, config, clients, round_num)
-    delta, p, bu = _train_clients(
+    delta, p, bu = _compiled_training()(
         tf.constant(params), tf.constant(store.user_vec[clients]), tf.constant(store.user_bias[clients]),
         tf.constant(slot), tf.constant(items), tf.constant(ratings), tf.constant(rows), tf.constant(weight),
         tf.constant(active), tf.constant(federation.mu, tf.float32),
@@ -272,6 +289,13 @@ def predict(state: ServerState, store: ClientStore, federation: Federation, fram
     item_vec, item_bias = item_table(state.params)
     return (federation.mu + store.user_bias[users] + item_bias[items]
             + np.einsum("nd,nd->n", store.user_vec[users], item_vec[items]))
+
+
+def squared_error_sum(state: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> tuple[float, int]:
+    """(Σ (r − r̂)² in stars², number of rows) of :func:`predict` on ``frame``: what a group of
+    clients reports so that a server can pool RMSE = √(Σ sums / Σ counts) without seeing a rating."""
+    error = frame["rating"].to_numpy() - predict(state, store, federation, frame)
+    return float(np.sum(error.astype(np.float64) ** 2)), len(frame)
 
 
 def federated_rmse(state: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> float:
