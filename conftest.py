@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from nbval.plugin import IPyNbFile
 
@@ -156,3 +158,37 @@ def pytest_collection_modifyitems(config, items):
     fast_times = {name: t.get("fast", 0.0) for name, t in load_times()["notebooks"].items()}
     # stable sort: a notebook's cells keep their order, longest lessons first
     items.sort(key=lambda item: -fast_times.get(item.path.name, 0.0) if item.path.suffix == ".ipynb" else 0.0)
+
+
+# ---------------------------------------------------------------- no process outlives the suite
+
+SESSION_ENV = "COURSE_TEST_SESSION"  # inherited by workers, kernels, JupyterLab, Chromium and Flower processes
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) names the session
+        os.environ[SESSION_ENV] = f"{os.getpid()}-{time.time_ns()}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process started by its tests is still running at the end (checked once,
+    by the controller, after the other finish hooks — xdist's stops the workers)."""
+    yield
+    if hasattr(session.config, "workerinput"):
+        return
+    marker, me = os.environ.get(SESSION_ENV), os.getpid()
+    deadline, left = time.monotonic() + 15, []
+    while time.monotonic() < deadline:
+        left = []
+        for process in psutil.process_iter(["pid", "name", "cmdline"]):
+            try:
+                if process.pid != me and process.environ().get(SESSION_ENV) == marker and process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{process.pid} {' '.join(process.info['cmdline'] or [])[:120]}")
+            except (psutil.Error, OSError):
+                continue
+        if not left:
+            return
+        time.sleep(1)
+    print("\nprocesses started by the tests are still running:\n  " + "\n  ".join(left))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
