@@ -7,6 +7,7 @@ loaders as the lessons, so ``COURSE_DATA_MIRROR`` is honoured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import json
 import sys
@@ -341,6 +342,27 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
             "slowest": max(panels, key=lambda p: p["max"])["panel"] if panels else None}
 
 
+def bench_flower(nodes: int = 4, rounds: int = 10) -> dict:
+    """Lesson 08: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
+    machine) and in this process, same seeds, users and settings; RMSE, seconds and MB per
+    round of both, and whether every Flower process exited."""
+    from helpers import federated as fl
+    from helpers import flower_deploy as fd
+    from helpers import lessons
+
+    _, federation = lessons.movielens_federation()
+    config, dim = lessons.mf_config(), lessons.EMBEDDING_DIM
+    settings = fd.RunSettings(rounds=rounds, config=config, dim=dim, min_nodes=nodes)
+    with fd.Deployment(federation, nodes) as flower:
+        result = flower.run(settings)
+        deployment = flower
+    left = deployment.processes_left()
+    history = fl.train_federated(federation, config, rounds, dim=dim)[2]
+    return {"benchmark": "flower", "nodes": nodes, "users": len(federation.client_ids), "config": dataclasses.asdict(config),
+            "dim": dim, "status": result.status, **fd.side_by_side(result, history),
+            "nodes_answered": result.nodes_answered, "all_processes_exited": not left}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -361,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     privacy.add_argument("--rounds", type=int, default=100)
     fltl = commands.add_parser("fltl", help="lesson 06: FedAvg from scratch vs pre-trained per α; compression")
     fltl.add_argument("--rounds", type=int, default=30)
+    flower = commands.add_parser("flower", help="lesson 08: the same FedAvg on Flower processes vs in-process")
+    flower.add_argument("--nodes", type=int, default=4)
+    flower.add_argument("--rounds", type=int, default=10)
     panels = commands.add_parser("widgets", help="every lesson's control panels: seconds to answer a change")
     panels.add_argument("--lessons", nargs="*", help="notebook prefixes, e.g. 03 06 (default: every lesson with panels)")
     panels.add_argument("--full", action="store_true", help="run the notebooks in full mode (default: COURSE_FAST=1)")
@@ -380,6 +405,7 @@ def _run(args) -> dict:
         "privacy": lambda: bench_privacy(args.rounds),
         "fltl": lambda: bench_fltl(rounds=args.rounds),
         "widgets": lambda: bench_widgets(args.lessons, fast=not args.full),
+        "flower": lambda: bench_flower(args.nodes, args.rounds),
     }
     return commands[args.command]()
 
