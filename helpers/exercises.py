@@ -324,3 +324,32 @@ def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
     if not np.allclose(got_big, big * clip / np.linalg.norm(big)):
         return Feedback(False, "a large update should keep its direction and get norm exactly C: Δ · C/‖Δ‖.")
     return Feedback(True, "Δ · min(1, C/‖Δ‖): direction kept, norm at most C.")
+
+
+# ----------------------------------------------------------------------------- lesson 08
+
+def check_table_download_mb(nodes: int, n_items: int, dim: int, answer) -> Feedback:
+    """Exercise 08.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
+    receives the whole item table, I × (d + 1) float32 values (the user ids it adds are left out)."""
+    reference = nodes * n_items * (dim + 1) * 4 / 1e6
+    return _diagnose(answer, reference, [
+        (nodes * n_items * dim * 4 / 1e6, "each item row has d + 1 values: the item vector and the item bias."),
+        (n_items * (dim + 1) * 4 / 1e6, "that is one node's copy: every node gets the table."),
+        (8 * reference, "that is megabits: there are 8 bits in a byte."),
+        (reference * 1e6 / 2 ** 20, "that is MiB (2²⁰ bytes); the course counts MB as 10⁶ bytes."),
+    ], correct=f"{reference:.2f} MB down per round, whatever the number of users sampled.")
+
+
+def pooled_rmse(squared_error_sums, counts) -> float:
+    """RMSE of all ratings from per-node (Σ(r − r̂)², n): √(Σ sums / Σ n)."""
+    return float(np.sqrt(np.sum(squared_error_sums) / np.sum(counts)))
+
+
+def check_pooled_rmse(squared_error_sums, counts, answer) -> Feedback:
+    """Exercise 08.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
+    sums, n = np.asarray(squared_error_sums, float), np.asarray(counts, float)
+    return _diagnose(answer, pooled_rmse(sums, n), [
+        (float(np.mean(np.sqrt(sums / n))), "that is the mean of the nodes' RMSEs: a node with more ratings must weigh more."),
+        (float(np.sqrt(np.mean(sums / n))), "that averages the nodes' mean squared errors equally; pool the sums and the counts."),
+        (float(np.sum(sums) / np.sum(n)), "that is the mean squared error: take its square root."),
+    ], rel=1e-4, correct="pool the sums and the counts, then take the root: √(Σ sums / Σ n).")

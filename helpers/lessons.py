@@ -12,6 +12,7 @@ LESSON_DATA = {
     "05_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
     "06_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
     "07_privacy_security.ipynb": ["ml-latest-small"],
+    "08_federated_on_flower.ipynb": ["ml-latest-small"],
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import numpy as np
@@ -530,5 +532,84 @@ def plot_drift_remedies(cnn: dict, mf: dict, cnn_title: str, mf_title: str, titl
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+class LiveCurve:
+    """One metric against rounds, redrawn in place in a notebook as a run reports progress
+    (``update(event)`` with an event of :func:`helpers.flower_rounds.progress_event`); outside
+    a notebook it draws nothing. The last drawing stays in the output."""
+
+    def __init__(self, key: str, ylabel: str, label: str):
+        from helpers.progress import _in_notebook
+
+        self.key, self.ylabel, self.label = key, ylabel, label
+        self.handle = None
+        if _in_notebook():
+            from IPython.display import display
+
+            self.handle = display(display_id=True)
+
+    def update(self, event: dict) -> None:
+        if self.handle is None:
+            return
+        from IPython.display import Image
+
+        values = event[self.key]
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.plot(np.arange(len(values)), values, marker="o")
+        ax.set(xlabel="rounds", ylabel=self.ylabel, title=f"{self.label}: {values[-1]:.4f} after {len(values) - 1} rounds")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        plt.close(fig)
+        self.handle.update(Image(buffer.getvalue()))
+
+
+def plot_flower_vs_local(flower_rmse, local_rmse, flower_seconds, local_seconds, title: str):
+    """Test RMSE per round of both runs (left) and seconds per round of both (right, log scale).
+
+    Args:
+        flower_rmse, local_rmse: test RMSE (stars) before round 1 and after every round.
+        flower_seconds, local_seconds: wall-clock seconds of each round.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.plot(np.arange(len(local_rmse)), local_rmse, lw=4, alpha=0.4, label="in this process (simulation)")
+    left.plot(np.arange(len(flower_rmse)), flower_rmse, marker="o", ls="--", label="Flower (SuperLink + SuperNodes)")
+    left.set(xlabel="rounds", ylabel="test RMSE (stars)", title=title)
+    rounds = np.arange(1, len(flower_seconds) + 1)
+    right.bar(rounds - 0.2, flower_seconds, width=0.4, label="Flower")
+    right.bar(rounds + 0.2, local_seconds, width=0.4, label="in this process")
+    right.set(xlabel="round", ylabel="seconds per round", yscale="log", title="Wall-clock time of each round")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fault_run(test_rmse, nodes_answered, seconds, killed_after: int, restarted_after: int, title: str):
+    """A run in which a node was killed and restarted: test RMSE per evaluation (left), nodes
+    that answered each exchange (middle), seconds per round (right); dotted lines at the kill
+    and the restart (both in rounds completed)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    axes[0].plot(np.arange(len(test_rmse)), test_rmse, marker="o")
+    axes[0].set(xlabel="rounds", ylabel="test RMSE (stars)", title=title)
+    axes[1].bar(np.arange(len(nodes_answered)), nodes_answered)
+    axes[1].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].set(xlabel="message exchange (round t; the last evaluates the final model)", ylabel="nodes that answered",
+                title="Who answered")
+    axes[2].bar(np.arange(1, len(seconds) + 1), seconds)
+    axes[2].set(xlabel="round", ylabel="seconds", title="Round time (a silent node is waited for)")
+    for ax, shift in zip(axes, (-0.5, -0.5, 0.5)):  # exchange t is round t + 1's message; bars are 1-based rounds
+        ax.axvline(killed_after + shift, color="red", ls=":", label="node killed")
+        ax.axvline(restarted_after + shift, color="green", ls=":", label="node restarted")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

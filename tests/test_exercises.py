@@ -126,6 +126,19 @@ def test_epsilon_and_clip():
     assert "never up" in ex.check_clip(lambda u, c: u * c / np.linalg.norm(u)).message
 
 
+def test_table_download_and_pooled_rmse():
+    mb = 4 * 9742 * 33 * 4 / 1e6
+    assert ex.check_table_download_mb(4, 9742, 32, mb)
+    assert "d + 1" in ex.check_table_download_mb(4, 9742, 32, 4 * 9742 * 32 * 4 / 1e6).message
+    assert "every node" in ex.check_table_download_mb(4, 9742, 32, mb / 4).message
+    assert "MiB" in ex.check_table_download_mb(4, 9742, 32, mb * 1e6 / 2**20).message
+    sums, counts = [10.0, 90.0], [20, 60]
+    assert ex.check_pooled_rmse(sums, counts, math.sqrt(100 / 80))
+    assert "mean of the nodes" in ex.check_pooled_rmse(sums, counts, (math.sqrt(0.5) + math.sqrt(1.5)) / 2).message
+    assert "square root" in ex.check_pooled_rmse(sums, counts, 100 / 80).message
+    assert f"{math.sqrt(100 / 80):.4f}" not in ex.check_pooled_rmse(sums, counts, 3.0).message
+
+
 def test_feedback_never_contains_the_reference_value():
     reference = ex.wrong_loss_floor(9742)
     assert f"{reference:.4f}" not in ex.check_wrong_loss_floor(9742, 9.0).message
