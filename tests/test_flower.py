@@ -137,25 +137,26 @@ def test_process_stop_ends_children_that_left_the_session(tmp_path):
 # ---------------------------------------------------------------- real processes on loopback
 
 
-def _flower_processes() -> list[int]:
-    names = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp")
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if any(name in " ".join(process.info["cmdline"] or []) for name in names):
-            found.append(process.info["pid"])
+def _processes_of(deployment: fd.Deployment) -> list[int]:
+    """Live processes whose Flower home is this deployment's (lesson 08 may run its own meanwhile)."""
+    home, found = str(deployment.home / "flwr"), []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.environ().get("FLWR_HOME") == home and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+        except (psutil.Error, OSError):
+            continue
     return found
 
 
 @pytest.mark.xdist_group("flower")
 def test_two_nodes_two_rounds_on_flower_match_the_simulation_and_leave_nothing(federation):
-    before = set(_flower_processes())
     config = lessons.mf_config()
     with fd.Deployment(federation, 2) as flower:
         result = flower.run(fd.RunSettings(rounds=2, config=config, dim=8, min_nodes=2))
-        started = flower.processes_left()
-        assert started, "the deployment's processes should be alive inside the block"
-    assert flower.processes_left() == []
-    assert not (set(_flower_processes()) - before)
+        started = _processes_of(flower)
+        assert len(started) >= 3 and set(flower.processes_left()) <= set(started)  # link, 2 nodes and their helpers
+    assert flower.processes_left() == [] and _processes_of(flower) == []
     assert result.status == "finished:completed" and result.nodes_answered == [2, 2, 2]
     local = fl.train_federated(federation, config, rounds=2, dim=8)[2]
     np.testing.assert_allclose(result.test_rmse, local.test_rmse, rtol=1e-6)
@@ -167,6 +168,8 @@ def test_a_node_without_a_registered_key_is_refused_and_a_serverapp_failure_is_q
     with fd.Deployment(federation, 1, authenticate=True) as flower:
         with pytest.raises(fd.FlowerError, match="only 1 of the 2 nodes needed"):  # raised inside the ServerApp
             flower.run(fd.RunSettings(rounds=1, config=lessons.mf_config(), dim=8, min_nodes=2, node_wait=1))
+        with pytest.raises(fd.FlowerError, match="did not finish within 1 s"):
+            flower.run(fd.RunSettings(rounds=5, config=lessons.mf_config(), dim=8), timeout=1)
         refused, why = flower.try_unregistered_node(timeout=60)
         assert refused, "an unregistered node joined the federation"
         assert "Failed to activate SuperNode" in why
@@ -185,6 +188,13 @@ def test_a_taken_superlink_port_raises_before_anything_starts(federation):
             with deployment:
                 pass
     assert deployment.processes_left() == []
+
+
+def test_a_missing_flower_cli_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(fd.FlowerError, match="pip install -r requirements.txt"):
+        fd.flower_command("flower-superlink")
 
 
 def test_free_port_is_free():
