@@ -355,8 +355,7 @@ def bench_flower(nodes: int = 4, rounds: int = 10) -> dict:
     settings = fd.RunSettings(rounds=rounds, config=config, dim=dim, min_nodes=nodes)
     with fd.Deployment(federation, nodes) as flower:
         result = flower.run(settings)
-        deployment = flower
-    left = deployment.processes_left()
+    left = flower.processes_left()
     history = fl.train_federated(federation, config, rounds, dim=dim)[2]
     return {"benchmark": "flower", "nodes": nodes, "users": len(federation.client_ids), "config": dataclasses.asdict(config),
             "dim": dim, "status": result.status, **fd.side_by_side(result, history),

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,6 @@ class FlowerResult:
     wall_seconds: float
     wire_bytes: int | None = None
     status: str = ""
-    notes: dict = field(default_factory=dict)
 
 
 def flower_command(name: str) -> str:
@@ -405,8 +404,7 @@ class Deployment:
         wall = time.monotonic() - start
         status, wire = self.run_status(run_id)
         return FlowerResult(run_id, last["test_rmse"], last["train_rmse"], last["nodes_answered"], last["seconds"],
-                            last["bytes_down"], last["bytes_up"], last["trained"], wall, wire, status,
-                            {"mu": last["mu"]})
+                            last["bytes_down"], last["bytes_up"], last["trained"], wall, wire, status)
 
     def run_status(self, run_id: str, timeout: float = 30.0) -> tuple[str, int | None]:
         """(status, network bytes both ways) of a run as the SuperLink reports it, once it has finished."""

@@ -370,9 +370,8 @@ def progress_event(history: fc.History) -> dict:
     ``nodes_answered``; per round ``seconds``, ``bytes_down``, ``bytes_up`` (payloads) and
     ``trained`` (users whose update arrived)."""
     reports = history.reports
-    return {"event": "progress", "mu": history.notes["mu"],
-            "test_rmse": list(history.metrics["test_rmse"]), "train_rmse": list(history.metrics["train_rmse"]),
-            "nodes_answered": list(history.notes["nodes_answered"]),
+    return {"event": "progress", "test_rmse": list(history.metrics["test_rmse"]),
+            "train_rmse": list(history.metrics["train_rmse"]), "nodes_answered": list(history.notes["nodes_answered"]),
             "seconds": [r.seconds for r in reports], "bytes_down": [r.bytes_down for r in reports],
             "bytes_up": [r.bytes_up for r in reports], "trained": [len(r.trained) for r in reports]}
 
