@@ -1,12 +1,16 @@
-# Two commands set everything up: `make lab` (open the course) and `make test` (run every test).
-# Both create .venv and install requirements.txt once; they reinstall only when it changes.
+# Two commands set everything up: `make lab` (open the course) and `make test` (run every test,
+# the lessons on their short schedules, as CI does). `make test-full` re-executes every lesson on
+# its full schedule. All create .venv and install requirements.txt once; they reinstall only when
+# it changes. PYTEST_ARGS narrows a run, e.g. `make test PYTEST_ARGS=tests`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: lab test bench clean
+PYTEST_ARGS ?=
+
+.PHONY: lab test test-full clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +22,10 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	COURSE_FAST=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-full: $(STAMP)
+	COURSE_FAST=0 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -118,7 +118,8 @@ class PanelsInBrowser(pytest.Item):
         assert not problems, "\n".join(problems) + f"\n(screenshots: {shots})"
 
     def reportinfo(self):
-        return self.path, None, f"{self.path.name}: control panels in the browser"
+        # a line number, not None: pytest's report of a skip marker needs one (None crashed it)
+        return self.path, 0, f"{self.path.name}: control panels in the browser"
 
 
 def pytest_xdist_auto_num_workers(config):
@@ -143,7 +144,7 @@ def pytest_collection_modifyitems(config, items):
             missing = [d for d in datasets_for(name) if not is_available(d)]
             verdicts[name] = (
                 f"real data not reachable ({', '.join(missing)}): connect to the internet or set "
-                f"{MIRROR_ENV} (for example {MIRROR_ENV}=../shared/datasets)"
+                f"{MIRROR_ENV} to a folder or URL holding the archives (see the README, 'Data')"
                 if missing else None
             )
         if verdicts[name]:

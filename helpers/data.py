@@ -358,13 +358,45 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     outcome = mirror.download_all(args.names or None)
-    width = max(len(name) for name in outcome)
-    for name, result in outcome.items():
-        print(f"{name:<{width}}  {'ok (verified)' if result == 'ok' else 'FAILED: ' + result}")
-    failed = [name for name, result in outcome.items() if result != "ok"]
-    print(f"{len(outcome) - len(failed)} of {len(outcome)} archives in {cache_dir()}" + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    print(download_summary(outcome, asked=set(args.names)))
+    return 1 if download_failures(outcome, asked=set(args.names)) else 0
 
+
+def download_failures(outcome: dict[str, str], asked: set[str] = frozenset()) -> list[str]:
+    """The archives of a ``download_all`` outcome whose miss is a failure: required by a lesson, or named in ``asked``."""
+    from helpers.lessons import is_required
+
+    return [name for name, result in outcome.items() if result != "ok" and (is_required(name) or name in asked)]
+
+
+def download_summary(outcome: dict[str, str], asked: set[str] = frozenset()) -> str:
+    """What ``download-all`` prints: one line per archive (ok, FAILED and what needs it, or optional
+    and what happens without it), then the archives fetched and which lessons the cache can run."""
+    from helpers.lessons import LESSON_DATA, OPTIONAL_DATA, lessons_missing_data, lessons_using
+
+    failed = set(download_failures(outcome, asked))
+    width = max(len(name) for name in outcome)
+    lines = []
+    for name, result in outcome.items():
+        if result == "ok":
+            state = "ok (verified)"
+        elif name in failed:
+            users = lessons_using(name)
+            needs = f" (lesson {users[0]} needs it)" if len(users) == 1 else f" (lessons {', '.join(users)} need it)"
+            state = f"FAILED{needs if users else ''}: {result}"
+        else:
+            state = f"optional, not fetched ({OPTIONAL_DATA.get(name, ((), 'no lesson needs it'))[1]}): {result}"
+        lines.append(f"{name:<{width}}  {state}")
+    have = sum(result == "ok" for result in outcome.values())
+    lines.append(f"{have} of {len(outcome)} archives in {cache_dir()}"
+                 + (f"; failed: {', '.join(sorted(failed))}" if failed else ""))
+    from helpers.download import REGISTRY
+
+    blocked = lessons_missing_data({name for name, spec in REGISTRY.items() if not (cache_dir() / spec.filename).exists()})
+    ready = [name[:2] for name in LESSON_DATA if name[:2] not in blocked]
+    lines.append(f"lessons ready to run: {', '.join(ready)}"
+                 + "".join(f"; lesson {lesson} needs {', '.join(archives)}" for lesson, archives in blocked.items()))
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -184,7 +184,7 @@ def mirror_base() -> str | None:
     """``$COURSE_DATA_MIRROR`` as a base URL ending in ``/``, or None when unset.
 
     A plain directory path is turned into a ``file://`` URL; a relative path is taken
-    from the project root (so ``../shared/datasets`` means the same thing in a shell
+    from the project root (so ``../course-archives`` means the same thing in a shell
     at the root and in a notebook kernel running in ``notebooks/``).
     """
     raw = os.environ.get(MIRROR_ENV, "").strip()
@@ -244,9 +244,9 @@ def _how_to_get(spec: Archive, target: Path) -> str:
     return (
         f"To get {spec.filename}, do one of:\n"
         f"  - connect to the internet (it is downloaded from {spec.url});\n"
-        f"  - set {MIRROR_ENV} to a folder or URL that holds {spec.filename} "
-        f"(a classroom mirror; in this repository's development setup: "
-        f"{MIRROR_ENV}=../shared/datasets);\n"
+        f"  - set {MIRROR_ENV} to a folder or URL that holds {spec.filename}: a folder of "
+        f"archives (a USB stick: {MIRROR_ENV}=/media/usb/course-archives) or your teacher's "
+        f"mirror ({MIRROR_ENV}=http://<teacher's address>:8765/, see the README);\n"
         f"  - download {spec.url} yourself and save it as {target}."
     )
 

@@ -16,15 +16,28 @@ LESSON_DATA = {
 }
 
 
-# Archives a lesson prefers but can do without: dataset → (lesson number, what it does instead).
-OPTIONAL_DATA = {"douban-movie": ("05", "lesson 05 uses Douban book as the source instead")}
+# Archives no lesson needs: dataset → (lesson numbers that prefer it, what happens without it).
+OPTIONAL_DATA = {
+    "douban-movie": (("05",), "lesson 05 uses Douban book as the source instead"),
+    "ml-100k": ((), "only the benchmarks' --variant 100k use it"),
+}
 
 
 def lessons_using(dataset: str) -> list[str]:
     """Lesson numbers ("01", "05", …) whose notebooks need or prefer ``dataset``."""
     needed = [name[:2] for name, archives in LESSON_DATA.items() if dataset in archives]
-    optional = [OPTIONAL_DATA[dataset][0]] if dataset in OPTIONAL_DATA else []
-    return sorted(set(needed + optional))
+    return sorted(set(needed + list(OPTIONAL_DATA.get(dataset, ((), ""))[0])))
+
+
+def is_required(dataset: str) -> bool:
+    """Whether some lesson cannot run without archive ``dataset``."""
+    return any(dataset in archives for archives in LESSON_DATA.values())
+
+
+def lessons_missing_data(missing: set[str]) -> dict[str, list[str]]:
+    """Lesson number → the archives in ``missing`` it needs, for every lesson that cannot run without them."""
+    blocked = {name[:2]: [d for d in archives if d in missing] for name, archives in LESSON_DATA.items()}
+    return {lesson: archives for lesson, archives in blocked.items() if archives}
 
 
 def datasets_for(notebook: str) -> list[str]:

@@ -97,7 +97,7 @@ def dataset_status(check_publisher: bool = True, timeout: float = 3.0) -> pd.Dat
             advice = "ready: copied from the mirror on first use"
         elif at_publisher:
             advice = "ready: downloaded from the publisher on first use"
-        elif name in OPTIONAL_DATA:
+        elif name in OPTIONAL_DATA:  # a lesson does without it
             advice = f"optional, not reachable: {OPTIONAL_DATA[name][1]}"
         else:
             advice = (f"not reachable: set {download.MIRROR_ENV} to a classroom mirror, or copy "

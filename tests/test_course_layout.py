@@ -54,3 +54,30 @@ def test_glossary_has_the_course_terms_and_links_to_real_lessons():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chinese_readme_lists_every_lesson(path):
     assert f"[`{path.name}`](notebooks/{path.name})" in (ROOT / "README.zh-CN.md").read_text()
+
+
+DEVELOPMENT_ONLY = ("shared/datasets", "../shared", "/work/")  # folders of the course's development machines
+
+
+def learner_visible_strings():
+    """(where, text) of every string a learner can meet: string literals (messages, docstrings,
+    f-string parts) of helpers/, the root conftest and the Makefile, and notebook and solution outputs."""
+    import ast
+
+    for path in sorted((ROOT / "helpers").rglob("*.py")) + [ROOT / "conftest.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", node.value
+    yield "Makefile", (ROOT / "Makefile").read_text()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") + "".join(str(v) for k, v in output.get("data", {}).items()
+                                                          if k.startswith("text/"))
+                yield f"{path.relative_to(ROOT)} (output)", text
+
+
+def test_no_message_or_output_points_to_a_development_only_folder():
+    found = [f"{where}: {text.strip()[:100]!r}" for where, text in learner_visible_strings()
+             if any(marker in text for marker in DEVELOPMENT_ONLY)]
+    assert not found, "a learner cannot act on these (name a folder of theirs or the README):\n" + "\n".join(found)

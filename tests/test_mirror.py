@@ -101,3 +101,21 @@ def test_download_all_reports_each_archive_and_exits_non_zero_on_failure(classro
     assert data_main(["download-all", "ml-latest-small", "lastfm-2k"]) == 1
     out = capsys.readouterr().out
     assert "ml-latest-small  ok (verified)" in out and "FAILED" in out and "failed: lastfm-2k" in out
+
+
+def test_download_all_fails_only_for_required_archives_and_says_which_lessons_can_run(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
+    for name in ("ml-latest-small", "cifar-10"):  # in the cache: the lessons that need only these can run
+        (tmp_path / download.REGISTRY[name].filename).write_bytes(b"")
+    outcome = {name: "ok" for name in download.REGISTRY} | {"ml-100k": "not reachable", "douban-movie": "not reachable"}
+    monkeypatch.setattr(mirror, "download_all", lambda names=None: outcome)
+    assert data_main(["download-all"]) == 0  # only optional archives missing
+    out = capsys.readouterr().out
+    assert "ml-100k          optional, not fetched (only the benchmarks' --variant 100k use it)" in out
+    assert "douban-movie     optional, not fetched (lesson 05 uses Douban book as the source instead)" in out
+    assert "FAILED" not in out and "lesson 05 needs" in out and "lesson 04 needs" not in out
+    assert data_main(["download-all", "ml-100k"]) == 1  # named explicitly: its miss is a failure
+    monkeypatch.setitem(outcome, "lastfm-2k", "not reachable")
+    assert data_main(["download-all"]) == 1
+    out = capsys.readouterr().out
+    assert "lastfm-2k        FAILED (lesson 05 needs it): not reachable" in out and "failed: lastfm-2k" in out
