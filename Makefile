@@ -1,7 +1,9 @@
 # Two commands set everything up: `make lab` (open the course) and `make test` (run every test,
 # the lessons on their short schedules, as CI does). `make test-full` re-executes every lesson on
-# its full schedule. All create .venv and install requirements.txt once; they reinstall only when
-# it changes. PYTEST_ARGS narrows a run, e.g. `make test PYTEST_ARGS=tests`.
+# its full schedule; `make site` builds the course as a static HTML book from the committed
+# notebooks (nothing re-executed) into build/site/. All create .venv and install requirements.txt
+# (the package and its pinned dependencies from pyproject.toml) once; they reinstall only when either
+# changes. PYTEST_ARGS narrows a test run, e.g. `make test PYTEST_ARGS=tests`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 PYTEST_ARGS ?=
 
-.PHONY: lab test test-full clean
+.PHONY: lab test test-full site clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,5 +29,8 @@ test: $(STAMP)
 test-full: $(STAMP)
 	COURSE_FAST=0 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+site: $(STAMP)
+	$(BIN)/python -m helpers.site
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build

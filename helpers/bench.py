@@ -309,7 +309,9 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
     import nbformat
     from nbclient import NotebookClient
 
-    folder = Path(folder) if folder else Path(__file__).resolve().parent.parent / "notebooks"
+    from helpers.paths import course_root
+
+    folder = Path(folder) if folder else course_root() / "notebooks"
     from helpers.widgets import lessons_with_panels
 
     names = [name for name in lessons_with_panels(folder)

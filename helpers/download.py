@@ -37,11 +37,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.paths import course_root
+
 MIRROR_ENV = "COURSE_DATA_MIRROR"
 CACHE_ENV = "COURSE_DATA_DIR"
 SUMS_FILE = "SHA256SUMS"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = PROJECT_ROOT / "data"
 
 
 class DataUnavailableError(RuntimeError):
@@ -144,8 +144,9 @@ REGISTRY: dict[str, Archive] = {
 
 
 def cache_dir() -> Path:
-    """The download cache: ``$COURSE_DATA_DIR`` if set (relative to the project root), else ``data/``."""
-    return PROJECT_ROOT / os.environ[CACHE_ENV] if os.environ.get(CACHE_ENV) else DEFAULT_CACHE
+    """The download cache: ``$COURSE_DATA_DIR`` if set (a relative one from the course root), else ``data/``
+    in the course root (:func:`helpers.paths.course_root`)."""
+    return course_root() / (os.environ.get(CACHE_ENV) or "data")  # an absolute $COURSE_DATA_DIR stays as it is
 
 
 @contextlib.contextmanager
@@ -193,7 +194,7 @@ def mirror_base() -> str | None:
     if urllib.parse.urlsplit(raw).scheme in ("file", "http", "https"):
         url = raw
     else:
-        url = (PROJECT_ROOT / Path(raw).expanduser()).resolve().as_uri()
+        url = (course_root() / Path(raw).expanduser()).resolve().as_uri()
     return url if url.endswith("/") else url + "/"
 
 
@@ -253,7 +254,8 @@ def _how_to_get(spec: Archive, target: Path) -> str:
 
 def _download(url: str, filename: str, into: Path) -> Path:
     """Download ``url`` with Keras into ``into/.partial/filename/filename``; return that path."""
-    from keras.utils import get_file  # imported here: importing keras is slow
+    import helpers.tf_quiet  # noqa: F401  (keras needs TensorFlow; loaded here, on first download, quietly)
+    from keras.utils import get_file
 
     partial = into / ".partial" / filename
     partial.mkdir(parents=True, exist_ok=True)

@@ -144,7 +144,7 @@ def client_update(federation: Federation, params: np.ndarray, store: ClientStore
     Updates the client's private ``store`` rows in place; returns what it sends:
     (items (m,), Δ of those rows of the item table (m, d + 1)).
     """
-    import tensorflow as tf
+    from helpers.tf_quiet import tf
 
     items, ratings = federation.client_data(client)
     start = params[items]
@@ -184,7 +184,7 @@ def reference_training(federation: Federation, params: np.ndarray, store: Client
 def _compiled_training():
     """The compiled step (2) for all sampled clients (TensorFlow is imported here, on first use,
     so that a process that only evaluates or aggregates — a Flower ServerApp — never loads it)."""
-    import tensorflow as tf
+    from helpers.tf_quiet import tf
 
     @tf.function(reduce_retracing=True)
     def _train_clients(table, p_start, bu_start, slot, items, ratings, rows, weight, active,
@@ -264,7 +264,7 @@ def local_training(federation: Federation, params: np.ndarray, store: ClientStor
                    config: FedConfig, round_num: int) -> Updates:
     """Step (2) for all ``clients`` in one compiled call (the task's client update). Their
     private rows in ``store`` are updated in place; returns the item-row updates they send."""
-    import tensorflow as tf
+    from helpers.tf_quiet import tf
 
     config.check()
     slot, items, ratings, rows, weight, active = _flat_batch(federation, config, clients, round_num)

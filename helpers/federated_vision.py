@@ -48,10 +48,10 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from helpers.tf_quiet import tf  # first: TensorFlow without its start-up lines
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from helpers import fedcore as fc
 from helpers import metrics, partition

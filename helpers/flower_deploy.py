@@ -211,7 +211,6 @@ class Deployment:
         inherited = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "PY_COLORS")}
         self.env = {**inherited, "TERM": "dumb", "FLWR_HOME": str(self.home / "flwr"), "TF_CPP_MIN_LOG_LEVEL": "3",
                     "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore", "NO_COLOR": "1",
-                    "COURSE_IMPORT_TENSORFLOW": "0",  # helpers loads TensorFlow only where a node trains
                     # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by name
                     "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
         self._write_connection()

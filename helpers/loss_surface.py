@@ -10,9 +10,9 @@ not guessed.
 
 from __future__ import annotations
 
+from helpers.tf_quiet import tf  # first: TensorFlow without its start-up lines
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 
 def item_mean_feature(train: pd.DataFrame) -> np.ndarray:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from helpers.tf_quiet import tf  # first: TensorFlow without its start-up lines
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 
 @dataclass

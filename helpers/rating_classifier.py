@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
+from helpers.tf_quiet import tf  # first: TensorFlow without its start-up lines
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from helpers import metrics
 

@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMES_FILE = Path(__file__).with_name("run_times.json")
 RUN_TIME_LINE = re.compile(r"^\*\*Expected run time\.\*\*.*$", re.MULTILINE)
 MODES = ("full", "fast")
@@ -129,10 +128,14 @@ def forget_full(name: str, path: Path = TIMES_FILE) -> None:
     save_times(times, path)
 
 
-def write_texts(root: Path = ROOT, times: dict | None = None) -> list[str]:
-    """Rewrite each notebook's run-time line and the READMEs' run-time cells; return what changed."""
+def write_texts(root: Path | None = None, times: dict | None = None) -> list[str]:
+    """Rewrite each notebook's run-time line and the READMEs' run-time cells (in the checkout ``root``,
+    by default :func:`helpers.paths.course_root`); return what changed."""
     import nbformat
 
+    from helpers.paths import course_root
+
+    root = root or course_root()
     times = times or load_times()
     changed = []
     for name in times["notebooks"]:
@@ -157,6 +160,36 @@ def write_texts(root: Path = ROOT, times: dict | None = None) -> list[str]:
     return changed
 
 
+def calibrate(repeats: int = 3) -> float:
+    """Seconds of a fixed TensorFlow workload (best of ``repeats``): small dense training steps on
+    seeded data, the kind of work the lessons do. Compare it with ``run_times.json``'s reference."""
+    import numpy as np
+    from helpers.tf_quiet import tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2048, 64)), tf.float32)
+    y = tf.constant(rng.normal(size=(2048, 1)), tf.float32)
+    w1 = tf.Variable(rng.normal(size=(64, 256)) * 0.05, dtype=tf.float32)
+    w2 = tf.Variable(rng.normal(size=(256, 1)) * 0.05, dtype=tf.float32)
+
+    @tf.function
+    def steps(n):
+        for _ in tf.range(n):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((tf.nn.relu(x @ w1) @ w2 - y) ** 2)
+            for v, g in zip((w1, w2), tape.gradient(loss, (w1, w2))):
+                v.assign_sub(0.01 * g)
+        return loss
+
+    steps(tf.constant(2))  # trace once, outside the timing
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        steps(tf.constant(200))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.runtimes", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,8 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("calibrate", help="record this machine's calibration seconds beside its run times")
     args = parser.parse_args(argv)
     if args.command == "calibrate":
-        from helpers.startup import calibrate
-
         times = load_times()
         times["calibration_seconds"] = round(calibrate(), 3)
         save_times(times)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import helpers.tf_quiet  # noqa: F401  (first: loads TensorFlow without its start-up lines)
 import keras
 import numpy as np
 import pandas as pd

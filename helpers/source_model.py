@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import helpers.tf_quiet  # noqa: F401  (first: loads TensorFlow without its start-up lines)
 import keras
 import numpy as np
 
@@ -78,7 +79,7 @@ def cache_key(task: vt.Task, build: str, recipe: SourceRecipe) -> str:
 
 def _train(task: vt.Task, recipe: SourceRecipe, progress: bool) -> tuple[keras.Sequential, keras.Model, list[float]]:
     """Pre-train from scratch, one fit call per epoch with a fresh seeded shuffle."""
-    import tensorflow as tf
+    from helpers.tf_quiet import tf
 
     extractor = vt.build_extractor(recipe.seed)
     model = vt.classifier(extractor, len(task.class_names), inference_mode=False, seed=recipe.seed)

@@ -10,7 +10,6 @@ import os
 import platform
 import re
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -18,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import download, runtimes
+from helpers.paths import course_root
 from helpers.lessons import OPTIONAL_DATA, lessons_using
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # (section of the source article, notebook, the heading of the cell that teaches it)
 COURSE_MAP = [
@@ -39,13 +38,16 @@ COURSE_MAP = [
 ]
 
 
-def required_versions(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
-    """Package → version specifier from ``requirements.txt`` (``-e .`` and comments skipped)."""
+DISTRIBUTION = "fedtl-course-helpers"  # the name pyproject.toml gives the course's package
+
+
+def required_versions(distribution: str = DISTRIBUTION) -> dict[str, str]:
+    """Package → version specifier, as the installed course package declares them (pyproject.toml's
+    dependencies and its ``test`` and ``site`` extras; the same whether installed editable or as a wheel)."""
     required = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*([~=<>!].*)?", line)
-        if match and not line.startswith("-"):
+    for line in metadata.requires(distribution) or []:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?\s*([~=<>!][^;]*)?(;.*)?", line.strip())
+        if match:
             required[match.group(1).lower()] = (match.group(2) or "").strip()
     return required
 
@@ -110,36 +112,6 @@ def dataset_status(check_publisher: bool = True, timeout: float = 3.0) -> pd.Dat
         return pd.DataFrame(list(pool.map(look, specs)))
 
 
-def calibrate(repeats: int = 3) -> float:
-    """Seconds of a fixed TensorFlow workload (best of ``repeats``): small dense training steps on
-    seeded data, the kind of work the lessons do. Compare it with ``run_times.json``'s reference."""
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(2048, 64)), tf.float32)
-    y = tf.constant(rng.normal(size=(2048, 1)), tf.float32)
-    w1 = tf.Variable(rng.normal(size=(64, 256)) * 0.05, dtype=tf.float32)
-    w2 = tf.Variable(rng.normal(size=(256, 1)) * 0.05, dtype=tf.float32)
-
-    @tf.function
-    def steps(n):
-        for _ in tf.range(n):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean((tf.nn.relu(x @ w1) @ w2 - y) ** 2)
-            for v, g in zip((w1, w2), tape.gradient(loss, (w1, w2))):
-                v.assign_sub(0.01 * g)
-        return loss
-
-    steps(tf.constant(2))  # trace once, outside the timing
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        steps(tf.constant(200))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def predicted_run_times(seconds_here: float, times: dict | None = None) -> pd.DataFrame:
     """Each lesson's measured run times scaled by this laptop's calibration: ``lesson, full, fast`` in words."""
     times = times or runtimes.load_times()
@@ -155,9 +127,12 @@ def predicted_run_times(seconds_here: float, times: dict | None = None) -> pd.Da
     return pd.DataFrame(rows).set_index("lesson")
 
 
-def course_map(root: Path = ROOT) -> pd.DataFrame:
-    """Each section of the source article → the lesson and the cell (1-based) that covers it."""
+def course_map(root: Path | None = None) -> pd.DataFrame:
+    """Each section of the source article → the lesson and the cell (1-based) that covers it
+    (``root``: the course checkout, by default :func:`helpers.paths.course_root`)."""
     import nbformat
+
+    root = root or course_root()
 
     rows = []
     for section, name, heading in COURSE_MAP:

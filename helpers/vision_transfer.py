@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import helpers.tf_quiet  # noqa: F401  (first: loads TensorFlow without its start-up lines)
 import keras
 import numpy as np
 
@@ -275,7 +276,7 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learnin
     Returns ``{"loss": final training loss (nats), "seconds": float, "epochs": passes over x,
     "curve": [(step, test accuracy), ...] (empty without ``track``)}``.
     """
-    import tensorflow as tf
+    from helpers.tf_quiet import tf
 
     keras.utils.set_random_seed(seed)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)

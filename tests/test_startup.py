@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import download, startup
+from helpers import download, runtimes, startup
 from helpers.download import Archive
 
 
@@ -16,9 +16,10 @@ def test_version_specifiers(installed, spec, ok):
     assert startup._satisfies(installed, spec) is ok
 
 
-def test_required_versions_read_requirements_txt():
+def test_required_versions_are_the_installed_package_s_declared_dependencies():
     required = startup.required_versions()
-    assert required["tensorflow"].startswith("~=") and "-e" not in required
+    assert required["tensorflow"].startswith("~=") and required["nbval"].startswith("~=")  # a dependency, an extra
+    assert all(name == name.lower() and "[" not in name for name in required)
 
 
 def test_every_article_section_maps_to_a_real_cell():
@@ -52,7 +53,7 @@ def test_dataset_status_names_the_source_and_says_what_to_do(tmp_path, monkeypat
 
 
 def test_calibration_is_a_positive_number_of_seconds():
-    assert 0 < startup.calibrate(repeats=1) < 60
+    assert 0 < runtimes.calibrate(repeats=1) < 60
 
 
 def test_an_optional_archive_is_named_as_such(tmp_path, monkeypatch):
