@@ -41,33 +41,40 @@ COURSE_MAP = [
 DISTRIBUTION = "fedtl-course-helpers"  # the name pyproject.toml gives the course's package
 
 
-def required_versions(distribution: str = DISTRIBUTION) -> dict[str, str]:
-    """Package → version specifier, as the installed course package declares them (pyproject.toml's
-    dependencies and its ``test`` and ``site`` extras; the same whether installed editable or as a wheel)."""
+EXTRA_USES = {None: "the lessons", "test": "the tests (make test)", "site": "the website (make site)"}
+
+
+def required_versions(distribution: str = DISTRIBUTION) -> dict[str, tuple[str, str | None]]:
+    """Package → (version specifier, extra), as the installed course package declares them: extra
+    None for pyproject.toml's dependencies (what the lessons need), ``"test"`` or ``"site"`` for the
+    extras; the same whether the package is installed editable or as a wheel."""
     required = {}
     for line in metadata.requires(distribution) or []:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?\s*([~=<>!][^;]*)?(;.*)?", line.strip())
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?\s*([~=<>!][^;]*)?(?:;\s*extra\s*==\s*\W(\w+)\W)?",
+                             line.strip())
         if match:
-            required[match.group(1).lower()] = (match.group(2) or "").strip()
+            required[match.group(1).lower()] = ((match.group(2) or "").strip(), match.group(3))
     return required
 
 
 def package_versions() -> pd.DataFrame:
-    """Python and every required package: ``package, required, installed, ok``."""
-    rows = [{"package": "python", "required": ">=3.11", "installed": platform.python_version(),
-             "ok": sys.version_info >= (3, 11)}]
-    for name, spec in required_versions().items():
+    """Python and every declared package: ``package, needed for, required, installed, ok``. A package
+    of an extra (tests, website) that is not installed is ok: the lessons run without it."""
+    rows = [{"package": "python", "needed for": EXTRA_USES[None], "required": ">=3.11",
+             "installed": platform.python_version(), "ok": sys.version_info >= (3, 11)}]
+    for name, (spec, extra) in required_versions().items():
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
             installed = None
-        rows.append({"package": name, "required": spec, "installed": installed or "missing",
-                     "ok": installed is not None and _satisfies(installed, spec)})
+        rows.append({"package": name, "needed for": EXTRA_USES.get(extra, f"the {extra} extra"), "required": spec,
+                     "installed": installed or "missing",
+                     "ok": _satisfies(installed, spec) if installed is not None else extra is not None})
     return pd.DataFrame(rows)
 
 
 def _satisfies(installed: str, spec: str) -> bool:
-    """A ``~=X.Y.Z`` / ``==`` / ``>=`` check without extra dependencies (enough for requirements.txt)."""
+    """A ``~=X.Y.Z`` / ``==`` / ``>=`` check without extra dependencies (enough for the course's pins)."""
     if not spec:
         return True
     operator, wanted = re.match(r"(~=|==|>=)\s*(.+)", spec).groups()

@@ -49,7 +49,7 @@ def test_an_installed_wheel_runs_lesson_00_s_checks_from_the_clone(wheel, tmp_pa
         "from helpers import download, runtimes, startup\n"
         "from helpers.paths import course_root\n"
         f"assert course_root() == __import__('pathlib').Path({str(ROOT)!r}), course_root()\n"
-        "assert startup.required_versions()['tensorflow'].startswith('~=')\n"
+        "assert startup.required_versions()['tensorflow'][0].startswith('~=')\n"
         "assert len(startup.course_map()) == len(startup.COURSE_MAP)\n"
         "assert set(startup.dataset_status(check_publisher=False)['dataset']) == set(download.REGISTRY)\n"
         "assert len(startup.predicted_run_times(runtimes.load_times()['calibration_seconds']))\n"

@@ -18,8 +18,20 @@ def test_version_specifiers(installed, spec, ok):
 
 def test_required_versions_are_the_installed_package_s_declared_dependencies():
     required = startup.required_versions()
-    assert required["tensorflow"].startswith("~=") and required["nbval"].startswith("~=")  # a dependency, an extra
+    assert required["tensorflow"][0].startswith("~=") and required["tensorflow"][1] is None  # what the lessons need
+    assert required["nbval"][0].startswith("~=") and required["nbval"][1] == "test"
+    assert required["sphinx"][1] == "site"
     assert all(name == name.lower() and "[" not in name for name in required)
+
+
+def test_a_missing_package_fails_the_check_only_when_the_lessons_need_it(monkeypatch):
+    monkeypatch.setattr(startup, "required_versions", lambda: {"tensorflow": ("~=2.21.0", None),
+                                                              "no-such-package-x": ("~=1.0", None),
+                                                              "no-such-package-y": ("~=1.0", "test")})
+    table = startup.package_versions().set_index("package")
+    assert table.loc["tensorflow", "ok"] and table.loc["no-such-package-y", "ok"]
+    assert not table.loc["no-such-package-x", "ok"] and table.loc["no-such-package-x", "installed"] == "missing"
+    assert table.loc["no-such-package-y", "needed for"] == "the tests (make test)"
 
 
 def test_every_article_section_maps_to_a_real_cell():
