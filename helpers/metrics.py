@@ -21,15 +21,17 @@ def rank_of_targets(scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarr
 
     Returns:
         (U,) int ranks; 0 means the target is the top recommendation. Ties count
-        against the target (pessimistic), so a constant scorer cannot look good.
+        against the target (pessimistic), so a constant scorer cannot look good; so do
+        NaN scores (a diverged model): a NaN target ranks last, a NaN item above the target.
     """
-    scores = np.array(scores, dtype=np.float64, copy=True)
+    scores = np.asarray(scores, dtype=np.float64)
     rows = np.arange(len(targets))
-    target_scores = scores[rows, targets]
+    target_scores = np.nan_to_num(scores[rows, targets], nan=-np.inf)
+    ahead = np.isnan(scores) | (scores >= target_scores[:, None])  # at or above the target (ties count against it)
     for row, items in enumerate(seen):
-        scores[row, items] = -np.inf
-    scores[rows, targets] = -np.inf
-    return (scores >= target_scores[:, None]).sum(axis=1)
+        ahead[row, items] = False
+    ahead[rows, targets] = False
+    return ahead.sum(axis=1)
 
 
 def hit_rate_at_k(ranks: np.ndarray, k: int = 10) -> float:

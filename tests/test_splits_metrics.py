@@ -90,3 +90,10 @@ def test_accuracy_and_column_labels():
     assert accuracy(logits, np.array([0, 1, 1])) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="ravel"):
         accuracy(logits, np.array([[0], [1], [1]]))
+
+
+def test_a_diverged_model_s_nan_scores_count_as_misses():
+    scores = np.array([[np.nan, np.nan, np.nan], [1.0, np.nan, 0.5], [np.nan, 2.0, 1.0]])
+    ranks = rank_of_targets(scores, np.array([0, 0, 1]), [np.array([], int)] * 3)
+    assert ranks.tolist() == [2, 1, 1]  # NaN target: last of 3 candidates; a NaN item ranks above the target
+    assert hit_rate_at_k(rank_of_targets(np.full((4, 20), np.nan), np.zeros(4, int), [np.array([], int)] * 4), 10) == 0.0
