@@ -201,6 +201,117 @@ def check_upload_mb(num_examples: np.ndarray, dim: int, answer) -> Feedback:
     ], rel=2e-3, correct=f"{reference:.3f} MB up this round.")
 
 
+# ----------------------------------------------------------------------------- federated softmax ranking
+
+def check_fedsgd_step(step_fn: Callable[[np.ndarray, list, list, float], np.ndarray]) -> Feedback:
+    """Exercise: ``step_fn(theta, gradients, num_examples, lr)`` → θ − η Σ_k (n_k / Σ n) ∇L_k, the FedSGD
+    server step (one full-batch gradient per client, weighted by its examples)."""
+    rng = np.random.default_rng(4)
+    theta = rng.normal(size=(5, 3))
+    gradients = [rng.normal(size=(5, 3)) for _ in range(3)]
+    counts, lr = [10, 30, 60], 0.5
+    try:
+        got = np.asarray(step_fn(theta.copy(), [g.copy() for g in gradients], list(counts), lr), dtype=float)
+    except Exception as error:  # the learner's code may raise anything
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    if got.shape != theta.shape:
+        return Feedback(False, f"return the new θ, shape {theta.shape}; got shape {got.shape}.")
+    weights = np.array(counts, float) / sum(counts)
+    mean_gradient = sum(w * g for w, g in zip(weights, gradients))
+    if np.allclose(got, theta - lr * mean_gradient):
+        return Feedback(True, "θ ← θ − η Σ_k (n_k/n) ∇L_k: the gradient of the loss over all the round's examples.")
+    mistakes = [
+        (theta + lr * mean_gradient, "you stepped up the gradient: descent moves against it, θ − η ∇L."),
+        (theta - lr * np.mean(gradients, axis=0), "you averaged over clients, not examples: a client with more "
+                                                 "interactions holds more of the loss, so weight ∇L_k by n_k / Σ n."),
+        (theta - lr * sum(c * g for c, g in zip(counts, gradients)), "the weights n_k must be divided by Σ n so that "
+                                                                     "they add up to 1."),
+        (theta - lr * np.sum(gradients, axis=0), "you summed the gradients unweighted: weight each by n_k / Σ n."),
+        (theta - mean_gradient, "the learning rate η is missing."),
+        (-lr * mean_gradient, "return the new θ, not only the step."),
+    ]
+    for wrong, hint in mistakes:
+        if np.allclose(got, wrong):
+            return Feedback(False, hint)
+    return Feedback(False, "the result is not θ − η Σ_k (n_k / Σ n) ∇L_k; check the weights and the sign.")
+
+
+def sampled_softmax_loss(scores: np.ndarray, own: np.ndarray, negatives: np.ndarray, correction: np.ndarray) -> float:
+    """The reference: mean over the client's items i of −log softmax over own ∪ negatives, the negatives'
+    scores lowered by their log-Q correction log(m · Q_k(c)); in nats."""
+    logits = np.concatenate([scores[own], scores[negatives] - correction])
+    log_z = logits.max() + np.log(np.exp(logits - logits.max()).sum())
+    return float(np.mean(log_z - scores[own]))
+
+
+def _log_softmax_mean(logits: np.ndarray, positive: np.ndarray) -> float:
+    log_z = logits.max() + np.log(np.exp(logits - logits.max()).sum())
+    return float(np.mean(log_z - positive))
+
+
+def check_sampled_softmax_loss(loss_fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]) -> Feedback:
+    """Exercise: ``loss_fn(scores, own, negatives, correction)`` → the sampled-softmax loss of one client
+    (:func:`sampled_softmax_loss`): ``scores`` (I,) of every item, ``own`` its item indices, ``negatives``
+    m sampled item indices, ``correction`` (m,) their log(m · Q_k(c))."""
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=40) * 2
+    own, negatives = np.array([3, 8, 21]), np.array([0, 5, 12, 30, 33])
+    correction = np.log(len(negatives) * rng.dirichlet(np.ones(len(negatives))) * 0.5)
+    try:
+        got = float(loss_fn(scores.copy(), own.copy(), negatives.copy(), correction.copy()))
+    except Exception as error:  # the learner's code may raise anything
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    reference = sampled_softmax_loss(scores, own, negatives, correction)
+    if _close(got, reference, 1e-6):
+        return Feedback(True, "the client's items against m corrected negatives: a loss over n_k + m rows, not I.")
+    own_scores = scores[own]
+    mistakes = [
+        (_log_softmax_mean(np.concatenate([own_scores, scores[negatives]]), own_scores),
+         "the negatives' scores need the log-Q correction: subtract log(m · Q_k(c)), or popular negatives, drawn "
+         "often, count as if each stood for only itself."),
+        (_log_softmax_mean(np.concatenate([own_scores, scores[negatives] + correction]), own_scores),
+         "the correction goes the other way: a negative stands for 1/(m · Q_k(c)) items, so its score is lowered by "
+         "log(m · Q_k(c))."),
+        (_log_softmax_mean(scores, own_scores), "that is the full softmax over all items: the sampled loss looks only "
+                                                "at the client's own items and the m negatives."),
+        (len(own) * reference, "average over the client's items (the mean cross-entropy), do not sum."),
+        (-reference, "the loss is −log P, a positive number of nats: check the sign."),
+        (float(np.mean(np.log(1 + np.exp(-own_scores)))), "this is a per-item sigmoid loss; the exercise asks for a "
+                                                         "softmax over the candidates."),
+    ]
+    for wrong, hint in mistakes:
+        if _close(got, wrong, 1e-6):
+            return Feedback(False, hint)
+    return Feedback(False, f"{got:.6g} nats is not the sampled-softmax loss; candidates are own ∪ negatives, and only "
+                           "the negatives get the correction.")
+
+
+def check_hit_at_10(hit_fn: Callable[[np.ndarray, np.ndarray, int], bool]) -> Feedback:
+    """Exercise: ``hit_fn(scores, train_items, held_out)`` → whether the held-out item is in the top 10 of
+    the items the user has not interacted with (lesson 01's protocol; ties count against it)."""
+    cases = []
+    scores = np.arange(30, dtype=float)[::-1].copy()           # item 0 best … item 29 worst
+    cases.append((scores, np.arange(0, 8), 15, True))         # 8 better items are training items: rank 7 → hit
+    cases.append((scores, np.array([20]), 12, False))         # 12 better items, none excluded → miss
+    tied = np.zeros(30)
+    cases.append((tied, np.array([1]), 4, False))             # every item tied: pessimistic → last → miss
+    try:
+        got = [bool(hit_fn(s.copy(), t.copy(), h)) for s, t, h, _ in cases]
+    except Exception as error:  # the learner's code may raise anything
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    expected = [e for *_, e in cases]
+    if got == expected:
+        return Feedback(True, "training items are left out of the ranking, and a tie never helps the held-out item.")
+    if got[0] is False and got[1:] == expected[1:]:
+        return Feedback(False, "the user's training items are still among the candidates: exclude them before ranking "
+                               "(they are known interactions, not recommendations).")
+    if got[2] is True:
+        return Feedback(False, "with every score tied the held-out item must count as ranked last (ties against it), "
+                               "or a model that says nothing would score well.")
+    return Feedback(False, "count the items (other than training items) scoring at least as high as the held-out "
+                           "one; it is a hit when fewer than 10 do.")
+
+
 # ----------------------------------------------------------------------------- lesson 04
 
 def check_head_parameters(features: int, classes: int, answer) -> Feedback:

@@ -29,14 +29,20 @@ touches only the rows of the items it rated. For a CNN the whole model is one ro
 W = P scalars. An update is a set of rows (:class:`Updates`), so clipping, compression,
 attacks and robust aggregation are written once for both.
 
-**A task** is the clients' data, with ``client_ids`` (N,), ``num_examples(clients)``,
-``download_bytes(clients, width)`` and ``train_clients(params, clients_state, clients,
-config, round_num) -> Updates``; a task whose table holds running statistics (batch-norm
-means and variances) names their columns in ``statistics_columns``: the server adds their
-averaged change as it is, whatever the server optimiser. **Client state** is any object with a ``residual`` dict
-(client id → its compression residual); the task keeps its private per-client values
-there too (MF: user vectors and biases). Only the client-update function and the
-transforms write to it, each where its docstring says so.
+**A task** is a model and its clients' data, as the round sees them: anything that
+implements :class:`Task` — ``client_ids`` (N,), ``num_examples(clients)``,
+``download_bytes(clients, width)``, ``train_clients(params, clients_state, clients, config,
+round_num) -> Updates`` (step (2), the only place a task trains) and ``statistics_columns``: the
+columns of the table that hold running statistics (batch-norm means and variances), whose averaged
+change the server adds as it is, whatever the server optimiser; None for a task without them. The
+course's tasks: :class:`helpers.federated.Federation` (biased MF),
+:class:`helpers.fedsoftmax.SoftmaxFederation` (the softmax recommender),
+:class:`helpers.federated_vision.ImageTask` (a Keras CNN), :class:`helpers.federated_vision.HeadTask`
+(a linear head on frozen features) and :class:`helpers.flower_rounds.NodeFederation` (step (2) over
+Flower's network). **Client state** is any object with a ``residual`` dict (client id → its
+compression residual); the task keeps its private per-client values there too (MF: user vectors
+and biases). Only the client-update function and the transforms write to it, each where its
+docstring says so.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -191,6 +197,31 @@ def row_bytes(width: int, indexed: bool = True) -> int:
     return width * FLOAT_BYTES + (INDEX_BYTES if indexed else 0)
 
 
+@runtime_checkable
+class Task(Protocol):
+    """The contract between :func:`run_round` and a model with its clients (see the module docstring).
+
+    Attributes:
+        client_ids: (N,) int, every client the sampler may ask.
+        statistics_columns: columns of the parameter table that are running statistics (averaged,
+            never optimised), or None.
+    """
+
+    client_ids: np.ndarray
+    statistics_columns: slice | None
+
+    def num_examples(self, clients: np.ndarray) -> np.ndarray:
+        """n_k, the aggregation weight of each client in ``clients``: (K,) int."""
+
+    def download_bytes(self, clients: np.ndarray, width: int) -> np.ndarray:
+        """Bytes of the model each client in ``clients`` receives in step (1): (K,) int."""
+
+    def train_clients(self, params: np.ndarray, clients_state, clients: np.ndarray, config: "FedConfig",
+                      round_num: int) -> "Updates":
+        """Step (2): train ``clients`` from the global ``params`` (n_rows, W) on their own data; keep
+        their private values in ``clients_state``; return what they send."""
+
+
 # ---------------------------------------------------------------- (1) samplers
 
 
@@ -276,13 +307,25 @@ def clip(clip_norm: float) -> Transform:
 Aggregator = Callable[[Updates, tuple, RoundContext], np.ndarray]
 
 
+def sum_rows(updates: Updates, shape: tuple, client_weights: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Σ_k w_k Δ_k as a dense (n_rows, W) table of ``dtype``: each client's rows added where they belong.
+
+    When every client sent the whole table in row order (a full-softmax or CNN update), the sum is one
+    matrix product; otherwise each row is added at its index (``np.add.at``). Same sums either way.
+    """
+    weights = np.asarray(client_weights, dtype)
+    k = len(updates.clients)
+    if len(updates.rows) == k * shape[0] and np.array_equal(updates.rows, np.tile(np.arange(shape[0]), k)):
+        return np.tensordot(weights, updates.values.reshape(k, *shape).astype(dtype, copy=False), axes=1)
+    total = np.zeros(shape, dtype)
+    np.add.at(total, updates.rows, weights[updates.slot, None] * updates.values.astype(dtype, copy=False))
+    return total
+
+
 def weighted_mean(updates: Updates, shape: tuple, context: RoundContext | None = None) -> np.ndarray:
     """FedAvg: Δ = Σ_k (n_k / Σ_j n_j) Δ_k, dense (n_rows, W); zeros when nobody reported."""
     total = max(int(np.sum(updates.num_examples)), 1)
-    weight = (np.asarray(updates.num_examples) / total)[updates.slot].astype(np.float32)
-    dense = np.zeros(shape, np.float32)
-    np.add.at(dense, updates.rows, weight[:, None] * updates.values)
-    return dense
+    return sum_rows(updates, shape, np.asarray(updates.num_examples) / total)
 
 
 def noisy_sum(noise_std: float, denominator: float, seed: int = 0) -> Aggregator:
@@ -297,8 +340,7 @@ def noisy_sum(noise_std: float, denominator: float, seed: int = 0) -> Aggregator
         raise ValueError(f"the denominator (expected clients per round) must be > 0, got {denominator}")
 
     def aggregate(updates: Updates, shape: tuple, context: RoundContext) -> np.ndarray:
-        total = np.zeros(shape, np.float64)
-        np.add.at(total, updates.rows, updates.values.astype(np.float64))  # same sums; the unmixed dtypes are faster
+        total = sum_rows(updates, shape, np.ones(len(updates.clients)), np.float64)
         total += np.random.default_rng([seed, context.state.round]).normal(0, noise_std, shape)
         return (total / denominator).astype(np.float32)
 
@@ -392,7 +434,7 @@ class RoundReport:
     update_norms: np.ndarray
 
 
-def run_round(state: ServerState, task, clients_state, config: FedConfig,
+def run_round(state: ServerState, task: Task, clients_state, config: FedConfig,
               algorithm: Algorithm = FEDAVG) -> tuple[ServerState, RoundReport]:
     """One federated round (steps (1)–(5) of the module docstring); returns (new state, report).
 
@@ -415,9 +457,9 @@ def run_round(state: ServerState, task, clients_state, config: FedConfig,
         updates = transform(updates, context)
     delta = algorithm.aggregator(updates, shape, context)                                    # (4)
     params, optimizer = algorithm.server_optimizer(state.params, delta, state.optimizer, config)  # (5)
-    statistics = getattr(task, "statistics_columns", None)
-    if statistics is not None:  # running statistics (batch norm) are averaged, never optimised
-        params[:, statistics] = state.params[:, statistics] + delta[:, statistics]
+    if task.statistics_columns is not None:  # running statistics (batch norm) are averaged, never optimised
+        columns = task.statistics_columns
+        params[:, columns] = state.params[:, columns] + delta[:, columns]
     counts = task.num_examples(trained)
     table = shape[0] * shape[1] * FLOAT_BYTES
     report = RoundReport(state.round, sample.asked, trained,
@@ -490,7 +532,7 @@ class History:
         return [len(r.trained) for r in self.reports]
 
 
-def train(task, state: ServerState, clients_state, config: FedConfig, rounds: int,
+def train(task: Task, state: ServerState, clients_state, config: FedConfig, rounds: int,
           evaluate: Callable[[ServerState, object], dict], algorithm: Algorithm = FEDAVG,
           progress: bool = False, desc: str = "rounds") -> tuple[ServerState, History]:
     """``rounds`` calls of :func:`run_round` from ``state``; ``evaluate(state, clients_state)``
@@ -520,7 +562,7 @@ class ExtendableRun:
     The states reached are those after the most rounds asked for so far.
     """
 
-    def __init__(self, task, state: ServerState, clients_state, config: FedConfig,
+    def __init__(self, task: Task, state: ServerState, clients_state, config: FedConfig,
                  evaluate: Callable[[ServerState, object], dict], algorithm: "Algorithm | None" = None):
         self.task, self.state, self.clients_state, self.config = task, state, clients_state, config
         self.evaluate, self.algorithm = evaluate, algorithm or FEDAVG
@@ -543,3 +585,31 @@ class ExtendableRun:
             self.history.reports += more.reports
         return History({name: values[:rounds + 1] for name, values in self.history.metrics.items()},
                        self.history.reports[:rounds], dict(self.history.notes))
+
+
+class RunCache:
+    """Seeded runs, one per setting, each an :class:`ExtendableRun` — what a control panel draws:
+    a setting seen before costs nothing; more rounds of it cost only the rounds not run yet.
+
+    Args:
+        start: ``start(key)`` → (task, state, clients_state), a fresh seeded start for a new run;
+            ``key`` is what :meth:`get` was given (it may name task settings, e.g. the softmax form).
+        evaluate: ``evaluate(task, state, clients_state)`` → {metric: value}, recorded before
+            round 1 and after every round (e.g. test RMSE, validation HR@10).
+    """
+
+    def __init__(self, start: Callable[[Hashable], tuple], evaluate: Callable[[object, ServerState, object], dict]):
+        self.start, self.evaluate = start, evaluate
+        self._runs: dict = {}
+
+    def get(self, config: FedConfig, algorithm: Algorithm = FEDAVG, key: Hashable = None) -> ExtendableRun:
+        """The run of ``config`` with ``algorithm``; ``key`` names the algorithm's settings (hashable,
+        e.g. a frozen dataclass) whenever it is not plain FedAvg, and any task settings."""
+        if algorithm is not FEDAVG and key is None:
+            raise ValueError("a run with its own algorithm needs a key that names its settings")
+        config.check()
+        if (config, key) not in self._runs:
+            task, state, clients_state = self.start(key)
+            self._runs[config, key] = ExtendableRun(task, state, clients_state, config,
+                                                    lambda s, cs: self.evaluate(task, s, cs), algorithm)
+        return self._runs[config, key]

@@ -67,6 +67,7 @@ class Federation:
     n_items: int
     mu: float
     client_ids: np.ndarray = field(init=False)
+    statistics_columns = None  # MF keeps no running statistics
 
     def __post_init__(self):
         order = np.argsort(self.train["user_idx"].to_numpy(), kind="stable")
@@ -345,28 +346,10 @@ def refit_private(state: ServerState, store: ClientStore, federation: Federation
     return refit
 
 
-class RunCache:
-    """Seeded MF runs from lesson 03's start, one per setting, each a
-    :class:`helpers.fedcore.ExtendableRun` that records the test RMSE after every round —
-    what a control panel draws. A setting seen before costs nothing; more rounds of it cost
-    only the rounds not run yet.
-    """
+class RunCache(fc.RunCache):
+    """:class:`helpers.fedcore.RunCache` of lesson 03's MF runs: every run starts from the same
+    seeded tables and records the test RMSE after every round."""
 
     def __init__(self, federation: Federation, dim: int = 32, init_seed: int = 0):
-        self.federation, self.dim, self.init_seed = federation, dim, init_seed
-        self._runs: dict = {}
-
-    def get(self, config: FedConfig, algorithm: fc.Algorithm = fc.FEDAVG, key=None) -> fc.ExtendableRun:
-        """The run of ``config`` with ``algorithm``; ``key`` names the algorithm's settings
-        (hashable, e.g. a frozen dataclass) whenever it is not plain FedAvg."""
-        if algorithm is not fc.FEDAVG and key is None:
-            raise ValueError("a run with its own algorithm needs a key that names its settings")
-        config.check()
-        cache_key = (config, key)
-        if cache_key not in self._runs:
-            state, store = init_state(self.federation, self.dim, self.init_seed)
-            federation = self.federation
-            self._runs[cache_key] = fc.ExtendableRun(
-                federation, state, store, config,
-                lambda s, st: {"test_rmse": federated_rmse(s, st, federation, federation.test)}, algorithm)
-        return self._runs[cache_key]
+        super().__init__(lambda key: (federation, *init_state(federation, dim, init_seed)),
+                         lambda task, state, store: {"test_rmse": federated_rmse(state, store, task, task.test)})

@@ -283,6 +283,7 @@ class HeadTask:
     features: list[np.ndarray]   # one (n_k, d) float32 array per client
     labels: list[np.ndarray]     # one (n_k,) int array per client
     n_classes: int
+    statistics_columns = None    # a linear head keeps no running statistics
 
     @property
     def client_ids(self) -> np.ndarray:

@@ -252,6 +252,8 @@ class NodeFederation:
     received (``bytes_sent``, ``bytes_received``).
     """
 
+    statistics_columns = None  # lesson 03's MF
+
     def __init__(self, link: Link, init_seed: int = 0, clip_norm: float = 0.0):
         self.link, self.init_seed, self.clip_norm = link, init_seed, clip_norm
         self.descriptions: dict[int, Description] = {}

@@ -24,14 +24,30 @@ def rank_of_targets(scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarr
         against the target (pessimistic), so a constant scorer cannot look good; so do
         NaN scores (a diverged model): a NaN target ranks last, a NaN item above the target.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    rows = np.arange(len(targets))
-    target_scores = np.nan_to_num(scores[rows, targets], nan=-np.inf)
-    ahead = np.isnan(scores) | (scores >= target_scores[:, None])  # at or above the target (ties count against it)
-    for row, items in enumerate(seen):
-        ahead[row, items] = False
-    ahead[rows, targets] = False
-    return ahead.sum(axis=1)
+    return ranks_among(scores, targets, excluded_mask(np.shape(scores), targets, seen))
+
+
+def excluded_mask(shape: tuple[int, int], targets: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+    """(U, I) bool: True where an item does not compete with row u's target — its ``seen`` items and
+    the target itself (:func:`rank_of_targets`' exclusions, computed once for repeated evaluations)."""
+    mask = np.zeros(shape, bool)
+    lengths = [len(items) for items in seen]
+    mask[np.repeat(np.arange(len(seen)), lengths), np.concatenate(seen).astype(np.int64) if seen else []] = True
+    mask[np.arange(len(targets)), targets] = True
+    return mask
+
+
+def ranks_among(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """:func:`rank_of_targets` with the exclusions given as an (U, I) mask (:func:`excluded_mask`)."""
+    scores = np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
+    target_scores = np.nan_to_num(scores[np.arange(len(targets)), targets], nan=-np.inf)
+    ahead = scores >= target_scores[:, None]  # at or above the target: ties count against it
+    if np.isnan(scores).any():
+        ahead |= np.isnan(scores)
+    np.logical_and(ahead, ~excluded, out=ahead)
+    return np.count_nonzero(ahead, axis=1)
 
 
 def hit_rate_at_k(ranks: np.ndarray, k: int = 10) -> float:

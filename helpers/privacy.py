@@ -180,6 +180,27 @@ def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: f
         absl_logger.setLevel(level)
 
 
+def noise_for_epsilon(target: float, sampling_rate: float, rounds: int, delta: float, accountant: str = "rdp",
+                      tolerance: float = 0.01) -> float:
+    """The smallest noise multiplier σ (to ``tolerance`` relative) whose ε after ``rounds`` rounds at
+    ``sampling_rate`` and δ is at most ``target``: bisection on log σ, ε falling as σ grows.
+
+    Raises:
+        ValueError: ``target`` is not reachable with σ in [0.3, 100].
+    """
+    if not target > 0:
+        raise ValueError(f"target ε must be > 0, got {target}")
+    low, high = 0.3, 100.0
+    if epsilon(high, sampling_rate, rounds, delta, accountant) > target:
+        raise ValueError(f"ε = {target} needs σ > {high} with q = {sampling_rate:.3g}, {rounds} rounds, δ = {delta:.1e}")
+    if epsilon(low, sampling_rate, rounds, delta, accountant) <= target:
+        return low
+    while high / low > 1 + tolerance:
+        middle = float(np.sqrt(low * high))
+        low, high = (middle, high) if epsilon(middle, sampling_rate, rounds, delta, accountant) > target else (low, middle)
+    return high
+
+
 def dp_fedavg(dp: DPConfig, sampling_rate: float) -> fc.Algorithm:
     """DP-FedAvg as hooks of the federated core: Poisson sampling with rate q, each update
     clipped to C, then (Σ clipped + N(0, σ²C²)) / qN; the server applies η_s times that."""

@@ -143,3 +143,55 @@ def test_feedback_never_contains_the_reference_value():
     reference = ex.wrong_loss_floor(9742)
     assert f"{reference:.4f}" not in ex.check_wrong_loss_floor(9742, 9.0).message
     assert f"{8 * math.ceil(0.01 * 33 * 50)}" not in ex.check_topk_bytes(50, 0.01, 1).message
+
+
+# ---------------------------------------------------------------- federated softmax ranking
+
+
+def test_fedsgd_step_checker_accepts_the_step_and_names_the_typical_mistakes():
+    def right(theta, gradients, counts, lr):
+        weights = np.array(counts, float) / sum(counts)
+        return theta - lr * sum(w * g for w, g in zip(weights, gradients))
+
+    assert ex.check_fedsgd_step(right).correct
+    uphill = ex.check_fedsgd_step(lambda t, g, n, lr: 2 * t - right(t, g, n, lr))
+    assert not uphill.correct and "against it" in uphill.message
+    per_client = ex.check_fedsgd_step(lambda t, g, n, lr: t - lr * np.mean(g, axis=0))
+    assert not per_client.correct and "averaged over clients, not examples" in per_client.message
+
+
+def test_sampled_softmax_checker_accepts_the_loss_and_names_the_typical_mistakes():
+    def right(scores, own, negatives, correction):
+        logits = np.concatenate([scores[own], scores[negatives] - correction])
+        return float(np.mean(np.log(np.exp(logits).sum()) - scores[own]))
+
+    assert ex.check_sampled_softmax_loss(right).correct
+    def no_correction(scores, own, negatives, correction):
+        return right(scores, own, negatives, np.zeros_like(correction))
+    missing = ex.check_sampled_softmax_loss(no_correction)
+    assert not missing.correct and "log-Q correction" in missing.message
+    flipped = ex.check_sampled_softmax_loss(lambda s, o, n, c: right(s, o, n, -c))
+    assert not flipped.correct and "other way" in flipped.message
+    summed = ex.check_sampled_softmax_loss(lambda s, o, n, c: len(o) * right(s, o, n, c))
+    assert not summed.correct and "do not sum" in summed.message
+
+
+def test_hit_at_10_checker_accepts_the_protocol_and_names_the_typical_mistakes():
+    def right(scores, train_items, held_out):
+        others = np.ones(len(scores), bool)
+        others[train_items] = False
+        others[held_out] = False
+        return int(np.sum(scores[others] >= scores[held_out])) < 10
+
+    assert ex.check_hit_at_10(right).correct
+    def with_training_items(scores, train_items, held_out):
+        return right(scores, np.array([], int), held_out)
+    included = ex.check_hit_at_10(with_training_items)
+    assert not included.correct and "training items are still among the candidates" in included.message
+    def optimistic(scores, train_items, held_out):
+        others = np.ones(len(scores), bool)
+        others[train_items] = False
+        others[held_out] = False
+        return int(np.sum(scores[others] > scores[held_out])) < 10
+    ties = ex.check_hit_at_10(optimistic)
+    assert not ties.correct and "ties against it" in ties.message

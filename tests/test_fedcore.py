@@ -34,6 +34,8 @@ ALGORITHMS = {
 class Recorder:
     """The MF task, recording which clients really ran local training and what they uploaded."""
 
+    statistics_columns = None
+
     def __init__(self, federation):
         self.federation, self.trained = federation, []
         self.client_ids = federation.client_ids
@@ -216,3 +218,31 @@ def test_an_extended_run_equals_a_run_of_that_many_rounds(federation, name):
         assert [r.bytes_up for r in extended.reports] == [r.bytes_up for r in direct.reports]
     with pytest.raises(ValueError, match="whole number"):
         run.first(0)
+
+
+def test_every_task_of_the_course_implements_the_task_protocol(federation):
+    from helpers import federated_vision as fv, flower_rounds as fr, fedsoftmax as fs
+
+    assert isinstance(federation, fc.Task) and isinstance(TwoClients(), fc.Task)
+    for task_class in (fv.ImageTask, fv.HeadTask, fr.NodeFederation, fs.SoftmaxFederation):  # client_ids: per instance
+        missing = [name for name in ("statistics_columns", "num_examples", "download_bytes", "train_clients")
+                   if not hasattr(task_class, name)]
+        assert not missing, f"{task_class.__name__} lacks {missing} of fedcore.Task"
+    assert not isinstance(object(), fc.Task)
+
+
+def test_the_run_cache_is_generic_over_tasks_and_metrics():
+    starts = []
+
+    def start(key):
+        starts.append(key)
+        return TwoClients(), fc.ServerState(np.zeros((1, 3), np.float32)), fc.ClientState()
+
+    cache = fc.RunCache(start, lambda task, state, cs: {"first": float(state.params[0, 0])})
+    config = fl.FedConfig(clients_per_round=2)
+    assert cache.get(config, key="a").first(3).first == pytest.approx([0.0, 2.0, 4.0, 6.0])
+    assert cache.get(config, key="a") is cache.get(config, key="a") and starts == ["a"]
+    cache.get(config, key="b").first(1)
+    assert starts == ["a", "b"]
+    with pytest.raises(ValueError, match="key"):
+        cache.get(config, fc.Algorithm(server_optimizer=fc.server_adam()))

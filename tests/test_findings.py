@@ -97,3 +97,30 @@ def test_a_question_as_a_name_gets_no_extra_full_stop():
     f = findings.check("Does it help?", "Yes.", "True")
     assert "**Finding — Does it help?** Yes." in f._repr_markdown_()
     assert "- **Does it help?** Yes." in findings.report(f)._repr_markdown_()
+
+
+def test_compare_names_a_winner_only_beyond_the_seed_spread():
+    clear = findings.compare("clear", {"A": [0.80, 0.81, 0.79], "B": [0.70, 0.72, 0.69]}, metric="accuracy")
+    assert "A ahead of B by 0.0967" in clear.sentence and "3 seeds" in clear.sentence
+    # lesson 05's old claim: 0.8192 vs 0.8230 with a seed spread of ~0.007 is no winner
+    close = findings.compare("close", {"A": [0.8192, 0.8262, 0.8122], "B": [0.8230, 0.8160, 0.8300]},
+                             metric="RMSE", higher_is_better=False)
+    assert "no measurable difference" in close.sentence and "ahead" not in close.sentence
+    few = findings.compare("few", {"A": [0.9, 0.91], "B": [0.1, 0.11]}, metric="HR@10")
+    assert "no measurable difference" in few.sentence  # two seeds never name a winner
+
+
+def test_compare_picks_the_direction_and_every_pair():
+    lower = findings.compare("lower", {"A": [1.0, 1.1, 1.05], "B": [0.5, 0.52, 0.49], "C": [0.51, 0.5, 0.5]},
+                             metric="RMSE", higher_is_better=False)
+    assert "B ahead of A" in lower.sentence and "B vs C: no measurable difference" in lower.sentence
+    with pytest.raises(ValueError, match="same seeds"):
+        findings.compare("unpaired", {"A": [1.0, 2.0, 3.0], "B": [1.0]}, metric="x")
+    with pytest.raises(ValueError, match="two methods"):
+        findings.compare("alone", {"A": [1.0]}, metric="x")
+
+
+def test_compare_s_condition_depends_on_its_numbers():
+    f = findings.compare("c", {"A": [0.8, 0.81, 0.79], "B": [0.7, 0.72, 0.69]}, metric="m")
+    assert findings.holds(f.condition, f.numbers)
+    assert not findings.holds(f.condition, {**f.numbers, "se0": 1.0})  # a wider spread would refute the claim

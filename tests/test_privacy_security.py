@@ -132,3 +132,11 @@ def test_dropout_and_attacks_run(federation):
     server, store, _ = fl.train_federated(federation, config, 15, dim=4, algorithm=sec.threatened(
         sec.Threat(attacker_share=0.3, attack="push", target_item=7, boost=50)))
     assert 0.0 <= sec.hit_rate(server, store, federation, 7) <= 1.0
+
+
+def test_noise_for_epsilon_is_the_smallest_sigma_that_meets_the_budget():
+    sigma = pv.noise_for_epsilon(2.0, 0.05, 200, 1e-5)
+    assert pv.epsilon(sigma, 0.05, 200, 1e-5) <= 2.0 < pv.epsilon(sigma / 1.02, 0.05, 200, 1e-5)
+    assert pv.noise_for_epsilon(8.0, 0.05, 200, 1e-5) < sigma  # a looser budget needs less noise
+    with pytest.raises(ValueError, match="needs σ >"):
+        pv.noise_for_epsilon(1e-4, 1.0, 10_000, 1e-9)
