@@ -15,7 +15,7 @@ import time
 
 
 def _movielens_federation(variant: str = "latest-small"):
-    """Lessons 03, 06, 07's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
+    """Lessons 03, 07, 08's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
     μ the training mean. Returns (ratings data, train frame, test frame, Federation)."""
     from helpers import federated as fl
     from helpers.data import load_movielens
@@ -140,6 +140,131 @@ def bench_federated(variant: str, rounds: int = 300, dropout: float = 0.0) -> di
     return report
 
 
+SOFTMAX_SWEEP = {  # lesson 04's validation sweep (seed 0): the presets in helpers.lessons come from it
+    "FedSGD": {"client_lr": (1.0, 2.0, 5.0), "server_lr": (5.0, 10.0, 20.0)},
+    "FedAvg": {"local_epochs": (5, 10), "client_lr": (0.5, 1.0, 2.0), "server_lr": (5.0, 10.0)},
+    "centralised": {"learning_rate": (0.001, 0.003, 0.01), "batch_users": (8, 32), "l2": (0.05, 0.2)},
+}
+
+
+def bench_fedsoftmax(variant: str = "latest-small", rounds: int = 400, seeds=(0, 1, 2), sweep: bool = False) -> dict:
+    """Lesson 04: the softmax recommender centralised, by FedSGD and by FedAvg (sampled and full softmax),
+    the round chosen on validation, tested once under both protocols; bytes per form; the leak; round speed.
+
+    With ``sweep``, instead: the validation sweep of :data:`SOFTMAX_SWEEP` (seed 0) that chose the presets.
+    """
+    import numpy as np
+
+    from helpers import fedsoftmax as fs
+    from helpers import lessons
+
+    data, split, evaluator = lessons.movielens_ranking(variant)
+    base = {"benchmark": "fedsoftmax", "dataset": data.name, "clients": len(split.positives), "items": split.n_items,
+            "split": "per user by time: last interaction test, the one before validation, the rest train",
+            "protocols": fs.PROTOCOLS, "rounds": rounds}
+    if sweep:
+        return {**base, "sweep": _softmax_sweep(split, evaluator, rounds)}
+    popular = {protocol: evaluator.popularity("test", protocol) for protocol in fs.PROTOCOLS}
+    methods = lessons.softmax_methods(split, evaluator, rounds, forms=("sampled", "full"))
+    report = {**base, "seeds": list(seeds), "most_popular_test": popular, "methods": {}}
+    for name, run in methods.items():
+        runs = [run(seed) for seed in seeds]
+        summary = {protocol: {metric: {"mean": float(np.mean([r.test[protocol][metric] for r in runs])),
+                                       "std": float(np.std([r.test[protocol][metric] for r in runs]))}
+                              for metric in ("HR@10", "NDCG@10")} for protocol in fs.PROTOCOLS}
+        entry = {"test": summary, "chosen_round_or_epoch": [r.best_round for r in runs],
+                 "seconds_per_run": round(float(np.mean([r.seconds for r in runs])), 1)}
+        if runs[0].history.reports:
+            entry["mb_up_per_client_per_round"] = float(np.mean([r.bytes_up / len(r.trained) / 1e6
+                                                                 for r in runs[0].history.reports]))
+        entry["hr10_over_most_popular"] = summary["full"]["HR@10"]["mean"] / popular["full"]["HR@10"]
+        report["methods"][name] = entry
+    central = report["methods"]["centralised"]["test"]["full"]["HR@10"]["mean"]
+    for name, entry in report["methods"].items():
+        entry["hr10_relative_to_centralised"] = entry["test"]["full"]["HR@10"]["mean"] / central - 1
+    report["leak"] = _softmax_leak(split)
+    report["speed"] = _softmax_speed(split)
+    return report
+
+
+def _softmax_sweep(split, evaluator, rounds: int) -> list:
+    """Every setting of :data:`SOFTMAX_SWEEP`: the validation HR@10 of its chosen round (seed 0)."""
+    import itertools
+
+    import numpy as np
+
+    from helpers import fedcore as fc
+    from helpers import fedsoftmax as fs
+    from helpers import lessons
+
+    results = []
+    for method, grid in SOFTMAX_SWEEP.items():
+        for values in itertools.product(*grid.values()):
+            setting = dict(zip(grid, values))
+            if method == "centralised":
+                run = fs.train_centralised(split, evaluator, lessons.SOFTMAX_DIM,
+                                           **{**lessons.SOFTMAX_CENTRAL, **setting})
+            else:
+                if method == "FedSGD":
+                    config = fc.FedConfig.fedsgd(lessons.SOFTMAX_FEDSGD["clients_per_round"],
+                                                 setting["client_lr"] * setting["server_lr"], setting["client_lr"],
+                                                 lessons.SOFTMAX_FEDSGD["l2"])
+                else:
+                    config = lessons.softmax_fedavg(**setting)
+                run = fs.run_federated(split, evaluator, config, rounds, "sampled", lessons.SOFTMAX_NEGATIVES,
+                                       lessons.SOFTMAX_DIM)
+            hr = np.array(run.history.valid_hr)
+            chosen = float(np.mean(hr[max(0, run.best_round - 4):run.best_round + 1]))
+            results.append({"method": method, **setting, "chosen": run.best_round, "valid_hr10_mean_of_5": chosen})
+    return results
+
+
+def _softmax_leak(split) -> dict:
+    """Precision and recall of each attack on one round's updates of each form (lesson 04's presets)."""
+    from helpers import fedcore as fc
+    from helpers import fedsoftmax as fs
+    from helpers import lessons
+
+    config = lessons.softmax_fedavg()
+    state, store = fs.init_state(split, lessons.SOFTMAX_DIM)
+    clients = fc.uniform(fs.SoftmaxFederation(split).client_ids, config, 0).reporting
+    leaks = {}
+    for form in fs.FORMS:
+        task = fs.SoftmaxFederation(split, form, lessons.SOFTMAX_NEGATIVES)
+        updates = task.train_clients(state.params, fs.UserVectors(store.user_vec.copy()), clients, config, 0)
+        leaks[form] = {attack: fs.leak(updates, split, attack) for attack in fs.ATTACKS}
+    return leaks
+
+
+def _softmax_speed(split) -> dict:
+    """Seconds per round of the vectorised and the per-client reference update at K = 50, and of the
+    vectorised one at K = 50, 200 and all clients (sampled and full softmax)."""
+    import time
+
+    from helpers import fedcore as fc
+    from helpers import fedsoftmax as fs
+    from helpers import lessons
+
+    def seconds(task, config, algorithm=fc.FEDAVG, repeats=3):
+        state, store = fs.init_state(split, lessons.SOFTMAX_DIM)
+        state, _ = fc.run_round(state, task, store, config, algorithm)  # warm-up (TensorFlow's first call)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            state, _ = fc.run_round(state, task, store, config, algorithm)
+        return (time.perf_counter() - start) / repeats
+
+    speed = {}
+    for form in ("sampled", "full"):
+        task = fs.SoftmaxFederation(split, form, lessons.SOFTMAX_NEGATIVES)
+        vectorised = seconds(task, lessons.softmax_fedavg())
+        reference = seconds(task, lessons.softmax_fedavg(), fc.Algorithm(client_update=fs.reference_training), 1)
+        scaling = {str(k): round(seconds(task, lessons.softmax_fedavg(clients_per_round=k), repeats=1), 3)
+                   for k in (50, 200, len(task.client_ids))}
+        speed[form] = {"k50_vectorised_s": round(vectorised, 4), "k50_reference_s": round(reference, 3),
+                       "speedup": round(reference / vectorised, 1), "vectorised_s_by_clients_per_round": scaling}
+    return speed
+
+
 def _cifar_source_report(data, source, pretrained) -> dict:
     """What both CIFAR benchmarks say about the data and the source model."""
     return {"dataset": data.build_name, "dataset_sha256": data.build,
@@ -151,7 +276,7 @@ def _cifar_source_report(data, source, pretrained) -> dict:
 
 
 def bench_transfer(budgets=(10, 50, 250), seeds=(0, 1)) -> dict:
-    """Lesson 04: source accuracy and target accuracy of methods (a)–(d) at each label budget."""
+    """Lesson 05: source accuracy and target accuracy of methods (a)–(d) at each label budget."""
     from helpers import lessons
     from helpers import vision_transfer as vt
     from helpers.data import load_cifar10
@@ -173,7 +298,7 @@ def bench_transfer(budgets=(10, 50, 250), seeds=(0, 1)) -> dict:
 
 
 def bench_privacy(rounds: int = 100) -> dict:
-    """Lesson 07: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
+    """Lesson 08: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
     import numpy as np
 
     from helpers import fedcore as fc
@@ -215,7 +340,7 @@ def bench_privacy(rounds: int = 100) -> dict:
 
 
 def bench_crossdomain(source: str = "movie", seeds=(0, 1, 2)) -> dict:
-    """Lesson 05: every cold-start method at β = 20/50/80% (book is used if movie is unreachable)."""
+    """Lesson 06: every cold-start method at β = 20/50/80% (book is used if movie is unreachable)."""
     import pandas as pd
 
     from helpers import cross_domain as cd
@@ -250,7 +375,7 @@ def _number(value):
 
 def bench_fltl(alphas=(0.1, 1.0, 100.0), rounds: int = 30, mf_rounds: int = 200,
                target_accuracy: float = 0.6) -> dict:
-    """Lesson 06: per α, rounds to a target accuracy, accuracy after round 1 and final accuracy from
+    """Lesson 07: per α, rounds to a target accuracy, accuracy after round 1 and final accuracy from
     scratch and from the pre-trained extractor (whose round 1 sets the head from class means;
     FedAvg, 20 clients, K = 10, E = 2); RMSE and MB uploaded per compression method."""
     from helpers import compression as cp
@@ -345,7 +470,7 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
 
 
 def bench_flower(nodes: int = 4, rounds: int = 10) -> dict:
-    """Lesson 08: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
+    """Lesson 09: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
     machine) and in this process, same seeds, users and settings; RMSE, seconds and MB per
     round of both, and whether every Flower process exited."""
     from helpers import federated as fl
@@ -376,15 +501,20 @@ def main(argv: list[str] | None = None) -> None:
     federated.add_argument("--rounds", type=int, default=300)
     federated.add_argument("--dropout", type=float, default=0.0,
                            help="share of asked clients that never report, in [0, 1) (default 0)")
-    transfer = commands.add_parser("transfer", help="lesson 04: CIFAR-10 source → target, methods (a)–(d)")
+    fedsoftmax = commands.add_parser("fedsoftmax", help="lesson 04: the softmax recommender federated, ranked")
+    fedsoftmax.add_argument("--variant", choices=["latest-small", "100k"], default="latest-small")
+    fedsoftmax.add_argument("--rounds", type=int, default=400)
+    fedsoftmax.add_argument("--seeds", type=int, default=3)
+    fedsoftmax.add_argument("--sweep", action="store_true", help="the validation sweep behind lesson 04's presets")
+    transfer = commands.add_parser("transfer", help="lesson 05: CIFAR-10 source → target, methods (a)–(d)")
     transfer.add_argument("--seeds", type=int, default=2)
-    crossdomain = commands.add_parser("crossdomain", help="lesson 05: cold-start cross-domain methods")
+    crossdomain = commands.add_parser("crossdomain", help="lesson 06: cold-start cross-domain methods")
     crossdomain.add_argument("--source", choices=["movie", "book"], default="movie")
-    privacy = commands.add_parser("privacy", help="lesson 07: leak, ε, DP utility, attacks and defences")
+    privacy = commands.add_parser("privacy", help="lesson 08: leak, ε, DP utility, attacks and defences")
     privacy.add_argument("--rounds", type=int, default=100)
-    fltl = commands.add_parser("fltl", help="lesson 06: FedAvg from scratch vs pre-trained per α; compression")
+    fltl = commands.add_parser("fltl", help="lesson 07: FedAvg from scratch vs pre-trained per α; compression")
     fltl.add_argument("--rounds", type=int, default=30)
-    flower = commands.add_parser("flower", help="lesson 08: the same FedAvg on Flower processes vs in-process")
+    flower = commands.add_parser("flower", help="lesson 09: the same FedAvg on Flower processes vs in-process")
     flower.add_argument("--nodes", type=int, default=4)
     flower.add_argument("--rounds", type=int, default=10)
     panels = commands.add_parser("widgets", help="every lesson's control panels: seconds to answer a change")
@@ -401,6 +531,7 @@ def _run(args) -> dict:
         "softmax": lambda: bench_softmax(args.variant),
         "gd": lambda: bench_gd(args.passes),
         "federated": lambda: bench_federated(args.variant, args.rounds, args.dropout),
+        "fedsoftmax": lambda: bench_fedsoftmax(args.variant, args.rounds, tuple(range(args.seeds)), args.sweep),
         "transfer": lambda: bench_transfer(seeds=tuple(range(args.seeds))),
         "crossdomain": lambda: bench_crossdomain(args.source),
         "privacy": lambda: bench_privacy(args.rounds),

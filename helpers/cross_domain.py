@@ -1,4 +1,4 @@
-"""Cross-domain recommendation for cold-start users (lesson 05).
+"""Cross-domain recommendation for cold-start users (lesson 06).
 
 Two domains rated by the same people (Douban: movie/book → music). A *cold-start*
 user has source ratings but all their target ratings are hidden at training time;

@@ -193,7 +193,7 @@ def check_upload_mb(num_examples: np.ndarray, dim: int, answer) -> Feedback:
     reference = upload_bytes(num_examples, dim) / 1e6
     rows = float(np.sum(num_examples))
     return _diagnose(answer, reference, [
-        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 07's leak reads."),
+        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 08's leak reads."),
         (rows * (4 + 4 * dim) / 1e6, "each row has d + 1 values: the item vector and the item bias."),
         (8 * reference, "that is megabits: there are 8 bits in a byte."),
         (reference * 1e6 / 2 ** 20, "that is MiB (2²⁰ bytes); the course counts MB as 10⁶ bytes."),
@@ -312,10 +312,10 @@ def check_hit_at_10(hit_fn: Callable[[np.ndarray, np.ndarray, int], bool]) -> Fe
                            "one; it is a hit when fewer than 10 do.")
 
 
-# ----------------------------------------------------------------------------- lesson 04
+# ----------------------------------------------------------------------------- lesson 05
 
 def check_head_parameters(features: int, classes: int, answer) -> Feedback:
-    """Exercise 04.1: trainable numbers of a new dense head from ``features`` to ``classes`` logits."""
+    """Exercise 05.1: trainable numbers of a new dense head from ``features`` to ``classes`` logits."""
     return _diagnose(answer, features * classes + classes, [
         (features * classes, "a dense layer also has one bias per class (b_target)."),
         ((features + 1) * (classes + 1), "the bias is one per *output*, not an extra input and output."),
@@ -323,7 +323,7 @@ def check_head_parameters(features: int, classes: int, answer) -> Feedback:
 
 
 def check_low_rank_parameters(kernel_shape: tuple[int, int, int, int], rank: int, answer) -> Feedback:
-    """Exercise 04.2: trainable numbers of a rank-r W = AB for a conv kernel of shape (kh, kw, c_in, c_out),
+    """Exercise 05.2: trainable numbers of a rank-r W = AB for a conv kernel of shape (kh, kw, c_in, c_out),
     with A of shape (kh·kw·c_in, r) and B of shape (r, c_out)."""
     kh, kw, c_in, c_out = kernel_shape
     rows = kh * kw * c_in
@@ -334,10 +334,10 @@ def check_low_rank_parameters(kernel_shape: tuple[int, int, int, int], rank: int
     ], correct="r·(kh·kw·c_in + c_out) numbers instead of kh·kw·c_in·c_out.")
 
 
-# ----------------------------------------------------------------------------- lesson 05
+# ----------------------------------------------------------------------------- lesson 06
 
 def check_cold_users(n_overlap: int, beta: float, answer) -> Feedback:
-    """Exercise 05.1: how many overlapping users the cold-start protocol makes cold at share β."""
+    """Exercise 06.1: how many overlapping users the cold-start protocol makes cold at share β."""
     reference = int(round(beta * n_overlap))
     mistakes = [(n_overlap - reference, "that is the number of *warm* users; β is the share made cold.")]
     if math.floor(beta * n_overlap) != reference:
@@ -346,7 +346,7 @@ def check_cold_users(n_overlap: int, beta: float, answer) -> Feedback:
 
 
 def check_bias_transfer(predict_fn: Callable[[float, np.ndarray, float], np.ndarray]) -> Feedback:
-    """Exercise 05.2: ``predict_fn(mu_target, item_bias_target, user_bias_source)`` → a cold user's predictions
+    """Exercise 06.2: ``predict_fn(mu_target, item_bias_target, user_bias_source)`` → a cold user's predictions
     f_target = f_source + b_target: μ_t + b_i + b_u^s for every target item."""
     mu, item_bias, user_bias = 3.6, np.array([0.4, -0.2, 0.0]), 0.3
     try:
@@ -364,7 +364,7 @@ def check_bias_transfer(predict_fn: Callable[[float, np.ndarray, float], np.ndar
     return Feedback(False, "the prediction is μ_t + b_i + b_u^s for every item; check each term.")
 
 
-# ----------------------------------------------------------------------------- lesson 06
+# ----------------------------------------------------------------------------- lesson 07
 
 def topk_upload_bytes(rows: int, fraction: float, dim: int = 32) -> int:
     """Top-k upload of one client in bytes: k = ⌈f·(d + 1)·rows⌉ entries, each a 4-byte position and a float32."""
@@ -372,7 +372,7 @@ def topk_upload_bytes(rows: int, fraction: float, dim: int = 32) -> int:
 
 
 def check_topk_bytes(rows: int, fraction: float, answer, dim: int = 32) -> Feedback:
-    """Exercise 06.1: bytes a client with ``rows`` rated items uploads with top-k at share ``fraction``."""
+    """Exercise 07.1: bytes a client with ``rows`` rated items uploads with top-k at share ``fraction``."""
     entries = fraction * (dim + 1) * rows
     mistakes = [(4 * math.ceil(entries), "each kept entry needs its position (4 bytes) as well as its value (4 bytes).")]
     if math.floor(entries) != math.ceil(entries):
@@ -382,7 +382,7 @@ def check_topk_bytes(rows: int, fraction: float, answer, dim: int = 32) -> Feedb
 
 
 def check_quantise(quantise_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> Feedback:
-    """Exercise 06.2: ``quantise_fn(v)`` → (scale s, int8 codes q) with s = max|v| / 127 and q = round(v / s),
+    """Exercise 07.2: ``quantise_fn(v)`` → (scale s, int8 codes q) with s = max|v| / 127 and q = round(v / s),
     so that |v − s·q| ≤ s/2 for every value."""
     v = np.array([0.5, -1.27, 0.0068, 1.0, -0.255])
     try:
@@ -406,10 +406,10 @@ def check_quantise(quantise_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]
     return Feedback(True, "every value is within s/2 of its decoded code, at one byte per value.")
 
 
-# ----------------------------------------------------------------------------- lesson 07
+# ----------------------------------------------------------------------------- lesson 08
 
 def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float, answer) -> Feedback:
-    """Exercise 07.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
+    """Exercise 08.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
     from helpers.privacy import epsilon
 
     reference = epsilon(noise_multiplier, sampling_rate, rounds, delta, "rdp")
@@ -421,7 +421,7 @@ def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, de
 
 
 def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
-    """Exercise 07.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
+    """Exercise 08.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
     big, small, clip = np.array([3.0, 4.0]), np.array([0.03, 0.04]), 1.0
     try:
         got_big = np.asarray(clip_fn(big.copy(), clip), dtype=float)
@@ -437,10 +437,10 @@ def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
     return Feedback(True, "Δ · min(1, C/‖Δ‖): direction kept, norm at most C.")
 
 
-# ----------------------------------------------------------------------------- lesson 08
+# ----------------------------------------------------------------------------- lesson 09
 
 def check_table_download_mb(nodes: int, n_items: int, dim: int, answer) -> Feedback:
-    """Exercise 08.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
+    """Exercise 09.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
     receives the whole item table, I × (d + 1) float32 values (the user ids it adds are left out)."""
     reference = nodes * n_items * (dim + 1) * 4 / 1e6
     return _diagnose(answer, reference, [
@@ -457,7 +457,7 @@ def pooled_rmse(squared_error_sums, counts) -> float:
 
 
 def check_pooled_rmse(squared_error_sums, counts, answer) -> Feedback:
-    """Exercise 08.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
+    """Exercise 09.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
     sums, n = np.asarray(squared_error_sums, float), np.asarray(counts, float)
     return _diagnose(answer, pooled_rmse(sums, n), [
         (float(np.mean(np.sqrt(sums / n))), "that is the mean of the nodes' RMSEs: a node with more ratings must weigh more."),

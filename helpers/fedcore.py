@@ -1,7 +1,7 @@
 """The federated core: one round, ``(state, report) = run_round(state, …)``, with hooks.
 
 Every federated experiment of the course — biased MF over MovieLens users (lessons 03,
-06, 07), a Keras CNN over CIFAR-10 clients (lesson 06), DP-FedAvg, attacks, compressed
+07, 08), a Keras CNN over CIFAR-10 clients (lesson 07), DP-FedAvg, attacks, compressed
 uploads, FedProx and FedAdam — runs through :func:`run_round`. What differs between
 them is passed in as hooks; the round itself is written once:
 
@@ -195,6 +195,18 @@ class Updates:
 def row_bytes(width: int, indexed: bool = True) -> int:
     """Bytes of one row of W float32 values on the wire, with its 4-byte row index if ``indexed``."""
     return width * FLOAT_BYTES + (INDEX_BYTES if indexed else 0)
+
+
+def local_schedule(n: int, config: FedConfig, client: int, round_num: int) -> list[list[np.ndarray]]:
+    """A client's batches for each of its E local epochs: E lists of index arrays into its n examples
+    (one full batch when the batch size is 0), seeded by (seed, round, client, epoch), so that the
+    vectorised and the one-client-at-a-time implementations of a task see the same batches."""
+    size = n if config.batch_size == 0 else config.batch_size
+    schedule = []
+    for epoch in range(config.local_epochs):
+        order = np.random.default_rng([config.seed, round_num, int(client), epoch]).permutation(n)
+        schedule.append([order[i:i + size] for i in range(0, n, size)])
+    return schedule
 
 
 @runtime_checkable

@@ -121,19 +121,6 @@ def item_table(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return params[:, :-1], params[:, -1]
 
 
-def local_schedule(n: int, config: FedConfig, client: int, round_num: int) -> list[list[np.ndarray]]:
-    """A client's batches for each local epoch: E lists of index arrays into its n ratings.
-
-    Seeded by (seed, round, client, epoch), so both implementations see the same batches.
-    """
-    batch = n if config.batch_size == 0 else config.batch_size
-    schedule = []
-    for epoch in range(config.local_epochs):
-        order = np.random.default_rng([config.seed, round_num, int(client), epoch]).permutation(n)
-        schedule.append([order[i:i + batch] for i in range(0, n, batch)])
-    return schedule
-
-
 # ---------------------------------------------------------------- reference: one client at a time
 
 
@@ -153,7 +140,7 @@ def client_update(federation: Federation, params: np.ndarray, store: ClientStore
     p = tf.Variable(store.user_vec[client])
     bu = tf.Variable(store.user_bias[client])
     rate = config.client_rate(round_num)
-    for epoch in local_schedule(len(items), config, client, round_num):
+    for epoch in fc.local_schedule(len(items), config, client, round_num):
         for batch in epoch:
             with tf.GradientTape() as tape:
                 qb, bb = tf.gather(rows[:, :-1], batch), tf.gather(rows[:, -1], batch)
@@ -243,7 +230,7 @@ def _flat_batch(federation: Federation, config: FedConfig, clients: np.ndarray, 
     offsets = np.concatenate([[0], np.cumsum(counts)])
     total = int(offsets[-1])
     data = [federation.client_data(c) for c in clients]
-    schedules = [local_schedule(len(items), config, c, round_num) for c, (items, _) in zip(clients, data)]
+    schedules = [fc.local_schedule(len(items), config, c, round_num) for c, (items, _) in zip(clients, data)]
     steps = max((len(epoch) for schedule in schedules for epoch in schedule), default=1)
     width = max((len(batch) for schedule in schedules for epoch in schedule for batch in epoch), default=1)
     rows = np.full((config.local_epochs, steps, len(clients), width), total, np.int32)

@@ -1,7 +1,7 @@
-"""Federated learning of Keras image classifiers, from scratch or from a pre-trained extractor (lesson 06).
+"""Federated learning of Keras image classifiers, from scratch or from a pre-trained extractor (lesson 07).
 
 Lesson 03 federated a recommender whose clients each own one user; here the clients
-own photos: the CIFAR-10 target task of lesson 04 (dog, frog, horse, ship, truck) is
+own photos: the CIFAR-10 target task of lesson 05 (dog, frog, horse, ship, truck) is
 dealt to N clients with Dirichlet(α) label skew (:mod:`helpers.partition`). The round
 is the federated core's (:func:`helpers.fedcore.run_round`); this module supplies the
 task (:class:`ImageTask`) whose client update is:
@@ -14,11 +14,11 @@ task (:class:`ImageTask`) whose client update is:
 The shared state is every trainable weight plus the batch-norm moving statistics
 (averaged like the weights, but never moved by a server optimiser such as FedAdam),
 flattened into one row of the core's parameter table, (1, P); a client sends all P
-values, float32, without indices. The two starting points are lesson 04's models: a fresh
+values, float32, without indices. The two starting points are lesson 05's models: a fresh
 network, and a copy of the source-trained extractor with a new head. The pre-trained start
 spends its first round on that head (:func:`class_mean_head`): the clients send per-class
 sums of their features and the server writes the nearest-class-mean classifier into it —
-the federated form of lesson 04's "head first, then everything", since a random head's
+the federated form of lesson 05's "head first, then everything", since a random head's
 first gradients pull the source features apart. From then on both train every layer the
 same way, batch norm included (``target_model("finetune", …, retrain_batch_norm=True)``).
 
@@ -208,7 +208,7 @@ class FederatedModel:
 
 
 def federated_model(init: str, source: keras.Sequential | None, n_classes: int, seed: int = 0) -> FederatedModel:
-    """Lesson 04's target model for ``init`` = "scratch" or "pretrained"; every layer trains, batch norm included."""
+    """Lesson 05's target model for ``init`` = "scratch" or "pretrained"; every layer trains, batch norm included."""
     if init not in INITS:
         raise ValueError(f"unknown starting point {init!r}; choose from {list(INITS)}")
     if init == "pretrained" and source is None:
@@ -271,7 +271,7 @@ def pooled_standardisation(features: list[np.ndarray]) -> tuple[np.ndarray, np.n
 
 @dataclass
 class HeadTask:
-    """FedAvg of a linear head on frozen features: lesson 04's method (b), federated.
+    """FedAvg of a linear head on frozen features: lesson 05's method (b), federated.
 
     Each client turns its images into features once (the extractor never changes) and
     trains only a softmax-regression head W (d, C), b (C,) on them, in numpy: E epochs of
@@ -394,7 +394,7 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
     ``head_round``: spend the first of the ``rounds`` on :func:`class_mean_head` (for a
     pre-trained extractor with a new head), then rounds 1 … ``rounds`` − 1 of the core; the
     history holds one report and one accuracy per round all the same. ``config.cosine_rounds``
-    = ``rounds`` lets the client rate settle over the last rounds (lesson 04 used the same
+    = ``rounds`` lets the client rate settle over the last rounds (lesson 05 used the same
     schedule). ``measure_dissimilarity`` = False skips B² (a full-batch gradient on every
     client, about as long as a round; ``notes["dissimilarity"]`` is then None).
     Returns (final parameters (1, P), history).

@@ -47,7 +47,7 @@ import pandas as pd
 
 from helpers import fedcore as fc
 from helpers.fedcore import FedConfig, ServerState, Updates
-from helpers.metrics import excluded_mask, hit_rate_at_k, ndcg_at_k, ranks_among
+from helpers.metrics import excluded_mask, hit_rate_at_k, ndcg_at_k, ranks_among, trailing_mean
 from helpers.splits import leave_last_out
 
 FORMS = {
@@ -247,21 +247,10 @@ class SoftmaxFederation:
         return local_training(self, params, store, clients, config, round_num)
 
 
-def local_schedule(n: int, config: FedConfig, client: int, round_num: int) -> list[list[np.ndarray]]:
-    """A client's batches for each local epoch: E lists of index arrays into its n items (one full
-    batch when the batch size is 0), seeded by (seed, round, client, epoch)."""
-    size = n if config.batch_size == 0 else config.batch_size
-    schedule = []
-    for epoch in range(config.local_epochs):
-        order = np.random.default_rng([config.seed, round_num, int(client), epoch]).permutation(n)
-        schedule.append([order[i:i + size] for i in range(0, n, size)])
-    return schedule
-
-
 def _batch_targets(task: SoftmaxFederation, clients, candidates: Candidates, config: FedConfig, round_num: int):
     """Each local step's y (the batch's share 1/|b| at the positions of its items) as sparse
     (client, position, weight) arrays, steps in order; and which clients take each step."""
-    schedules = [local_schedule(len(task.split.positives[c]), config, c, round_num) for c in clients]
+    schedules = [fc.local_schedule(len(task.split.positives[c]), config, c, round_num) for c in clients]
     steps = [max(len(s[e]) for s in schedules) for e in range(config.local_epochs)]
     targets, active = [], []
     for e, n_steps in enumerate(steps):
@@ -371,7 +360,7 @@ def reference_training(task: SoftmaxFederation, params: np.ndarray, store: UserV
         start = params[candidates.rows[k, :used]]
         rows, p = tf.Variable(start), tf.Variable(store.user_vec[client])
         offset = tf.constant(candidates.offset[k, :used])
-        for epoch in local_schedule(len(mine), config, client, round_num):
+        for epoch in fc.local_schedule(len(mine), config, client, round_num):
             for batch in epoch:
                 positions = candidates.positions(k, mine[batch], mine)
                 with tf.GradientTape() as tape:
@@ -477,16 +466,16 @@ class ValidationSelector:
         best_round: the evaluation index chosen (0 = before training).  best: (state, store) then.
     """
 
-    def __init__(self, evaluator: "Evaluator", window: int = 5):
-        self.evaluator, self.window = evaluator, window
+    def __init__(self, evaluator: "Evaluator", window: int = 5, choose: bool = True):
+        self.evaluator, self.window, self.choose = evaluator, window, choose
         self.hr: list[float] = []
         self.best_round, self.best, self._best_score = 0, None, -np.inf
 
     def __call__(self, state: ServerState, store: UserVectors) -> dict:
         metrics = self.evaluator.of_state(state, store, "valid")
         self.hr.append(metrics[f"HR@{self.evaluator.k}"])
-        smoothed = float(np.mean(self.hr[-self.window:]))
-        if smoothed > self._best_score:
+        smoothed = float(trailing_mean(self.hr[-self.window:], self.window)[-1])
+        if smoothed > self._best_score or not self.choose:  # not choosing: the last model is the one tested
             self._best_score, self.best_round = smoothed, len(self.hr) - 1
             self.best = (ServerState(state.params.copy(), state.round), UserVectors(store.user_vec.copy()))
         return {"valid_hr": metrics[f"HR@{self.evaluator.k}"], "valid_ndcg": metrics[f"NDCG@{self.evaluator.k}"]}
@@ -515,14 +504,15 @@ class SelectedRun:
 
 def run_federated(split: RankingSplit, evaluator: "Evaluator", config: FedConfig, rounds: int, form: str = "sampled",
                   negatives: int = 100, dim: int = 32, init_seed: int = 0, algorithm: fc.Algorithm = fc.FEDAVG,
-                  progress: bool = False) -> SelectedRun:
+                  progress: bool = False, choose_round: bool = True) -> SelectedRun:
     """``rounds`` federated rounds of the softmax recommender from a seeded start (``init_seed``; the
-    config's seed draws the clients and negatives), the round chosen on validation, tested once."""
+    config's seed draws the clients and negatives), the round chosen on validation (or the last one,
+    ``choose_round=False``), tested once."""
     import time
 
     start = time.perf_counter()
     task = SoftmaxFederation(split, form, negatives)
-    selector = ValidationSelector(evaluator)
+    selector = ValidationSelector(evaluator, choose=choose_round)
     state, store = init_state(split, dim, init_seed)
     _, history = fc.train(task, state, store, config, rounds, selector, algorithm, progress, desc=f"{form} rounds")
     return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start)
@@ -605,3 +595,88 @@ def leak(updates: Updates, split: RankingSplit, attack: str) -> dict:
     scores = [precision_recall(guessed_items(updates, k, attack), split.positives[c]) for k, c in enumerate(updates.clients)]
     precision, recall = np.mean(scores, axis=0) if scores else (np.nan, np.nan)
     return {"precision": float(precision), "recall": float(recall), "clients": len(scores)}
+
+
+# ---------------------------------------------------------------- the control panel's runs
+
+
+class Playground:
+    """Lesson 04's control panel behind the widgets: one extendable run per setting
+    (:class:`helpers.fedcore.RunCache`), from the same seeded start, with the validation HR@10 after
+    every round. A setting seen before is a lookup; more rounds train only the missing ones.
+
+    Args:
+        base: the FedAvg config whose clients per round and rates the panel changes.
+    """
+
+    def __init__(self, split: RankingSplit, evaluator: Evaluator, base: FedConfig, dim: int = 32):
+        self.base = base
+
+        def start(key):
+            form, negatives = key
+            return (SoftmaxFederation(split, form, negatives), *init_state(split, dim))
+
+        self.runs = fc.RunCache(start, lambda task, state, store: {"valid_hr": evaluator.of_state(state, store, "valid")
+                                                                   [f"HR@{evaluator.k}"]})
+
+    def history(self, rounds: int, form: str, negatives: int, clients_per_round: int, client_lr: float,
+                server_lr: float) -> fc.History:
+        """The first ``rounds`` rounds of that setting (trained now if not cached)."""
+        import dataclasses
+
+        config = dataclasses.replace(self.base, clients_per_round=clients_per_round, client_lr=client_lr,
+                                     server_lr=server_lr)
+        return self.runs.get(config, key=(form, negatives)).first(rounds)
+
+    def warm(self, settings: list[dict]) -> float:
+        """Train every setting of ``settings`` (keyword arguments of :meth:`history`) now; seconds taken."""
+        import time
+
+        start = time.perf_counter()
+        for setting in settings:
+            self.history(**setting)
+        return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- tables for the lesson
+
+
+def first_round_above(histories: list, level: float, window: int = 5) -> int | str:
+    """The first round after which the seeds' mean validation HR@10 (averaged over the last ``window``
+    rounds, as the round is chosen) exceeds ``level``; ``"never"`` when it does not."""
+    hr = np.mean([trailing_mean(h.valid_hr, window) for h in histories], axis=0)
+    above = np.flatnonzero(hr > level)
+    return int(above[0]) if len(above) else "never"
+
+
+def results_table(runs: dict, popular: dict) -> pd.DataFrame:
+    """Test HR@10 and NDCG@10 under both protocols, mean ± std over seeds, one row per method and one
+    for most-popular; ``runs``: method → list of :class:`SelectedRun`, ``popular``: protocol → metrics."""
+    rows = {}
+    for name, seeded in runs.items():
+        row = {}
+        for protocol in PROTOCOLS:
+            for metric in ("HR@10", "NDCG@10"):
+                values = [r.test[protocol][metric] for r in seeded]
+                row[f"{metric} ({protocol})"] = f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+        row["seeds"] = len(seeded)
+        row["chosen round/epoch"] = ", ".join(str(r.best_round) for r in seeded)
+        rows[name] = row
+    rows["most popular"] = {**{f"{m} ({p})": f"{popular[p][m]:.4f}" for p in PROTOCOLS for m in ("HR@10", "NDCG@10")},
+                            "seeds": "-", "chosen round/epoch": "-"}
+    return pd.DataFrame(rows).T
+
+
+def upload_costs(split: RankingSplit, dim: int, negatives: int) -> pd.DataFrame:
+    """What one client sends and receives in a round under each form, averaged over all clients:
+    ``rows up, MB up, MB down`` (1 MB = 10⁶ bytes) and the upload's share of the full softmax's."""
+    rows = {}
+    for form in FORMS:
+        task = SoftmaxFederation(split, form, negatives)
+        up, down = task.upload_bytes(task.client_ids, dim + 1), task.download_bytes(task.client_ids, dim + 1)
+        used = task.num_examples(task.client_ids) if form == "touched" else task.rows_used(task.client_ids)
+        rows[form] = {"rows up": float(np.mean(used)), "MB up": float(np.mean(up)) / 1e6,
+                      "MB down": float(np.mean(down)) / 1e6}
+    table = pd.DataFrame(rows).T
+    table["share of full upload"] = table["MB up"] / table.loc["full", "MB up"]
+    return table

@@ -8,23 +8,24 @@ LESSON_DATA = {
     "01_softmax_scoring.ipynb": ["ml-latest-small"],
     "02_gradient_descent.ipynb": ["ml-latest-small"],
     "03_federated_rounds.ipynb": ["ml-latest-small"],
-    "04_transfer_cifar10.ipynb": ["cifar-10"],
-    "05_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
-    "06_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
-    "07_privacy_security.ipynb": ["ml-latest-small"],
-    "08_federated_on_flower.ipynb": ["ml-latest-small"],
+    "04_federated_softmax_ranking.ipynb": ["ml-latest-small"],
+    "05_transfer_cifar10.ipynb": ["cifar-10"],
+    "06_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
+    "07_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
+    "08_privacy_security.ipynb": ["ml-latest-small"],
+    "09_federated_on_flower.ipynb": ["ml-latest-small"],
 }
 
 
 # Archives no lesson needs: dataset → (lesson numbers that prefer it, what happens without it).
 OPTIONAL_DATA = {
-    "douban-movie": (("05",), "lesson 05 uses Douban book as the source instead"),
+    "douban-movie": (("06",), "lesson 06 uses Douban book as the source instead"),
     "ml-100k": ((), "only the benchmarks' --variant 100k use it"),
 }
 
 
 def lessons_using(dataset: str) -> list[str]:
-    """Lesson numbers ("01", "05", …) whose notebooks need or prefer ``dataset``."""
+    """Lesson numbers ("01", "06", …) whose notebooks need or prefer ``dataset``."""
     needed = [name[:2] for name, archives in LESSON_DATA.items() if dataset in archives]
     return sorted(set(needed + list(OPTIONAL_DATA.get(dataset, ((), ""))[0])))
 
@@ -48,20 +49,20 @@ def datasets_for(notebook: str) -> list[str]:
 
 # ---------------------------------------------------------------- shared set-ups of the federated lessons
 
-EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 06, 07 and the benchmarks
+EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 07, 08 and the benchmarks
 
-# Lesson 03's FedAvg over MovieLens users, reused by lessons 06 and 07, the widgets and the benchmarks.
+# Lesson 03's FedAvg over MovieLens users, reused by lessons 07 and 08, the widgets and the benchmarks.
 MF_FEDAVG = dict(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0, l2=0.02)
 MF_FEDSGD_RATE = 10.0  # η of FedSGD next to it
 
-# Lesson 06's FedAvg over CIFAR-10 clients: N clients, K per round, E local epochs, η_c.
+# Lesson 07's FedAvg over CIFAR-10 clients: N clients, K per round, E local epochs, η_c.
 CIFAR_FEDERATION = dict(n_clients=20, clients_per_round=10, local_epochs=2, client_lr=0.05)
 # Fast mode (COURSE_FAST=1): 5 clients per round and one local epoch, a quarter of the work per round.
 CIFAR_FEDERATION_FAST = {**CIFAR_FEDERATION, "clients_per_round": 5, "local_epochs": 1}
 
 
 def cifar_federation() -> dict:
-    """Lesson 06's CNN federation settings: :data:`CIFAR_FEDERATION`, or :data:`CIFAR_FEDERATION_FAST` in fast mode."""
+    """Lesson 07's CNN federation settings: :data:`CIFAR_FEDERATION`, or :data:`CIFAR_FEDERATION_FAST` in fast mode."""
     from helpers.config import pick
 
     return dict(pick(CIFAR_FEDERATION, CIFAR_FEDERATION_FAST))
@@ -75,7 +76,7 @@ def mf_config(**changes):
 
 
 def movielens_federation(variant: str = "latest-small"):
-    """The MovieLens federation of lessons 03, 06 and 07: every user a client, each user's own
+    """The MovieLens federation of lessons 03, 07 and 08: every user a client, each user's own
     ratings split 80/20 (seed 0), μ the training mean. Returns (ratings data, Federation)."""
     from helpers.data import load_movielens
     from helpers.federated import Federation
@@ -87,7 +88,7 @@ def movielens_federation(variant: str = "latest-small"):
 
 
 def mf_drift_remedies() -> dict:
-    """Lesson 06's comparison on MovieLens, in lesson 03's drift setting (E = 10 local epochs):
+    """Lesson 07's comparison on MovieLens, in lesson 03's drift setting (E = 10 local epochs):
     name → (FedConfig, Algorithm) for FedAvg, FedProx (μ = 0.1) and FedAdam (η_s = 0.01, τ = 10⁻³).
 
     μ and η_s were chosen by a sweep over μ ∈ {0.01, 0.1, 1} and η_s ∈ {0.01, 0.03, 0.1}
@@ -101,7 +102,7 @@ def mf_drift_remedies() -> dict:
 
 
 def cnn_drift_remedies() -> dict:
-    """Lesson 06's comparison on the CIFAR-10 clients: method → (settings that differ from FedAvg's,
+    """Lesson 07's comparison on the CIFAR-10 clients: method → (settings that differ from FedAvg's,
     Algorithm), for :class:`helpers.federated_vision.FLTLExperiment`: FedProx (μ = 0.1) and FedAdam
     (η_s = 0.001, τ = 10⁻³; batch-norm statistics averaged as they are).
 
@@ -117,11 +118,11 @@ def cnn_drift_remedies() -> dict:
             "FedAdam": ({"server_lr": 0.001}, fc.Algorithm(server_optimizer=fc.server_adam()))}
 
 
-# ---------------------------------------------------------------- the CIFAR-10 source of lessons 04 and 06
+# ---------------------------------------------------------------- the CIFAR-10 source of lessons 05 and 07
 
 # Full mode: every source image (25,000 on the complete build), 12 epochs — trained once, then cached.
 # Fast mode (COURSE_FAST=1): 1,000 images per source class and 4 epochs, a weaker but real source.
-# The shuffled-label source of lesson 04's negative-transfer section learns nothing true, so it gets
+# The shuffled-label source of lesson 05's negative-transfer section learns nothing true, so it gets
 # a few epochs on part of the source images.
 SOURCE_EPOCHS = {"full": 12, "fast": 4}
 SOURCE_IMAGES_PER_CLASS = {"full": None, "fast": 1_000}
@@ -130,7 +131,7 @@ SHUFFLED_SOURCE_IMAGES_PER_CLASS = {"full": 1_000, "fast": 500}
 
 
 def cifar_source(data, shuffled: bool = False, progress: bool = True):
-    """The pre-trained source extractor that lessons 04 and 06 share (see
+    """The pre-trained source extractor that lessons 05 and 07 share (see
     :mod:`helpers.source_model`): from the cache, or trained now (a bar over epochs).
 
     Args:
@@ -156,13 +157,13 @@ def cifar_source(data, shuffled: bool = False, progress: bool = True):
     return source, sm.pretrained_source(source, data.build, sm.SourceRecipe(epochs=epochs), progress)
 
 
-# Lesson 04's target task: every target image in full mode; in fast mode 200 test images per class
+# Lesson 05's target task: every target image in full mode; in fast mode 200 test images per class
 # (each of the lesson's many target runs ends with a pass over its test set).
 TARGET_TEST_PER_CLASS = {"full": None, "fast": 200}
 
 
 def cifar_target(data):
-    """Lesson 04's target task (dog, frog, horse, ship, truck): every training image, and the test
+    """Lesson 05's target task (dog, frog, horse, ship, truck): every training image, and the test
     images of :data:`TARGET_TEST_PER_CLASS` (all in full mode, a seeded draw in fast mode)."""
     from helpers import vision_transfer as vt
     from helpers.config import fast_mode
@@ -172,14 +173,89 @@ def cifar_target(data):
     return target if per_class is None else vt.smaller(target, None, per_class)
 
 
-# Lesson 06's federated target task: few images per client, as on phones; also keeps a round short.
+# Lesson 07's federated target task: few images per client, as on phones; also keeps a round short.
 FEDERATED_TARGET_PER_CLASS = {"train": 400, "test": 200}  # 2,000 training images over 20 clients, 1,000 test
 
 
 def federated_target(data):
-    """Lesson 06's target task: lesson 04's target classes, :data:`FEDERATED_TARGET_PER_CLASS`
+    """Lesson 07's target task: lesson 05's target classes, :data:`FEDERATED_TARGET_PER_CLASS`
     images of each (seeded draws), to be split over :data:`CIFAR_FEDERATION`'s clients."""
     from helpers import vision_transfer as vt
 
     target = vt.source_and_target(data)[1]
     return vt.smaller(target, FEDERATED_TARGET_PER_CLASS["train"], FEDERATED_TARGET_PER_CLASS["test"])
+
+
+# ---------------------------------------------------------------- lesson 04: the softmax recommender, federated
+
+# Every setting below was chosen on the validation items (each user's second-to-last interaction),
+# never on the test items, by `python -m helpers.bench fedsoftmax --sweep` (seed 0, the round chosen by
+# the best mean validation HR@10 over 5 rounds; the sweep's grid is in helpers.bench.SOFTMAX_SWEEP).
+SOFTMAX_DIM = 32
+SOFTMAX_NEGATIVES = 100  # m, sampled negatives per client and round
+# FedAvg: K = 50 of 610 users per round, E = 5 local full-batch steps (B = ∞), η_c = 1, η_s = 10, λ = 0.05 on p_u
+SOFTMAX_FEDAVG = dict(clients_per_round=50, local_epochs=5, batch_size=0, client_lr=1.0, server_lr=10.0, l2=0.05)
+# FedSGD: one full-batch gradient per client, θ ← θ − η Σ (n_k/n) ∇L_k with η = η_c · η_s = 2 · 20
+SOFTMAX_FEDSGD = dict(clients_per_round=50, learning_rate=40.0, client_lr=2.0, l2=0.05)
+# DP-FedAvg: FedAvg's client training with η_s = 1 (η_s = 10 let the noise swamp the table on validation)
+SOFTMAX_DP_SERVER_LR = 1.0
+# Centralised reference: Adam on the pooled data, 8 users a batch, λ = 0.2
+SOFTMAX_CENTRAL = dict(epochs=40, learning_rate=0.003, batch_users=8, l2=0.2)
+
+
+def softmax_rounds() -> int:
+    """Rounds of lesson 04's federated runs (the round then chosen on validation): 400, 150 in fast mode."""
+    from helpers.config import pick
+
+    return pick(400, 150)
+
+
+def softmax_seeds() -> tuple:
+    """Seeds of lesson 04's comparisons: three, one in fast mode (whose findings then claim no winner)."""
+    from helpers.config import pick
+
+    return pick((0, 1, 2), (0,))
+
+
+def softmax_fedavg(**changes):
+    """Lesson 04's FedAvg :class:`helpers.fedcore.FedConfig` (:data:`SOFTMAX_FEDAVG`), with ``changes``."""
+    from helpers.fedcore import FedConfig
+
+    return FedConfig(**{**SOFTMAX_FEDAVG, **changes})
+
+
+def softmax_fedsgd(seed: int = 0):
+    """Lesson 04's FedSGD :class:`helpers.fedcore.FedConfig` (:data:`SOFTMAX_FEDSGD`)."""
+    from helpers.fedcore import FedConfig
+
+    return FedConfig.fedsgd(seed=seed, **SOFTMAX_FEDSGD)
+
+
+def movielens_ranking(variant: str = "latest-small"):
+    """Lesson 04's data: MovieLens with every user a client, split by time on the device (test: the
+    last interaction, validation: the one before). Returns (ratings data, RankingSplit, Evaluator)."""
+    from helpers import fedsoftmax as fs
+    from helpers.data import load_movielens
+
+    data = load_movielens(variant)
+    split = fs.ranking_split(data.ratings, data.n_users, data.n_items)
+    return data, split, fs.Evaluator(split)
+
+
+def softmax_methods(split, evaluator, rounds: int | None = None, forms: tuple = ("sampled",)) -> dict:
+    """Lesson 04's comparison: name → ``run(seed)`` → :class:`helpers.fedsoftmax.SelectedRun` for the
+    centralised reference, FedSGD and FedAvg (one entry per update form in ``forms``), each on the same
+    split, seeded by ``seed`` (initial vectors, and the clients and negatives drawn), its round or epoch
+    chosen on validation."""
+    from helpers import fedsoftmax as fs
+
+    rounds = rounds or softmax_rounds()
+    common = dict(negatives=SOFTMAX_NEGATIVES, dim=SOFTMAX_DIM)
+    methods = {"centralised": lambda seed: fs.train_centralised(split, evaluator, SOFTMAX_DIM, seed=seed, **SOFTMAX_CENTRAL),
+               "FedSGD": lambda seed: fs.run_federated(split, evaluator, softmax_fedsgd(seed), rounds, "sampled",
+                                                       init_seed=seed, **common)}
+    for form in forms:
+        methods[f"FedAvg ({form})" if len(forms) > 1 else "FedAvg"] = (
+            lambda seed, form=form: fs.run_federated(split, evaluator, softmax_fedavg(seed=seed), rounds, form,
+                                                     init_seed=seed, **common))
+    return methods

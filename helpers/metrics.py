@@ -100,3 +100,12 @@ def gains_over(values: dict, baseline: str, higher_is_better: bool = True) -> di
     {name: gain} without the baseline; positive is better (for RMSE: lower)."""
     sign = 1.0 if higher_is_better else -1.0
     return {name: sign * (value - values[baseline]) for name, value in values.items() if name != baseline}
+
+
+def trailing_mean(values, window: int) -> np.ndarray:
+    """Each value averaged with the ``window`` − 1 before it (fewer at the start): (len(values),) —
+    how a round is chosen on a noisy validation curve, using only what was measured up to then."""
+    values = np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    starts = np.maximum(np.arange(len(values)) + 1 - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(len(values)) + 1 - starts)

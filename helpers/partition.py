@@ -1,4 +1,4 @@
-"""Non-IID client partitions: label skew drawn from a Dirichlet distribution (lesson 06).
+"""Non-IID client partitions: label skew drawn from a Dirichlet distribution (lesson 07).
 
 For each class c, a share vector q_c ~ Dirichlet(α · 1_N) over the N clients says
 which fraction of class c's examples each client holds. Small α (0.1) gives each class

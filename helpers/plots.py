@@ -613,3 +613,39 @@ def plot_fault_run(test_rmse, nodes_answered, seconds, killed_after: int, restar
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_ranking_curves(curves: dict, title: str, popular: float, reference: tuple | None = None, window: int = 5):
+    """Validation HR@10 against rounds (left) and against cumulative MB uploaded by all clients (right),
+    one line per method: the mean over seeds of the HR@10 averaged over the last ``window`` rounds
+    (what the round is chosen on), with the seeds' range shaded.
+
+    Args:
+        curves: label → list of :class:`helpers.fedcore.History` (one per seed) with ``valid_hr``.
+        popular: most-popular's validation HR@10 (dashed).  reference: (label, HR@10) of a line to draw
+            too (the centralised model's chosen validation HR@10), or None.
+    """
+    from helpers.metrics import trailing_mean
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for label, histories in curves.items():
+        smoothed = np.array([trailing_mean(h.valid_hr, window) for h in histories])
+        mean, rounds = smoothed.mean(axis=0), np.arange(smoothed.shape[1])
+        mb = np.mean([h.mb_up for h in histories], axis=0)
+        line, = left.plot(rounds, mean, label=f"{label} ({len(histories)} seed{'s' if len(histories) > 1 else ''})")
+        right.plot(mb, mean, color=line.get_color())
+        if len(histories) > 1:
+            for ax, x in ((left, rounds), (right, mb)):
+                ax.fill_between(x, smoothed.min(axis=0), smoothed.max(axis=0), color=line.get_color(), alpha=0.15, lw=0)
+    for ax in (left, right):
+        ax.axhline(popular, color="black", ls="--", lw=1, label="most popular")
+        if reference is not None:
+            ax.axhline(reference[1], color="grey", ls=":", lw=1.5, label=reference[0])
+        ax.grid(alpha=0.3)
+    left.set(xlabel="round", ylabel=f"validation HR@10 (mean of last {window} rounds)", title=title)
+    right.set_xscale("symlog", linthresh=1.0)
+    right.set_xlabel("cumulative MB uploaded by all clients (1 MB = 10⁶ bytes; log scale above 1)")
+    right.set_title("… and against what the clients uploaded")
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

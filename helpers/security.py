@@ -1,4 +1,4 @@
-"""Faults and attacks on federated MF, and robust aggregation (lesson 07).
+"""Faults and attacks on federated MF, and robust aggregation (lesson 08).
 
 All functions work on one round's :class:`~helpers.fedcore.Updates`: rows of
 (client, item, Δ(q, b)). Attacks are transforms of the federated core (step 3) that rewrite

@@ -1,6 +1,6 @@
 """The pre-trained CIFAR-10 source model: trained once to convergence, then cached.
 
-Lessons 04 and 06, their widgets and the benchmarks start from the same source
+Lessons 05 and 07, their widgets and the benchmarks start from the same source
 extractor. Training it takes minutes on a laptop CPU, so :func:`pretrained_source`
 trains it the first time (with a progress bar over epochs) and stores the weights and
 the test-accuracy curve under the data cache (``data/models/``). The file name holds
@@ -102,7 +102,7 @@ def pretrained_source(task: vt.Task, build: str, recipe: SourceRecipe = SourceRe
     """The source extractor for ``task``: from the cache, or trained now and cached.
 
     Args:
-        task: the source task (lesson 04's first five classes, or its shuffled-label copy).
+        task: the source task (lesson 05's first five classes, or its shuffled-label copy).
         build: the dataset build, :attr:`helpers.data.ImageData.build` (sha256 of the archive).
         recipe: the training recipe (part of the cache key).
         progress: a bar over epochs when training.

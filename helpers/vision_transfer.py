@@ -1,4 +1,4 @@
-"""Transfer learning on CIFAR-10: source classes → target classes (lesson 04).
+"""Transfer learning on CIFAR-10: source classes → target classes (lesson 05).
 
 Source task: airplane, automobile, bird, cat, deer. Target task: dog, frog, horse,
 ship, truck. The classes are disjoint, so nothing about the target labels leaks into
@@ -91,7 +91,7 @@ def label_budget(task: Task, per_class: int | None, seed: int = 0) -> tuple[np.n
 def smaller(task: Task, train_per_class: int | None, test_per_class: int | None, seed: int = 0) -> Task:
     """The same task with at most ``*_per_class`` images of each class (seeded draws; None keeps all).
 
-    For a federation of small clients (lesson 06) and for fast mode, where fewer images
+    For a federation of small clients (lesson 07) and for fast mode, where fewer images
     keep the run short; the test images are drawn with ``seed + 1``.
     """
     def draw(x, y, per_class, draw_seed):

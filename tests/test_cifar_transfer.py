@@ -1,4 +1,4 @@
-"""Lesson 04: CIFAR loader on a small official-format archive, tasks, transfer models."""
+"""Lesson 05: CIFAR loader on a small official-format archive, tasks, transfer models."""
 
 from __future__ import annotations
 

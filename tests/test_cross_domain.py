@@ -1,4 +1,4 @@
-"""Lesson 05: Douban/Last.fm loaders, cold-start protocol, mappings, source fallback."""
+"""Lesson 06: Douban/Last.fm loaders, cold-start protocol, mappings, source fallback."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def test_a_question_as_a_name_gets_no_extra_full_stop():
 def test_compare_names_a_winner_only_beyond_the_seed_spread():
     clear = findings.compare("clear", {"A": [0.80, 0.81, 0.79], "B": [0.70, 0.72, 0.69]}, metric="accuracy")
     assert "A ahead of B by 0.0967" in clear.sentence and "3 seeds" in clear.sentence
-    # lesson 05's old claim: 0.8192 vs 0.8230 with a seed spread of ~0.007 is no winner
+    # lesson 06's old claim: 0.8192 vs 0.8230 with a seed spread of ~0.007 is no winner
     close = findings.compare("close", {"A": [0.8192, 0.8262, 0.8122], "B": [0.8230, 0.8160, 0.8300]},
                              metric="RMSE", higher_is_better=False)
     assert "no measurable difference" in close.sentence and "ahead" not in close.sentence

@@ -1,4 +1,4 @@
-"""Lesson 07: leak reconstruction, secure aggregation, DP clipping and accounting, robust aggregation."""
+"""Lesson 08: leak reconstruction, secure aggregation, DP clipping and accounting, robust aggregation."""
 
 from __future__ import annotations
 

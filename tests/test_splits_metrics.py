@@ -97,3 +97,10 @@ def test_a_diverged_model_s_nan_scores_count_as_misses():
     ranks = rank_of_targets(scores, np.array([0, 0, 1]), [np.array([], int)] * 3)
     assert ranks.tolist() == [2, 1, 1]  # NaN target: last of 3 candidates; a NaN item ranks above the target
     assert hit_rate_at_k(rank_of_targets(np.full((4, 20), np.nan), np.zeros(4, int), [np.array([], int)] * 4), 10) == 0.0
+
+
+def test_trailing_mean_uses_only_the_values_so_far():
+    from helpers.metrics import trailing_mean
+
+    assert trailing_mean([1.0, 3.0, 5.0, 7.0], 2).tolist() == [1.0, 2.0, 4.0, 6.0]
+    assert trailing_mean([4.0, 2.0], 5).tolist() == [4.0, 3.0]

@@ -61,7 +61,7 @@ def test_dataset_status_names_the_source_and_says_what_to_do(tmp_path, monkeypat
     assert table.loc["ml-latest-small", "what to do"] == "ready"
     assert table.loc["cifar-10", "mirror"] and "mirror" in table.loc["cifar-10", "what to do"]
     assert table.loc["lastfm-2k", "what to do"].startswith("not reachable") and "COURSE_DATA_MIRROR" in table.loc["lastfm-2k", "what to do"]
-    assert table.loc["cifar-10", "used by lessons"] == "04, 06"
+    assert table.loc["cifar-10", "used by lessons"] == "05, 07"
 
 
 def test_calibration_is_a_positive_number_of_seconds():
@@ -73,4 +73,4 @@ def test_an_optional_archive_is_named_as_such(tmp_path, monkeypatch):
     monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
     monkeypatch.delenv(download.MIRROR_ENV, raising=False)
     row = startup.dataset_status(check_publisher=False).iloc[0]
-    assert row["used by lessons"] == "05" and row["what to do"].startswith("optional") and "book" in row["what to do"]
+    assert row["used by lessons"] == "06" and row["what to do"].startswith("optional") and "book" in row["what to do"]

@@ -1,1 +1,1 @@
-"""Lesson 08's Flower app (Flower's split: the task is :mod:`helpers.flower_rounds`; the apps are thin)."""
+"""Lesson 09's Flower app (Flower's split: the task is :mod:`helpers.flower_rounds`; the apps are thin)."""
