@@ -5,6 +5,7 @@ without TensorFlow."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,9 +25,16 @@ def tracked_package_files() -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True)
+    """The wheel, built from a copy of the tracked package files: setuptools writes build/ and
+    *.egg-info next to the sources, and the tests using this fixture may run on two xdist workers
+    at once (each building), which raced in the checkout itself."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in tracked_package_files() | {"pyproject.toml"}:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "-w", str(out), str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
     (built,) = out.glob("fedtl_course_helpers-*.whl")
     return built
 
