@@ -601,9 +601,11 @@ def leak(updates: Updates, split: RankingSplit, attack: str) -> dict:
 
 
 class Playground:
-    """Lesson 04's control panel behind the widgets: one extendable run per setting
-    (:class:`helpers.fedcore.RunCache`), from the same seeded start, with the validation HR@10 after
-    every round. A setting seen before is a lookup; more rounds train only the missing ones.
+    """Lesson 04's control panel behind the widgets: FedAvg with the sampled softmax, one extendable run
+    per setting (:class:`helpers.fedcore.RunCache`), from the same seeded start, with the validation
+    HR@10 after every round. A setting seen before is a lookup; more rounds train only the missing ones.
+    (Only the sampled form: a full-softmax or touched-rows run costs about four times as much per round,
+    too slow to retrain while a person waits; section 6 compares the forms.)
 
     Args:
         base: the FedAvg config whose clients per round and rates the panel changes.
@@ -612,21 +614,20 @@ class Playground:
     def __init__(self, split: RankingSplit, evaluator: Evaluator, base: FedConfig, dim: int = 32):
         self.base = base
 
-        def start(key):
-            form, negatives = key
-            return (SoftmaxFederation(split, form, negatives), *init_state(split, dim))
+        def start(negatives):
+            return (SoftmaxFederation(split, "sampled", negatives), *init_state(split, dim))
 
         self.runs = fc.RunCache(start, lambda task, state, store: {"valid_hr": evaluator.of_state(state, store, "valid")
                                                                    [f"HR@{evaluator.k}"]})
 
-    def history(self, rounds: int, form: str, negatives: int, clients_per_round: int, client_lr: float,
+    def history(self, rounds: int, negatives: int, clients_per_round: int, client_lr: float,
                 server_lr: float) -> fc.History:
         """The first ``rounds`` rounds of that setting (trained now if not cached)."""
         import dataclasses
 
         config = dataclasses.replace(self.base, clients_per_round=clients_per_round, client_lr=client_lr,
                                      server_lr=server_lr)
-        return self.runs.get(config, key=(form, negatives)).first(rounds)
+        return self.runs.get(config, key=negatives).first(rounds)
 
     def warm(self, settings: list[dict]) -> float:
         """Train every setting of ``settings`` (keyword arguments of :meth:`history`) now; seconds taken."""

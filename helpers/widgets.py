@@ -21,9 +21,10 @@ from helpers.lessons import MF_FEDAVG
 
 LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
 # lesson 04's panel: its defaults and what each menu offers (every position has a run behind it: warm_settings)
-SOFTMAX_PANEL = dict(rounds=30, form="sampled", negatives=100, clients_per_round=50, client_lr=1.0, server_lr=10.0)
-SOFTMAX_PANEL_OPTIONS = dict(form=(("sampled softmax", "sampled"), ("full softmax", "full")), negatives=(25, 100, 400),
-                             clients_per_round=(25, 50, 100), client_lr=(0.5, 1.0, 2.0), server_lr=(5.0, 10.0, 20.0))
+SOFTMAX_PANEL = dict(rounds=30, negatives=100, client_lr=1.0, server_lr=10.0, clients_per_round=50)
+# K last: the browser check moves the controls in order and keeps each move, so only its last run pays for K = 100
+SOFTMAX_PANEL_OPTIONS = dict(negatives=(25, 100, 400), client_lr=(0.5, 1.0, 2.0), server_lr=(5.0, 10.0, 20.0),
+                             clients_per_round=(25, 50, 100))
 SOFTMAX_PANEL_MAX_ROUNDS = 60
 COLD_START_DIMS = (4, 8, 16, 32)  # the embedding sizes lesson 06's panel offers
 COLD_START_BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # its β values (0 and 1 leave no cold or no warm users)
@@ -266,9 +267,9 @@ def compression_controls(render: Callable[[str, float, bool], object], fraction:
 
 
 def softmax_controls(render: Callable[..., object]):
-    """Lesson 04's panel: rounds, full or sampled softmax, negatives m, clients per round K, client rate η_c
-    and server rate η_s → ``render(**values)``; only the values of :data:`SOFTMAX_PANEL_OPTIONS` are offered."""
-    labels = dict(form="update form", negatives="sampled negatives m", clients_per_round="clients per round K",
+    """Lesson 04's panel (sampled softmax): rounds, negatives m, client rate η_c, server rate η_s and clients
+    per round K → ``render(**values)``; only the values of :data:`SOFTMAX_PANEL_OPTIONS` are offered."""
+    labels = dict(negatives="sampled negatives m", clients_per_round="clients per round K",
                   client_lr="client rate η_c", server_lr="server rate η_s")
     controls = {name: widgets.Dropdown(options=list(options), value=SOFTMAX_PANEL[name], description=labels[name],
                                        style=LABEL_STYLE) for name, options in SOFTMAX_PANEL_OPTIONS.items()}
@@ -283,7 +284,6 @@ def softmax_warm_settings() -> list[dict]:
     settings = [{**SOFTMAX_PANEL, "rounds": SOFTMAX_PANEL_MAX_ROUNDS}]
     for name, options in SOFTMAX_PANEL_OPTIONS.items():
         for option in options:
-            value = option[1] if isinstance(option, tuple) else option
-            if value != SOFTMAX_PANEL[name]:
-                settings.append({**SOFTMAX_PANEL, name: value})
+            if option != SOFTMAX_PANEL[name]:
+                settings.append({**SOFTMAX_PANEL, name: option})
     return settings

@@ -172,3 +172,25 @@ def test_impossible_settings_are_refused_with_what_is_allowed(split, evaluator):
         evaluator.metrics(np.zeros(N_ITEMS), "test", "leave-one-out")
     with pytest.raises(ValueError, match="evaluate on 'valid' or 'test'"):
         evaluator.metrics(np.zeros(N_ITEMS), "train")
+
+
+def test_the_panel_s_runs_are_cached_extended_and_warmed_one_move_at_a_time(split, evaluator):
+    """Lesson 04's panel: a setting asked again is a lookup (the same history, no round trained), more
+    rounds train only the missing ones, a different setting is a different run; the warm-up list holds
+    the default at the slider's maximum and every single menu move, and offers only what the menus do."""
+    from helpers import widgets as w
+
+    playground = fs.Playground(split, evaluator, config(), dim=4)
+    first = playground.history(rounds=4, negatives=20, clients_per_round=8, client_lr=0.5, server_lr=3.0)
+    again = playground.history(rounds=4, negatives=20, clients_per_round=8, client_lr=0.5, server_lr=3.0)
+    longer = playground.history(rounds=6, negatives=20, clients_per_round=8, client_lr=0.5, server_lr=3.0)
+    assert len(first.valid_hr) == 5 and again.valid_hr == first.valid_hr and longer.valid_hr[:5] == first.valid_hr
+    assert len(playground.runs._runs) == 1
+    other = playground.history(rounds=4, negatives=40, clients_per_round=8, client_lr=0.5, server_lr=3.0)
+    assert len(playground.runs._runs) == 2 and other.reports[0].bytes_up > first.reports[0].bytes_up
+    settings = w.softmax_warm_settings()
+    assert settings[0] == {**w.SOFTMAX_PANEL, "rounds": w.SOFTMAX_PANEL_MAX_ROUNDS}
+    assert len(settings) == 1 + sum(len(options) - 1 for options in w.SOFTMAX_PANEL_OPTIONS.values())
+    for setting in settings[1:]:
+        moved = [name for name in w.SOFTMAX_PANEL if setting[name] != w.SOFTMAX_PANEL[name]]
+        assert len(moved) == 1 and setting[moved[0]] in w.SOFTMAX_PANEL_OPTIONS[moved[0]]
