@@ -191,11 +191,10 @@ def _softmax_sweep(split, evaluator, rounds: int) -> list:
     """Every setting of :data:`SOFTMAX_SWEEP`: the validation HR@10 of its chosen round (seed 0)."""
     import itertools
 
-    import numpy as np
-
     from helpers import fedcore as fc
     from helpers import fedsoftmax as fs
     from helpers import lessons
+    from helpers.metrics import trailing_mean
 
     results = []
     for method, grid in SOFTMAX_SWEEP.items():
@@ -213,8 +212,7 @@ def _softmax_sweep(split, evaluator, rounds: int) -> list:
                     config = lessons.softmax_fedavg(**setting)
                 run = fs.run_federated(split, evaluator, config, rounds, "sampled", lessons.SOFTMAX_NEGATIVES,
                                        lessons.SOFTMAX_DIM)
-            hr = np.array(run.history.valid_hr)
-            chosen = float(np.mean(hr[max(0, run.best_round - 4):run.best_round + 1]))
+            chosen = float(trailing_mean(run.history.valid_hr, 5)[run.best_round])
             results.append({"method": method, **setting, "chosen": run.best_round, "valid_hr10_mean_of_5": chosen})
     return results
 

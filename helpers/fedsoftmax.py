@@ -474,7 +474,7 @@ class ValidationSelector:
     def __call__(self, state: ServerState, store: UserVectors) -> dict:
         metrics = self.evaluator.of_state(state, store, "valid")
         self.hr.append(metrics[f"HR@{self.evaluator.k}"])
-        smoothed = float(trailing_mean(self.hr[-self.window:], self.window)[-1])
+        smoothed = float(np.mean(self.hr[-self.window:]))
         if smoothed > self._best_score or not self.choose:  # not choosing: the last model is the one tested
             self._best_score, self.best_round = smoothed, len(self.hr) - 1
             self.best = (ServerState(state.params.copy(), state.round), UserVectors(store.user_vec.copy()))
