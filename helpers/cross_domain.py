@@ -33,7 +33,7 @@ import pandas as pd
 from helpers import mf
 from helpers.data import RatingsData
 from helpers.download import DataUnavailableError
-from helpers.metrics import mae, rmse
+from helpers.metrics import ITEM_BIAS_SHRINKAGE, damped_item_bias, mae, rmse
 from helpers.progress import progress as progress_bar
 
 METHODS = {
@@ -149,12 +149,11 @@ def train_domain_mf(frame: pd.DataFrame, n_users: int, n_items: int, dim: int, e
     return params
 
 
-def item_bias_baseline(train: pd.DataFrame, n_items: int, shrinkage: float = 5.0) -> tuple[float, np.ndarray]:
-    """μ and b_i = Σ_u (r_ui − μ) / (n_i + shrinkage): a regularised item-mean baseline."""
+def item_bias_baseline(train: pd.DataFrame, n_items: int, shrinkage: float = ITEM_BIAS_SHRINKAGE) -> tuple[float, np.ndarray]:
+    """μ and b_i = Σ_u (r_ui − μ) / (n_i + shrinkage): a regularised item-mean baseline
+    (:func:`helpers.metrics.damped_item_bias`)."""
     mu = float(train["rating"].mean())
-    sums = np.bincount(train["item"], weights=train["rating"] - mu, minlength=n_items)
-    counts = np.bincount(train["item"], minlength=n_items)
-    return mu, sums / (counts + shrinkage)
+    return mu, damped_item_bias(train["item"].to_numpy(), train["rating"].to_numpy() - mu, n_items, shrinkage)
 
 
 def user_parameters(params: mf.MFParams, users: np.ndarray) -> np.ndarray:

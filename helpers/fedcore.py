@@ -584,14 +584,15 @@ class ExtendableRun:
     def rounds_run(self) -> int:
         return len(self.history.reports)
 
-    def first(self, rounds: int) -> History:
-        """The history of rounds 1 … ``rounds`` (a copy), training the missing ones first."""
+    def first(self, rounds: int, progress: bool = False) -> History:
+        """The history of rounds 1 … ``rounds`` (a copy), training the missing ones first (with a
+        progress bar if ``progress``)."""
         if int(rounds) != rounds or rounds < 1:
             raise ValueError(f"rounds must be a whole number ≥ 1, got {rounds}")
         missing = int(rounds) - self.rounds_run
         if missing > 0:
             self.state, more = train(self.task, self.state, self.clients_state, self.config, missing, self.evaluate,
-                                     self.algorithm)
+                                     self.algorithm, progress)
             for name, values in more.metrics.items():
                 self.history.metrics[name] += values[1:]  # values[0] re-evaluated the state already recorded
             self.history.reports += more.reports

@@ -38,6 +38,7 @@ import pandas as pd
 
 from helpers import fedcore as fc
 from helpers.fedcore import FedConfig, ServerState, Updates
+from helpers.metrics import ITEM_BIAS_SHRINKAGE, damped_item_bias
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Federation:
         train, test: ratings frames with ``user_idx, item_idx, rating`` (each user's own
             80/20 split: the test ratings also stay on the client).
         n_users, n_items: index space sizes.  mu: the fixed global mean μ.
+        valid: None, or validation ratings held out of training on each client (the same columns),
+            on which rounds and rates are chosen; the runs then also record ``valid_rmse``.
         client_ids: (N,) the ids of all clients (users with training data).
     """
 
@@ -66,6 +69,7 @@ class Federation:
     n_users: int
     n_items: int
     mu: float
+    valid: pd.DataFrame | None = None
     client_ids: np.ndarray = field(init=False)
     statistics_columns = None  # MF keeps no running statistics
 
@@ -298,23 +302,44 @@ def per_client_rmse(state: ServerState, store: ClientStore, federation: Federati
     return np.sqrt(squared.groupby(level=0).mean()).rename("rmse")
 
 
+def evaluate_rmse(federation: Federation, state: ServerState, store: ClientStore) -> dict:
+    """What every MF run records before round 1 and after each round: ``test_rmse``,
+    ``train_rmse`` and, when the federation holds validation ratings, ``valid_rmse`` (stars)."""
+    scores = {"test_rmse": federated_rmse(state, store, federation, federation.test),
+              "train_rmse": federated_rmse(state, store, federation, federation.train)}
+    if federation.valid is not None:
+        scores["valid_rmse"] = federated_rmse(state, store, federation, federation.valid)
+    return scores
+
+
 def train_federated(federation: Federation, config: FedConfig, rounds: int, dim: int = 32, init_seed: int = 0,
                     algorithm: fc.Algorithm = fc.FEDAVG, progress: bool = False
                     ) -> tuple[ServerState, ClientStore, fc.History]:
-    """``rounds`` rounds of :func:`helpers.fedcore.run_round` from a seeded start, with test and
-    training RMSE after every round.
+    """``rounds`` rounds of :func:`helpers.fedcore.run_round` from a seeded start, with
+    :func:`evaluate_rmse` after every round.
 
     Returns the final server state, the client store and a :class:`helpers.fedcore.History`
-    (``test_rmse``, ``train_rmse``; costs from the round reports).
+    (``test_rmse``, ``train_rmse``, ``valid_rmse`` if the federation has validation ratings;
+    costs from the round reports).
     """
     state, store = init_state(federation, dim, init_seed)
 
-    def evaluate(state, store):
-        return {"test_rmse": federated_rmse(state, store, federation, federation.test),
-                "train_rmse": federated_rmse(state, store, federation, federation.train)}
-
-    state, history = fc.train(federation, state, store, config, rounds, evaluate, algorithm, progress)
+    state, history = fc.train(federation, state, store, config, rounds,
+                              lambda state, store: evaluate_rmse(federation, state, store), algorithm, progress)
     return state, store, history
+
+
+def item_bias_rmse(federation: Federation, frame: pd.DataFrame | None = None,
+                   shrinkage: float = ITEM_BIAS_SHRINKAGE) -> float:
+    """RMSE (stars) on ``frame`` (default the test ratings) of the recommender with no private
+    values at all: r̂_ui = μ + b_i with the damped item means of the training ratings
+    (:func:`helpers.metrics.damped_item_bias`, lesson 06's bias baseline). What a model is worth
+    without any per-user signal — the floor a private model (DP, attacks) must beat to be worth it."""
+    frame = federation.test if frame is None else frame
+    bias = damped_item_bias(federation.train["item_idx"].to_numpy(),
+                            federation.train["rating"].to_numpy() - federation.mu, federation.n_items, shrinkage)
+    error = frame["rating"].to_numpy() - (federation.mu + bias[frame["item_idx"].to_numpy()])
+    return float(np.sqrt(np.mean(error**2)))
 
 
 def without_private(store: ClientStore) -> ClientStore:
@@ -335,8 +360,51 @@ def refit_private(state: ServerState, store: ClientStore, federation: Federation
 
 class RunCache(fc.RunCache):
     """:class:`helpers.fedcore.RunCache` of lesson 03's MF runs: every run starts from the same
-    seeded tables and records the test RMSE after every round."""
+    seeded tables and records :func:`evaluate_rmse` after every round (the numbers of
+    :func:`train_federated`)."""
 
     def __init__(self, federation: Federation, dim: int = 32, init_seed: int = 0):
         super().__init__(lambda key: (federation, *init_state(federation, dim, init_seed)),
-                         lambda task, state, store: {"test_rmse": federated_rmse(state, store, task, task.test)})
+                         lambda task, state, store: evaluate_rmse(task, state, store))
+
+
+PANEL_ALGORITHMS = ("FedAvg", "FedSGD")  # what lesson 03's panel offers
+
+
+def panel_config(algorithm: str, clients_per_round: int, local_epochs: int, client_lr: float,
+                 server_lr: float) -> FedConfig:
+    """The :class:`FedConfig` behind one position of lesson 03's panel.
+
+    FedAvg: lesson 03's set-up (:func:`helpers.lessons.mf_config`) with K, E, η_c, η_s.
+    FedSGD: one full-batch gradient per client and θ ← θ − η Σ (n_k/n) ∇L_k with η = ``server_lr``;
+    E and η_c do not exist in FedSGD and are ignored (so moving them changes nothing).
+    """
+    from helpers.lessons import mf_config
+
+    if algorithm == "FedAvg":
+        return mf_config(clients_per_round=clients_per_round, local_epochs=local_epochs, client_lr=client_lr,
+                         server_lr=server_lr)
+    if algorithm == "FedSGD":
+        return FedConfig.fedsgd(clients_per_round, learning_rate=server_lr)
+    raise ValueError(f"algorithm must be one of {', '.join(PANEL_ALGORITHMS)}, got {algorithm!r}")
+
+
+def panel_history(runs: RunCache, rounds: int, algorithm: str, clients_per_round: int, local_epochs: int,
+                  client_lr: float, server_lr: float) -> tuple[fc.History, int]:
+    """What lesson 03's panel draws: the run of :func:`panel_config`'s setting, from ``runs``,
+    extended to ``rounds`` rounds.
+
+    Returns (history of rounds 0 … ``rounds``, rounds newly trained: 0 when the panel answers from
+    the cache). Too large a rate makes the model diverge: NumPy's overflow warnings are silenced and
+    the RMSE becomes inf or NaN, which the panel reports as divergence (:func:`diverged`).
+    Raises ValueError (explained on the panel) for an impossible setting, e.g. K = 0.
+    """
+    run = runs.get(panel_config(algorithm, clients_per_round, local_epochs, client_lr, server_lr))
+    new_rounds = max(0, int(rounds) - run.rounds_run)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return run.first(rounds), new_rounds
+
+
+def diverged(history: fc.History) -> bool:
+    """Whether any recorded test RMSE is inf or NaN (the training blew up)."""
+    return not np.all(np.isfinite(history.test_rmse))

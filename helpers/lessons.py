@@ -75,16 +75,24 @@ def mf_config(**changes):
     return FedConfig(**{**MF_FEDAVG, **changes})
 
 
-def movielens_federation(variant: str = "latest-small"):
+def movielens_federation(variant: str = "latest-small", validation: bool = False):
     """The MovieLens federation of lessons 03, 07 and 08: every user a client, each user's own
-    ratings split 80/20 (seed 0), μ the training mean. Returns (ratings data, Federation)."""
+    ratings split 80/20 (seed 0), μ the training mean. Returns (ratings data, Federation).
+
+    With ``validation`` each client's held-out 20% is split again (seed 1): half (rounded up)
+    becomes validation ratings, on which rounds and rates are chosen, the rest the test ratings,
+    looked at once. Training data, and so every trained model, are the same either way.
+    """
     from helpers.data import load_movielens
     from helpers.federated import Federation
     from helpers.splits import per_user_split
 
     data = load_movielens(variant)
     train, test = per_user_split(data.ratings, test_fraction=0.2, seed=0)
-    return data, Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
+    valid = None
+    if validation:
+        valid, test = per_user_split(test, test_fraction=0.5, seed=1)
+    return data, Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()), valid=valid)
 
 
 def mf_drift_remedies() -> dict:

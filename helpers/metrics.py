@@ -87,6 +87,42 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+ITEM_BIAS_SHRINKAGE = 5.0  # the course's item-mean baseline (lessons 06 and 08)
+
+
+def damped_item_bias(items: np.ndarray, residuals: np.ndarray, n_items: int,
+                     shrinkage: float = ITEM_BIAS_SHRINKAGE) -> np.ndarray:
+    """The regularised item means of a baseline predictor r̂_ui = μ + b_i:
+    b_i = Σ_{ratings of i} (r_ui − μ) / (n_i + shrinkage), 0 for an item nobody rated.
+
+    Args:
+        items: (n,) item index of each training rating.  residuals: (n,) r_ui − μ (stars).
+    Returns:
+        (n_items,) b_i in stars.
+    """
+    if not shrinkage >= 0:
+        raise ValueError(f"shrinkage must be ≥ 0, got {shrinkage}")
+    sums = np.bincount(items, weights=residuals, minlength=n_items)
+    counts = np.bincount(items, minlength=n_items)
+    return sums / np.maximum(counts + shrinkage, 1e-12)
+
+
+def chosen_round(history) -> int:
+    """Where a run is stopped: the round (0 = before training; for :mod:`helpers.mf` runs, the
+    epoch) with the lowest validation RMSE, the first on ties. Its test RMSE is the one to report.
+
+    Args:
+        history: a :class:`helpers.fedcore.History` or :class:`helpers.mf.History` with ``valid_rmse``.
+    Raises:
+        ValueError: the run recorded no finite validation RMSE.
+    """
+    values = np.asarray(getattr(history, "valid_rmse", None) or [], dtype=float)
+    if values.size == 0 or not np.isfinite(values).any():
+        raise ValueError("the run recorded no finite validation RMSE: train it with validation ratings "
+                         "(lessons.movielens_federation(validation=True), or mf.train_mf(..., valid=...))")
+    return int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
+
+
 def first_reaching(values, target: float, higher_is_better: bool = True) -> int | None:
     """Index of the first value at least as good as ``target`` (≥ if higher is better, else ≤);
     None if none is. With per-round records (index 0 = before round 1) it is the round count."""

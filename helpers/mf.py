@@ -158,6 +158,7 @@ class History:
 
     Attributes:
         train_rmse, test_rmse: RMSE in stars after each epoch (index 0 = before training).
+        valid_rmse: the same on the validation ratings, when :func:`train_mf` was given them (else empty).
         seconds: cumulative wall-clock seconds of training after each epoch (0 first).
         updates: cumulative number of parameter updates after each epoch.
         diverged: True if the loss became non-finite or exploded; training stopped.
@@ -168,6 +169,7 @@ class History:
     seconds: list[float] = field(default_factory=list)
     updates: list[int] = field(default_factory=list)
     diverged: bool = False
+    valid_rmse: list[float] = field(default_factory=list)
 
 
 def train_mf(
@@ -181,6 +183,7 @@ def train_mf(
     l2: float = 0.0,
     optimizer=None,
     seed: int = 0,
+    valid: pd.DataFrame | None = None,
 ) -> History:
     """Train ``params`` in place for ``epochs`` passes with batches of ``batch_size``.
 
@@ -188,7 +191,8 @@ def train_mf(
     gradient descent, anything between is mini-batch. Data is reshuffled every
     epoch with a seeded generator. With ``optimizer`` (a Keras optimizer) the step
     uses it instead of the hand-written update (``learning_rate`` is then the
-    optimizer's own).
+    optimizer's own). With ``valid`` (ratings held out of ``train``) the RMSE on it is
+    recorded after every epoch too, to choose the epoch on (``History.valid_rmse``).
 
     Raises:
         ValueError: learning rate ≤ 0, batch size < 1 or larger than the data, epochs < 1.
@@ -197,7 +201,10 @@ def train_mf(
     rng = np.random.default_rng(seed)
     train_t, test_t = as_tensors(train), as_tensors(test)
     epoch = make_epoch(params, l2, optimizer)
+    valid_t = None if valid is None else as_tensors(valid)
     history = History([rmse_on(params, train_t)], [rmse_on(params, test_t)], [0.0], [0])
+    if valid_t is not None:
+        history.valid_rmse.append(rmse_on(params, valid_t))
     per_epoch = -(-len(train) // batch_size)
     for _ in range(epochs):
         order = tf.constant(rng.permutation(len(train)).astype(np.int32))
@@ -211,9 +218,13 @@ def train_mf(
             history.diverged = True
             history.train_rmse.append(float("nan"))
             history.test_rmse.append(float("nan"))
+            if valid_t is not None:
+                history.valid_rmse.append(float("nan"))
             break
         history.train_rmse.append(train_rmse)
         history.test_rmse.append(rmse_on(params, test_t))
+        if valid_t is not None:
+            history.valid_rmse.append(rmse_on(params, valid_t))
     return history
 
 

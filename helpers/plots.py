@@ -84,23 +84,29 @@ def plot_contour_paths(grid_a, grid_b, grid_loss, paths: dict, optimum, title: s
     return fig
 
 
-def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None):
-    """Test RMSE against passes over the data (left) and against wall-clock seconds (right).
+RMSE_LABELS = {"test_rmse": "test RMSE", "valid_rmse": "validation RMSE", "train_rmse": "training RMSE"}
+
+
+def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None, metric: str = "test_rmse"):
+    """An RMSE against passes over the data (left) and against wall-clock seconds (right).
 
     Args:
         histories: label → :class:`helpers.mf.History`.
         baseline: optional horizontal reference (stars), e.g. a tuned model's RMSE.
+        metric: ``"test_rmse"``, ``"valid_rmse"`` or ``"train_rmse"`` (:data:`RMSE_LABELS`).
     """
+    if metric not in RMSE_LABELS:
+        raise ValueError(f"metric must be one of {', '.join(RMSE_LABELS)}, got {metric!r}")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for label, history in histories.items():
-        epochs = np.arange(len(history.test_rmse))
-        left.plot(epochs, history.test_rmse, marker=".", label=label)
-        right.plot(history.seconds, history.test_rmse, marker=".", label=label)
+        values = getattr(history, metric)
+        left.plot(np.arange(len(values)), values, marker=".", label=label)
+        right.plot(history.seconds, values, marker=".", label=label)
     for ax in (left, right):
         if baseline is not None:
             ax.axhline(baseline, color="grey", ls=":", lw=1)
         ax.grid(alpha=0.3)
-    left.set(xlabel="passes over the training data (epochs)", ylabel="test RMSE (stars)", title=title)
+    left.set(xlabel="passes over the training data (epochs)", ylabel=f"{RMSE_LABELS[metric]} (stars)", title=title)
     right.set(xlabel="training time (seconds)", title="… and against the clock")
     right.set_xscale("symlog", linthresh=1.0)
     right.set_xlim(left=0)
@@ -111,12 +117,13 @@ def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None)
     return fig
 
 
-def plot_playground(result: dict, learning_rate: float, batch_size: int):
-    """Train and test RMSE against update steps for one slider setting."""
+def plot_playground(result: dict, learning_rate: float, batch_size: int, held_out: str = "test"):
+    """Training RMSE and the held-out ratings' RMSE (``result["test_rmse"]``, called ``held_out``:
+    "test" or "validation") against update steps for one slider setting."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     ax.plot(result["steps"], result["train_rmse"], label="train")
-    ax.plot(result["steps"], result["test_rmse"], label="test")
-    verdict = "diverged" if result["diverged"] else f"test RMSE {result['test_rmse'][-1]:.3f}"
+    ax.plot(result["steps"], result["test_rmse"], label=held_out)
+    verdict = "diverged" if result["diverged"] else f"{held_out} RMSE {result['test_rmse'][-1]:.3f}"
     ax.set(xlabel="update steps", ylabel="RMSE (stars)",
            title=f"η = {learning_rate:.3g}, batch {batch_size:,}: {verdict} after {result['steps'][-1]:,} steps")
     finite = [v for v in result["train_rmse"] + result["test_rmse"] if np.isfinite(v)]
@@ -172,26 +179,36 @@ def plot_client_distribution(train, test=None):
     return fig
 
 
-def plot_fed_curves(histories: dict, central_rmse: float, title: str):
-    """Test RMSE against rounds (left) and against cumulative MB sent, only touched rows (right).
+def plot_fed_curves(histories: dict, central_rmse: float, title: str, metric: str = "test_rmse",
+                    central_label: str = "centralised MF"):
+    """An RMSE against rounds (left) and against cumulative MB sent, only touched rows (right).
 
     Args:
-        histories: label → :class:`helpers.fedcore.History` with ``test_rmse``.
-        central_rmse: the centralised model's best test RMSE on the same split (stars).
+        histories: label → :class:`helpers.fedcore.History` recording ``metric``.
+        central_rmse: the centralised model's ``metric`` on the same split (stars), at the epoch
+            it was stopped (``central_label`` says which).
+        metric: ``"test_rmse"``, ``"valid_rmse"`` or ``"train_rmse"``.
     """
+    if metric not in RMSE_LABELS:
+        raise ValueError(f"metric must be one of {', '.join(RMSE_LABELS)}, got {metric!r}")
+    curves = {label: getattr(history, metric) for label, history in histories.items()}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for label, history in histories.items():
-        left.plot(np.arange(len(history.test_rmse)), history.test_rmse, label=label)
-        right.plot(history.mb, history.test_rmse, label=label)
+        left.plot(np.arange(len(curves[label])), curves[label], label=label)
+        right.plot(history.mb, curves[label], label=label)
     for ax in (left, right):
-        ax.axhline(central_rmse, color="black", ls="--", lw=1, label="centralised MF (best)")
+        ax.axhline(central_rmse, color="black", ls="--", lw=1, label=central_label)
         ax.axhline(central_rmse * 1.03, color="grey", ls=":", lw=1, label="centralised + 3%")
         ax.grid(alpha=0.3)
-    left.set(xlabel="round", ylabel="test RMSE (stars)", title=title)
+    left.set(xlabel="round", ylabel=f"{RMSE_LABELS[metric]} (stars)", title=title)
     right.set(xlabel="cumulative MB sent, down + up (touched rows only)", title="… and against communication")
     left.legend(fontsize=8)
-    lows = [min(h.test_rmse) for h in histories.values()]
-    left.set_ylim(min(lows + [central_rmse]) - 0.01, max(h.test_rmse[min(5, len(h.test_rmse) - 1)] for h in histories.values()) + 0.02)
+    # y from the best RMSE to the RMSE after round 5, over the finite values (a diverged run is inf or NaN)
+    finite = [np.asarray(values, dtype=float) for values in curves.values()]
+    finite = [values[np.isfinite(values)] for values in finite]
+    lows = [values.min() for values in finite if values.size]
+    highs = [values[min(5, values.size - 1)] for values in finite if values.size]
+    left.set_ylim(min(lows + [central_rmse]) - 0.01, max(highs + [central_rmse]) + 0.02)
     fig.tight_layout()
     return fig
 
@@ -360,19 +377,25 @@ def plot_method_bars(results, metric: str, methods: dict, title: str):
     return fig
 
 
-def plot_privacy_utility(frontier, clean_rmse: float, title: str):
+def plot_privacy_utility(frontier, clean_rmse: float, title: str, baseline_rmse: float | None = None):
     """Test RMSE against ε (log scale), one point per noise multiplier, RDP and PLD ε side by side.
 
     Args:
-        frontier: frame with columns ``σ``, ``ε (RDP)``, ``ε (PLD)``, ``test RMSE``.
+        frontier: frame with columns ``σ``, ``ε (RDP)``, ``ε (PLD)``, ``test RMSE`` (stars; the mean
+            over seeds) and optionally ``SE`` (its standard error, drawn as error bars).
         clean_rmse: the same training without DP (stars).
+        baseline_rmse: a model with no private values at all (e.g. :func:`helpers.federated.item_bias_rmse`).
     """
     fig, ax = plt.subplots(figsize=(7, 4))
+    errors = frontier["SE"] if "SE" in frontier else None
     for column, marker in (("ε (RDP)", "o"), ("ε (PLD)", "s")):
-        ax.plot(frontier[column], frontier["test RMSE"], marker=marker, label=column.replace("ε ", "accountant "))
+        ax.errorbar(frontier[column], frontier["test RMSE"], yerr=errors, marker=marker, capsize=3,
+                    label=column.replace("ε ", "accountant "))
     for _, row in frontier.iterrows():
         ax.annotate(f"σ = {row['σ']:g}", (row["ε (RDP)"], row["test RMSE"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.axhline(clean_rmse, color="black", ls="--", lw=1, label="no DP")
+    if baseline_rmse is not None:
+        ax.axhline(baseline_rmse, color="tab:red", ls=":", lw=1.5, label="item biases only, μ + b_i (no private values)")
     ax.set_xscale("log")
     ax.set(xlabel="ε (log scale; smaller = more private)", ylabel="test RMSE (stars)", title=title)
     ax.grid(alpha=0.3, which="both")

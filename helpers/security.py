@@ -22,9 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from helpers import fedcore as fc
-from helpers.federated import ClientStore, Federation, item_table
+from helpers.federated import ClientStore, Federation, item_table, train_federated
+from helpers.progress import progress as progress_bar
 
 AGGREGATORS = ("mean", "clip", "median", "trimmed", "median_all")
 ATTACKS = ("none", "scale", "push")
@@ -175,3 +177,34 @@ def hit_rate(state: fc.ServerState, store: ClientStore, federation: Federation, 
     users = np.setdiff1d(federation.client_ids, train.loc[train["item_idx"] == item, "user_idx"].to_numpy())
     top = np.argpartition(-scores[users], k, axis=1)[:, :k]
     return float(np.mean((top == item).any(axis=1)))
+
+
+DEFENCE_CONDITIONS = ("clean", "scaling attack", "push attack")  # the columns of lesson 08's defence table
+
+
+def defence_table(federation: Federation, config_for_seed, rounds: int, dim: int, target_item: int,
+                  seeds=(0,), attacker_share: float = 0.1, clip_norm: float = 0.1, progress: bool = True) -> pd.DataFrame:
+    """Lesson 08's defence table: every aggregator of :data:`AGGREGATORS` with no attack, the
+    scaling attack and the push attack on ``target_item`` (``attacker_share`` of each round's
+    clients attack; C = ``clip_norm`` for ``"clip"``), one FedAvg run of ``rounds`` rounds per seed.
+
+    Args:
+        config_for_seed: seed → :class:`~helpers.fedcore.FedConfig` (e.g. ``lessons.mf_config(seed=s)``);
+            the same seed also draws who attacks and who drops out.
+    Returns:
+        pandas DataFrame, one row per run: ``aggregator``, ``condition`` (:data:`DEFENCE_CONDITIONS`),
+        ``seed``, ``test RMSE`` (stars, after the last round), ``target hit rate`` (:func:`hit_rate`, 0–1).
+    """
+    attacks = {"clean": {}, "scaling attack": dict(attacker_share=attacker_share, attack="scale"),
+               "push attack": dict(attacker_share=attacker_share, attack="push", target_item=target_item)}
+    rows = []
+    for aggregator in progress_bar(AGGREGATORS, "aggregators", enabled=progress):
+        for condition in DEFENCE_CONDITIONS:
+            for seed in seeds:
+                threat = Threat(aggregator=aggregator, clip_norm=clip_norm, seed=seed, **attacks[condition])
+                state, store, history = train_federated(federation, config_for_seed(seed), rounds, dim=dim,
+                                                        algorithm=threatened(threat))
+                rows.append({"aggregator": aggregator, "condition": condition, "seed": seed,
+                             "test RMSE": history.test_rmse[-1],
+                             "target hit rate": hit_rate(state, store, federation, target_item)})
+    return pd.DataFrame(rows)

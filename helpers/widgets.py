@@ -165,19 +165,25 @@ def gd_controls(render: Callable[[float, int, int], object], learning_rate: floa
     return explained_interact(render, name="gradient_descent", learning_rate=rate, batch_size=batch, steps=count)
 
 
-def federated_controls(render: Callable[[int, int, int, float, float], object]):
-    """Rounds, clients per round K, local epochs E, client rate η_c, server rate η_s → ``render``.
+def federated_controls(render: Callable[[int, str, int, int, float, float], object]):
+    """Rounds, algorithm (FedAvg or FedSGD), clients per round K, local epochs E, client rate η_c
+    and server rate η_s → ``render``.
 
     K is typed freely so that impossible values (0, more clients than exist) reach
-    ``render``, which must explain them. Starts at lesson 03's set-up (:data:`helpers.lessons.MF_FEDAVG`).
+    ``render``, which must explain them. Starts at lesson 03's set-up (:data:`helpers.lessons.MF_FEDAVG`);
+    E goes to 10 and the rounds to 150, far enough to see client drift.
     """
+    from helpers.federated import PANEL_ALGORITHMS
+
     preset = MF_FEDAVG
     return explained_interact(
         render, name="federated_rounds",
-        rounds=widgets.IntSlider(value=20, min=5, max=60, step=5, description="rounds", continuous_update=False),
+        rounds=widgets.IntSlider(value=30, min=10, max=150, step=10, description="rounds", continuous_update=False),
+        algorithm=widgets.Dropdown(options=list(PANEL_ALGORITHMS), value=PANEL_ALGORITHMS[0], description="algorithm",
+                                   style=LABEL_STYLE),
         clients_per_round=widgets.IntText(value=preset["clients_per_round"], description="clients per round K",
                                           style=LABEL_STYLE),
-        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=3, description="local epochs E",
+        local_epochs=widgets.IntSlider(value=preset["local_epochs"], min=1, max=10, description="local epochs E",
                                        continuous_update=False, style=LABEL_STYLE),
         client_lr=widgets.FloatLogSlider(value=preset["client_lr"], base=10, min=-3, max=0, step=0.1,
                                          description="client rate η_c", continuous_update=False, style=LABEL_STYLE),

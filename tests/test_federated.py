@@ -14,6 +14,8 @@ import pytest
 from helpers import fedcore as fc
 from helpers import federated as fl
 from helpers import mf
+from helpers.lessons import MF_FEDAVG
+from helpers.metrics import chosen_round
 from helpers.plots import plot_fed_curves
 from helpers.widgets import show_or_explain
 
@@ -156,3 +158,93 @@ def test_run_cache_reuses_and_extends_each_settings_run(federation):
     assert runs.get(fl.FedConfig(6, 1, 4, 0.1, 1.0)).rounds_run == 0          # another setting: another run
     with pytest.raises(ValueError, match="key"):
         runs.get(config, fc.Algorithm(sampler=fc.poisson(0.2)))
+
+
+def test_panel_config_gives_fedavg_or_fedsgd_and_fedsgd_ignores_epochs_and_client_rate():
+    fedavg = fl.panel_config("FedAvg", 20, 10, 0.02, 5.0)
+    assert (fedavg.clients_per_round, fedavg.local_epochs, fedavg.client_lr, fedavg.server_lr) == (20, 10, 0.02, 5.0)
+    assert fedavg.batch_size == MF_FEDAVG["batch_size"] and fedavg.l2 == MF_FEDAVG["l2"]
+    fedsgd = fl.panel_config("FedSGD", 20, 10, 0.02, 5.0)
+    assert fedsgd == fl.panel_config("FedSGD", 20, 1, 0.5, 5.0) == fl.FedConfig.fedsgd(20, learning_rate=5.0)
+    assert fedsgd.local_epochs == 1 and fedsgd.batch_size == 0
+    assert np.isclose(fedsgd.client_lr * fedsgd.server_lr, 5.0)  # the global step is exactly η
+    with pytest.raises(ValueError, match="FedAvg, FedSGD"):
+        fl.panel_config("FedProx", 20, 1, 0.05, 10.0)
+
+
+def test_run_cache_records_the_numbers_of_train_federated(federation):
+    config = fl.FedConfig(5, 2, 4, 0.1, 1.0)
+    cached = fl.RunCache(federation, dim=4).get(config).first(3, progress=False)
+    _, _, direct = fl.train_federated(federation, config, 3, dim=4)
+    assert cached.test_rmse == direct.test_rmse and cached.train_rmse == direct.train_rmse
+
+
+def test_item_bias_rmse_is_the_damped_item_mean_model():
+    train = pd.DataFrame({"user_idx": [0, 0, 1, 1, 2], "item_idx": [0, 1, 0, 1, 0], "rating": [5.0, 1.0, 4.0, 2.0, 3.0]})
+    test = pd.DataFrame({"user_idx": [2, 2], "item_idx": [1, 2], "rating": [2.0, 4.0]})
+    federation = fl.Federation(train, test, n_users=3, n_items=3, mu=3.0)
+    # item 1: residuals −2, −1 → b = −3 / (1 + 2) = −1; item 2 unrated → b = 0
+    expected = np.sqrt(((2.0 - 2.0) ** 2 + (4.0 - 3.0) ** 2) / 2)
+    assert np.isclose(fl.item_bias_rmse(federation, shrinkage=1.0), expected)
+    undamped = np.sqrt(((2.0 - 1.5) ** 2 + 1.0) / 2)  # b_1 = −1.5, the plain mean residual
+    assert np.isclose(fl.item_bias_rmse(federation, test, shrinkage=0.0), undamped)
+    with pytest.raises(ValueError, match="shrinkage"):
+        fl.item_bias_rmse(federation, shrinkage=-1.0)
+
+
+def test_panel_history_answers_from_the_cache_and_reports_divergence_without_warnings(federation, recwarn):
+    runs = fl.RunCache(federation, dim=4)
+    history, new_rounds = fl.panel_history(runs, 4, "FedAvg", 10, 1, 0.05, 10.0)
+    assert new_rounds == 4 and len(history.test_rmse) == 5 and not fl.diverged(history)
+    again, cached = fl.panel_history(runs, 3, "FedAvg", 10, 1, 0.05, 10.0)
+    assert cached == 0 and again.test_rmse == history.test_rmse[:4]
+    exploded, _ = fl.panel_history(runs, 6, "FedSGD", 10, 1, 0.05, 1e30)  # an absurd step: overflow
+    assert fl.diverged(exploded) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    figure = plot_fed_curves({"diverged": exploded, "fine": history}, 1.0, "t")  # draws with inf / NaN in it
+    assert figure.axes[0].get_ylim()[1] < 10
+    matplotlib.pyplot.close("all")
+    with pytest.raises(ValueError, match="clients per round"):
+        fl.panel_history(runs, 3, "FedAvg", 0, 1, 0.05, 10.0)
+
+
+def test_runs_on_a_federation_with_validation_ratings_record_and_stop_on_them():
+    plain = planted_federation()
+    valid = plain.test.groupby("user_idx").head(1).reset_index(drop=True)
+    test = plain.test.groupby("user_idx").tail(1).reset_index(drop=True)
+    federation = fl.Federation(plain.train, test, plain.n_users, plain.n_items, plain.mu, valid=valid)
+    config = fl.FedConfig(10, 1, 4, 0.1, 1.0)
+    _, _, history = fl.train_federated(federation, config, 4, dim=4)
+    assert len(history.valid_rmse) == len(history.test_rmse) == 5
+    state, store = fl.init_state(federation, 4)
+    assert history.valid_rmse[0] == fl.federated_rmse(state, store, federation, valid)
+    assert fl.RunCache(federation, dim=4).get(config).first(4).valid_rmse == history.valid_rmse
+    assert chosen_round(history) == int(np.argmin(history.valid_rmse))
+    with pytest.raises(ValueError, match="validation"):
+        chosen_round(fl.train_federated(plain, config, 2, dim=4)[2])   # no validation ratings: no stopping point
+
+
+def test_chosen_round_takes_the_lowest_finite_validation_value_first_on_ties():
+    assert chosen_round(mf.History(valid_rmse=[1.0, 0.8, 0.8, 0.9])) == 1
+    assert chosen_round(mf.History(valid_rmse=[1.0, float("nan"), 0.9])) == 2
+    with pytest.raises(ValueError, match="validation"):
+        chosen_round(mf.History(valid_rmse=[float("nan")]))
+
+
+def test_centralised_training_records_validation_rmse_without_changing_the_run(federation):
+    def run(**extra):
+        params = mf.init_mf(federation.n_users, federation.n_items, 4, federation.mu, seed=0)
+        return mf.train_mf(params, federation.train, federation.test, batch_size=8, epochs=3, learning_rate=0.1, **extra)
+
+    with_valid, without = run(valid=federation.test), run()
+    assert with_valid.test_rmse == without.test_rmse and without.valid_rmse == []
+    assert np.allclose(with_valid.valid_rmse, with_valid.test_rmse)   # the same frame: the same numbers
+
+
+def test_fed_curves_plot_the_metric_asked_for(federation):
+    _, _, history = fl.train_federated(federation, fl.FedConfig(5, 1, 4, 0.1, 1.0), 3, dim=4)
+    figure = plot_fed_curves({"run": history}, 1.0, "t", metric="train_rmse", central_label="reference")
+    assert list(figure.axes[0].get_lines()[0].get_ydata()) == history.train_rmse
+    assert figure.axes[0].get_ylabel() == "training RMSE (stars)"
+    with pytest.raises(ValueError, match="metric"):
+        plot_fed_curves({"run": history}, 1.0, "t", metric="accuracy")
+    matplotlib.pyplot.close("all")

@@ -140,3 +140,31 @@ def test_noise_for_epsilon_is_the_smallest_sigma_that_meets_the_budget():
     assert pv.noise_for_epsilon(8.0, 0.05, 200, 1e-5) < sigma  # a looser budget needs less noise
     with pytest.raises(ValueError, match="needs σ >"):
         pv.noise_for_epsilon(1e-4, 1.0, 10_000, 1e-9)
+
+
+def test_defence_table_runs_every_aggregator_condition_and_seed(federation):
+    table = sec.defence_table(federation, lambda seed: fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02, seed=seed), rounds=2,
+                              dim=4, target_item=3, seeds=(0, 1), progress=False)
+    assert len(table) == len(sec.AGGREGATORS) * len(sec.DEFENCE_CONDITIONS) * 2
+    assert set(table["condition"]) == set(sec.DEFENCE_CONDITIONS) and set(table["seed"]) == {0, 1}
+    assert table["test RMSE"].notna().all() and table["target hit rate"].between(0, 1).all()
+    clean = table[(table["aggregator"] == "mean") & (table["condition"] == "clean")]
+    _, _, direct = fl.train_federated(federation, fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02, seed=1), 2, dim=4)
+    assert np.isclose(clean[clean["seed"] == 1]["test RMSE"].item(), direct.test_rmse[-1])  # no attack = FedAvg
+    assert table.groupby("seed")["test RMSE"].nunique().min() > 1  # the attacks change the outcome
+
+
+def test_privacy_utility_plot_draws_error_bars_and_the_baseline():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from helpers.plots import plot_privacy_utility
+
+    frontier = pd.DataFrame({"σ": [0.5, 1.0], "ε (RDP)": [20.0, 5.0], "ε (PLD)": [15.0, 4.0],
+                             "test RMSE": [0.90, 0.95], "SE": [0.001, 0.002]})
+    fig = plot_privacy_utility(frontier, 0.87, "t", baseline_rmse=0.96)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "item biases only" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert sorted(line.get_ydata()[0] for line in ax.get_lines() if len(line.get_ydata()) == 2 and
+                  line.get_ydata()[0] == line.get_ydata()[1])[-1] == 0.96  # the baseline's horizontal line
+    plt.close(fig)

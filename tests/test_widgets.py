@@ -19,7 +19,7 @@ def recorder(calls):
 
 @pytest.mark.parametrize("make, names", [
     (lambda r: w.gd_controls(r), {"learning_rate", "batch_size", "steps"}),
-    (lambda r: w.federated_controls(r), {"rounds", "clients_per_round", "local_epochs", "client_lr", "server_lr"}),
+    (lambda r: w.federated_controls(r), {"rounds", "algorithm", "clients_per_round", "local_epochs", "client_lr", "server_lr"}),
     (lambda r: w.transfer_controls(r, [10, 50], 3), {"per_class", "unfrozen_blocks"}),
     (lambda r: w.cold_start_controls(r), {"beta", "mapping", "dim"}),
     (lambda r: w.dp_controls(r), {"noise_multiplier", "clip_norm", "clients_per_round", "rounds"}),
