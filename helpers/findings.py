@@ -25,6 +25,7 @@ Every finding stated in a session is remembered; :func:`recap` lists them, for a
 
 from __future__ import annotations
 
+import ast
 import math
 from dataclasses import dataclass, field
 
@@ -122,6 +123,37 @@ def holds(condition: str, numbers: dict) -> bool:
     return bool(result)
 
 
+def _names(condition: str) -> set[str]:
+    """The names an expression reads (a condition that cannot be parsed is an error)."""
+    try:
+        tree = ast.parse(condition, mode="eval")
+    except SyntaxError as error:
+        raise ValueError(f"cannot evaluate the condition {condition!r}: {error}") from error
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def _state(name: str, sentence: str, condition: str, numbers: dict, otherwise: bool) -> Finding:
+    """:func:`check`'s work; ``otherwise`` admits the constant "True", the last case of :func:`choose`."""
+    if not isinstance(condition, str) or not condition.strip():
+        raise ValueError("a finding needs its condition as a non-empty expression string")
+    numbers = {k: _plain(v) for k, v in numbers.items()}
+    try:
+        text = sentence.format(**numbers)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"finding {name!r}: the sentence cannot be rendered from {sorted(numbers)}: {error}") from error
+    if not holds(condition, numbers):
+        raise FindingError(
+            f"finding {name!r} does not hold in this run: `{condition}` is false with "
+            + ", ".join(f"{k} = {_short(v)}" for k, v in numbers.items())
+            + f". The lesson would have said: {text}")
+    if not (otherwise and condition.strip() == "True") and not _names(condition) & numbers.keys():
+        raise ValueError(f"finding {name!r}: the condition {condition!r} reads none of its numbers "
+                         f"{sorted(numbers)}, so no run could make it fail")
+    finding = Finding(name, text, condition, numbers)
+    _STATED[name] = finding
+    return finding
+
+
 def check(name: str, sentence: str, condition: str, /, **numbers) -> Finding:
     """State ``sentence`` (a ``str.format`` template over ``numbers``) if ``condition`` holds.
 
@@ -136,21 +168,10 @@ def check(name: str, sentence: str, condition: str, /, **numbers) -> Finding:
 
     Raises:
         FindingError: the condition is false for these numbers.
-        ValueError: the condition cannot be evaluated or the template names a missing number.
+        ValueError: the condition cannot be evaluated, reads none of the numbers (it could not
+            fail), or the template names a missing number.
     """
-    numbers = {k: _plain(v) for k, v in numbers.items()}
-    try:
-        text = sentence.format(**numbers)
-    except (KeyError, IndexError, ValueError) as error:
-        raise ValueError(f"finding {name!r}: the sentence cannot be rendered from {sorted(numbers)}: {error}") from error
-    if not holds(condition, numbers):
-        raise FindingError(
-            f"finding {name!r} does not hold in this run: `{condition}` is false with "
-            + ", ".join(f"{k} = {_short(v)}" for k, v in numbers.items())
-            + f". The lesson would have said: {text}")
-    finding = Finding(name, text, condition, numbers)
-    _STATED[name] = finding
-    return finding
+    return _state(name, sentence, condition, numbers, otherwise=False)
 
 
 def choose(name: str, cases: list[tuple[str, str]], /, **numbers) -> Finding:
@@ -170,7 +191,7 @@ def choose(name: str, cases: list[tuple[str, str]], /, **numbers) -> Finding:
     numbers = {k: _plain(v) for k, v in numbers.items()}
     for condition, sentence in cases:
         if holds(condition, numbers):
-            return check(name, sentence, condition, **numbers)
+            return _state(name, sentence, condition, numbers, otherwise=True)
     raise FindingError(
         f"finding {name!r}: none of the cases {[c for c, _ in cases]} holds with "
         + ", ".join(f"{k} = {_short(v)}" for k, v in numbers.items()))

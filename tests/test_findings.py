@@ -68,7 +68,7 @@ def test_conditions_cannot_reach_python_builtins():
 
 def test_recap_lists_each_finding_once_in_order_and_a_rerun_replaces_it():
     findings.check("first", "one {x}", "x == 1", x=1)
-    findings.check("second", "two", "True")
+    findings.check("second", "two", "y > 0", y=1)
     findings.check("first", "one again {x}", "x == 2", x=2)
     recap = findings.recap()
     assert [f.name for f in recap.findings] == ["first", "second"]
@@ -76,7 +76,7 @@ def test_recap_lists_each_finding_once_in_order_and_a_rerun_replaces_it():
 
 
 def test_report_shows_several_findings_with_their_checks():
-    a = findings.check("a", "A.", "True")
+    a = findings.check("a", "A.", "u < 1", u=0)
     b = findings.check("b", "B {v}.", "v > 0", v=3)
     markdown = findings.report(a, b)._repr_markdown_()
     assert markdown.splitlines()[0].startswith("- **a.** A.") and "v > 0" in markdown
@@ -88,13 +88,13 @@ def test_generator_expressions_in_conditions_see_every_number():
 
 
 def test_numbers_may_be_called_like_the_parameters():
-    f = findings.check("n", "{name} {sentence} {condition} {cases}", "True", name=1, sentence=2, condition=3, cases=4)
+    f = findings.check("n", "{name} {sentence} {condition} {cases}", "cases == 4", name=1, sentence=2, condition=3, cases=4)
     assert f.sentence == "1 2 3 4"
     assert findings.choose("c", [("True", "{cases}")], cases="x", name="y").sentence == "x"
 
 
 def test_a_question_as_a_name_gets_no_extra_full_stop():
-    f = findings.check("Does it help?", "Yes.", "True")
+    f = findings.check("Does it help?", "Yes.", "gain > 0", gain=1)
     assert "**Finding — Does it help?** Yes." in f._repr_markdown_()
     assert "- **Does it help?** Yes." in findings.report(f)._repr_markdown_()
 
@@ -124,3 +124,14 @@ def test_compare_s_condition_depends_on_its_numbers():
     f = findings.compare("c", {"A": [0.8, 0.81, 0.79], "B": [0.7, 0.72, 0.69]}, metric="m")
     assert findings.holds(f.condition, f.numbers)
     assert not findings.holds(f.condition, {**f.numbers, "se0": 1.0})  # a wider spread would refute the claim
+
+
+def test_a_condition_that_reads_none_of_its_numbers_is_refused():
+    with pytest.raises(ValueError, match="reads none of its numbers"):
+        findings.check("vacuous", "x is {x}", "1 < 2", x=1)
+    with pytest.raises(ValueError, match="reads none of its numbers"):
+        findings.check("constant", "nothing measured", "True")
+    with pytest.raises(ValueError, match="reads none of its numbers"):
+        findings.choose("vacuous first case", [("len([1]) >= 1", "x is {x}"), ("True", "never")], x=1)
+    # "True" is only the otherwise-case of choose, after cases that read the numbers
+    assert "otherwise" in str(findings.choose("fallback", [("x > 5", "big"), ("True", "otherwise {x}")], x=1))

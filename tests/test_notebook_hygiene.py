@@ -184,3 +184,45 @@ def test_run_times_are_measured_and_agree(path):
     for readme in runtimes.READMES:
         assert f"| {runtimes.readme_cell(path.name, times)} |" in (ROOT / readme).read_text(), (
             f"{readme}: the run time of {path.name} differs from helpers/run_times.json; run python -m helpers.runtimes write")
+
+
+# --- 4. every recap line was shown where it was measured ----------------------------------------
+
+def plain_outputs(cell) -> str:
+    """What a code cell showed, as plain text: streams and every text/plain result."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append("".join(output.get("text", "")))
+        parts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def unshown_recap_lines(notebook) -> list[str]:
+    """Recap lines ("- Name. sentence") of ``findings.recap()`` that no earlier output showed."""
+    missing, shown = [], []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        if "findings.recap()" in cell.source:
+            earlier = "\n".join(shown)
+            for line in plain_outputs(cell).splitlines():
+                if line.startswith("- ") and line[2:].strip() not in earlier:
+                    missing.append(line[2:].strip()[:120])
+        shown.append(plain_outputs(cell))
+    return missing
+
+
+def test_the_recap_check_catches_a_finding_shown_only_in_the_recap():
+    shown = nbformat.v4.new_code_cell("findings.check(...)", outputs=[nbformat.v4.new_output(
+        "execute_result", {"text/plain": "Finding — Shown. It was shown. [checked: x > 0 with x = 1]"}, execution_count=1)])
+    hidden = nbformat.v4.new_code_cell("findings.check(...);")   # a trailing ; hides the finding
+    recap = nbformat.v4.new_code_cell("findings.recap()", outputs=[nbformat.v4.new_output(
+        "execute_result", {"text/plain": "- Shown. It was shown.\n- Hidden. It was not."}, execution_count=3)])
+    notebook = nbformat.v4.new_notebook(cells=[shown, hidden, recap])
+    assert unshown_recap_lines(notebook) == ["Hidden. It was not."]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_recap_line_was_shown_where_it_was_measured(path):
+    missing = unshown_recap_lines(nbformat.read(path, as_version=4))
+    assert not missing, f"{path.name}: findings shown only in the recap (show them where measured):\n" + "\n".join(missing)
