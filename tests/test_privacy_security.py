@@ -168,3 +168,24 @@ def test_privacy_utility_plot_draws_error_bars_and_the_baseline():
     assert sorted(line.get_ydata()[0] for line in ax.get_lines() if len(line.get_ydata()) == 2 and
                   line.get_ydata()[0] == line.get_ydata()[1])[-1] == 0.96  # the baseline's horizontal line
     plt.close(fig)
+
+
+def test_dp_noise_is_fresh_every_round_and_seeded_by_seed_and_round():
+    """The Gaussian mechanism's noise must be new each round (the same noise every round would add up to a
+    known offset that the server could subtract), and reproducible from (seed, round)."""
+    updates = fc.Updates(np.array([10, 11]), np.array([2, 1]), np.array([0, 0, 1]), np.array([3, 5, 3]),
+                         np.array([[0.1, 0.0], [0.0, -0.2], [0.3, 0.3]], np.float32), np.zeros(2, int))
+    aggregate = fc.noisy_sum(noise_std=0.5, denominator=4.0, seed=7)
+    config = fl.FedConfig(2, 1, 1, 0.1, 1.0)
+
+    def at(round_number):
+        context = fc.RoundContext(fc.ServerState(np.zeros((8, 2), np.float32), round_number), None, None, config)
+        return aggregate(updates, (8, 2), context).astype(np.float64)
+
+    total = np.zeros((8, 2))
+    np.add.at(total, updates.rows, updates.values.astype(np.float64))
+    for round_number in (0, 1):
+        expected = (total + np.random.default_rng([7, round_number]).normal(0, 0.5, (8, 2))) / 4.0
+        assert np.allclose(at(round_number), expected, atol=1e-6)
+    assert np.array_equal(at(3), at(3))
+    assert np.abs(at(0) - at(1)).min() > 0   # every coordinate gets different noise in another round
