@@ -87,6 +87,13 @@ def plot_contour_paths(grid_a, grid_b, grid_loss, paths: dict, optimum, title: s
 RMSE_LABELS = {"test_rmse": "test RMSE", "valid_rmse": "validation RMSE", "train_rmse": "training RMSE"}
 
 
+def _rmse_axis_label(metric: str) -> str:
+    """The y-axis label of an RMSE ``metric`` (a key of :data:`RMSE_LABELS`); ValueError for any other."""
+    if metric not in RMSE_LABELS:
+        raise ValueError(f"metric must be one of {', '.join(RMSE_LABELS)}, got {metric!r}")
+    return f"{RMSE_LABELS[metric]} (stars)"
+
+
 def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None, metric: str = "test_rmse"):
     """An RMSE against passes over the data (left) and against wall-clock seconds (right).
 
@@ -95,8 +102,7 @@ def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None,
         baseline: optional horizontal reference (stars), e.g. a tuned model's RMSE.
         metric: ``"test_rmse"``, ``"valid_rmse"`` or ``"train_rmse"`` (:data:`RMSE_LABELS`).
     """
-    if metric not in RMSE_LABELS:
-        raise ValueError(f"metric must be one of {', '.join(RMSE_LABELS)}, got {metric!r}")
+    ylabel = _rmse_axis_label(metric)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for label, history in histories.items():
         values = getattr(history, metric)
@@ -106,7 +112,7 @@ def plot_rmse_curves(histories: dict, title: str, baseline: float | None = None,
         if baseline is not None:
             ax.axhline(baseline, color="grey", ls=":", lw=1)
         ax.grid(alpha=0.3)
-    left.set(xlabel="passes over the training data (epochs)", ylabel=f"{RMSE_LABELS[metric]} (stars)", title=title)
+    left.set(xlabel="passes over the training data (epochs)", ylabel=ylabel, title=title)
     right.set(xlabel="training time (seconds)", title="… and against the clock")
     right.set_xscale("symlog", linthresh=1.0)
     right.set_xlim(left=0)
@@ -189,8 +195,7 @@ def plot_fed_curves(histories: dict, central_rmse: float, title: str, metric: st
             it was stopped (``central_label`` says which).
         metric: ``"test_rmse"``, ``"valid_rmse"`` or ``"train_rmse"``.
     """
-    if metric not in RMSE_LABELS:
-        raise ValueError(f"metric must be one of {', '.join(RMSE_LABELS)}, got {metric!r}")
+    ylabel = _rmse_axis_label(metric)
     curves = {label: getattr(history, metric) for label, history in histories.items()}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for label, history in histories.items():
@@ -200,7 +205,7 @@ def plot_fed_curves(histories: dict, central_rmse: float, title: str, metric: st
         ax.axhline(central_rmse, color="black", ls="--", lw=1, label=central_label)
         ax.axhline(central_rmse * 1.03, color="grey", ls=":", lw=1, label="centralised + 3%")
         ax.grid(alpha=0.3)
-    left.set(xlabel="round", ylabel=f"{RMSE_LABELS[metric]} (stars)", title=title)
+    left.set(xlabel="round", ylabel=ylabel, title=title)
     right.set(xlabel="cumulative MB sent, down + up (touched rows only)", title="… and against communication")
     left.legend(fontsize=8)
     # y from the best RMSE to the RMSE after round 5, over the finite values (a diverged run is inf or NaN)

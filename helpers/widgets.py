@@ -171,7 +171,7 @@ def federated_controls(render: Callable[[int, str, int, int, float, float], obje
 
     K is typed freely so that impossible values (0, more clients than exist) reach
     ``render``, which must explain them. Starts at lesson 03's set-up (:data:`helpers.lessons.MF_FEDAVG`);
-    E goes to 10 and the rounds to 150, far enough to see client drift.
+    E goes to 10 and the rounds to 150, far enough to see many local epochs over-fit.
     """
     from helpers.federated import PANEL_ALGORITHMS
 
