@@ -146,9 +146,10 @@ class Candidates:
     n_positive: np.ndarray
     full: bool
 
-    def positions(self, k: int, items: np.ndarray, positives: np.ndarray) -> np.ndarray:
-        """Where client k's items ``items`` (a subset of its sorted ``positives``) sit in its row."""
-        return items if self.full else np.searchsorted(positives, items)
+    def positions(self, batch: np.ndarray, positives: np.ndarray) -> np.ndarray:
+        """Where the client's items ``positives[batch]`` sit in its row: the item indices themselves in
+        the full catalogue, ``batch`` itself when its own (sorted) items come first."""
+        return positives[batch] if self.full else batch
 
 
 def sampling_distribution(item_counts: np.ndarray, exponent: float = SAMPLING_EXPONENT) -> np.ndarray:
@@ -261,7 +262,7 @@ def _batch_targets(task: SoftmaxFederation, clients, candidates: Candidates, con
                     batch = schedule[e][s]
                     mine = task.split.positives[clients[k]]
                     slots.append(np.full(len(batch), k))
-                    positions.append(candidates.positions(k, mine[batch], mine))
+                    positions.append(candidates.positions(batch, mine))
                     weights.append(np.full(len(batch), 1.0 / len(batch), np.float32))
                     moving[k] = True
             targets.append((np.concatenate(slots), np.concatenate(positions), np.concatenate(weights)))
@@ -291,7 +292,8 @@ def local_training(task: SoftmaxFederation, params: np.ndarray, store: UserVecto
     """Step (2) for all ``clients`` at once, in NumPy: E epochs of mini-batch SGD (one full batch when
     B = 0) on each client's loss, ∂L/∂s = π − y (module docstring), + λ‖p_u‖² + (μ/2)‖θ_k − θ‖² (FedProx).
 
-    Every client trains its own copy of the rows its loss uses, (K, M, d + 1); its private vector in
+    Every client trains its own copy of the rows its loss uses — vectors (K, M, d) and biases (K, M), each
+    contiguous so that the batched products and in-place updates run at memory speed; its private vector in
     ``store`` is updated in place. Returns the rows it sends (all of them, or its own for ``touched``).
     """
     config.check()
@@ -299,25 +301,31 @@ def local_training(task: SoftmaxFederation, params: np.ndarray, store: UserVecto
     d = params.shape[1] - 1
     candidates = task.candidates(clients, round_num, config.seed)
     start = np.broadcast_to(params, (len(clients),) + params.shape) if candidates.full else params[candidates.rows]
-    table = np.array(start, np.float32, order="C")            # each client's copy (C order: a broadcast start would give another)
+    vectors = np.ascontiguousarray(start[..., :d])          # each client's copy of its rows' q_c: (K, M, d)
+    biases = np.ascontiguousarray(start[..., d])            # and of their b_c: (K, M)
     p = store.user_vec[clients].astype(np.float32)
     target = np.zeros(candidates.offset.shape, np.float32)
     rate = np.float32(config.client_rate(round_num))
+    outer = np.empty_like(vectors)                          # η (π − y) p_u, reused every step
     steps = zip(*_batch_targets(task, clients, candidates, config, round_num))
     with np.errstate(over="ignore", invalid="ignore"):  # too large a rate diverges to inf/NaN: ranked as misses
         for (slots, positions, weights), moving in steps:
             target[:] = 0.0
             target[slots, positions] = weights
-            scores = np.matmul(table[..., :d], p[:, :, None])[..., 0] + table[..., d] - candidates.offset
+            scores = np.matmul(vectors, p[:, :, None])[..., 0] + biases - candidates.offset
             residual = softmax_residual(scores, target) * moving[:, None]                   # (K, M): π − y
-            grad_p = np.matmul(residual[:, None, :], table[..., :d])[:, 0] + 2 * config.l2 * p * moving[:, None]
+            grad_p = np.matmul(residual[:, None, :], vectors)[:, 0] + 2 * config.l2 * p * moving[:, None]
             if config.prox_mu > 0:
-                table -= rate * config.prox_mu * moving[:, None, None] * (table - start)
-            table[..., :d] -= rate * residual[..., None] * p[:, None, :]
-            table[..., d] -= rate * residual
+                shrink = (rate * config.prox_mu * moving)[:, None]
+                vectors -= shrink[..., None] * (vectors - start[..., :d])
+                biases -= shrink * (biases - start[..., d])
+            residual *= rate
+            vectors -= np.multiply(residual[..., None], p[:, None, :], out=outer)
+            biases -= residual
             p -= rate * grad_p
     store.user_vec[clients] = p                                                              # stays on the client
-    return _sent(task, clients, candidates, table - start, params.shape[1])
+    delta = np.concatenate([vectors, biases[..., None]], axis=-1) - start
+    return _sent(task, clients, candidates, delta, params.shape[1])
 
 
 def _sent(task: SoftmaxFederation, clients: np.ndarray, candidates: Candidates, delta: np.ndarray,
@@ -362,7 +370,7 @@ def reference_training(task: SoftmaxFederation, params: np.ndarray, store: UserV
         offset = tf.constant(candidates.offset[k, :used])
         for epoch in fc.local_schedule(len(mine), config, client, round_num):
             for batch in epoch:
-                positions = candidates.positions(k, mine[batch], mine)
+                positions = candidates.positions(batch, mine)
                 with tf.GradientTape() as tape:
                     log_probs = tf.nn.log_softmax(tf.linalg.matvec(rows[:, :-1], p) + rows[:, -1] - offset)
                     loss = (-tf.reduce_mean(tf.gather(log_probs, positions)) + config.l2 * tf.reduce_sum(p**2)
