@@ -334,6 +334,37 @@ def check_low_rank_parameters(kernel_shape: tuple[int, int, int, int], rank: int
     ], correct="r·(kh·kw·c_in + c_out) numbers instead of kh·kw·c_in·c_out.")
 
 
+def check_additive_kernel(kernel_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Feedback:
+    """Exercise 05.3: ``kernel_fn(kernel_source, a, b)`` → the kernel θ_source + W of a rank-r additive
+    convolution: K_s + reshape(A B, K_s.shape), with K_s (kh, kw, c_in, c_out), A (kh·kw·c_in, r), B (r, c_out).
+
+    The case is not square (kh = 3, kw = 2, c_in = 4, c_out = 5, r = 2), so a reshape in the wrong order
+    or along the wrong axes gives different numbers, not the same ones by luck.
+    """
+    rng = np.random.default_rng(5)
+    kernel = rng.normal(size=(3, 2, 4, 5))
+    a, b = rng.normal(size=(3 * 2 * 4, 2)), rng.normal(size=(2, 5))
+    try:
+        got = np.asarray(kernel_fn(kernel.copy(), a.copy(), b.copy()), dtype=float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    delta = (a @ b).reshape(kernel.shape)
+    if got.shape != kernel.shape:
+        return Feedback(False, f"return a kernel of the source kernel's shape {kernel.shape}, got {got.shape}: "
+                               "A B is (kh·kw·c_in, c_out) and has to be reshaped.")
+    if np.allclose(got, kernel + delta):
+        return Feedback(True, "K_s + reshape(A B): the source kernel plus a change that starts at zero.")
+    if np.allclose(got, delta):
+        return Feedback(False, "that is W alone, the change: θ_target = θ_source + W keeps the source kernel in it.")
+    if np.allclose(got, kernel):
+        return Feedback(False, "that is the source kernel unchanged: add W = A B, reshaped to the kernel's shape.")
+    if np.allclose(got, kernel + (a @ b).reshape(kernel.shape, order="F")):
+        return Feedback(False, "A's rows run over the receptive field in the kernel's own order (kh, then kw, then "
+                               "c_in): reshape row-major, NumPy's default, not column-major.")
+    return Feedback(False, "compute W = A B (a matrix product, (kh·kw·c_in) × c_out), reshape it to the kernel's "
+                           "shape, and add it to the source kernel.")
+
+
 # ----------------------------------------------------------------------------- lesson 06
 
 def check_cold_users(n_overlap: int, beta: float, answer) -> Feedback:

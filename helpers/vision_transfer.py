@@ -467,7 +467,7 @@ def accuracies_for(runs: "pd.DataFrame", per_class: int, unfrozen_blocks: int) -
     last ``unfrozen_blocks`` conv blocks trained (0 = frozen features), from cached runs.
 
     Raises:
-        ValueError: a budget that was not run, or a block count outside 0..3.
+        ValueError: a budget that was not run, a block count outside 0..len(BLOCKS), or a block count with no cached run.
     """
     if not 0 <= unfrozen_blocks <= len(BLOCKS):
         raise ValueError(f"unfrozen blocks must lie in 0..{len(BLOCKS)}, got {unfrozen_blocks}")

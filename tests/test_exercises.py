@@ -93,6 +93,30 @@ def test_head_and_low_rank_parameters():
     assert "receptive field" in ex.check_low_rank_parameters((3, 3, 64, 128), 4, 4 * (64 + 128)).message
 
 
+def test_additive_kernel_accepts_the_sum_and_names_two_typical_mistakes():
+    assert ex.check_additive_kernel(lambda k, a, b: k + (a @ b).reshape(k.shape))
+    assert "W alone" in ex.check_additive_kernel(lambda k, a, b: (a @ b).reshape(k.shape)).message
+    assert "row-major" in ex.check_additive_kernel(lambda k, a, b: k + (a @ b).reshape(k.shape, order="F")).message
+    assert "unchanged" in ex.check_additive_kernel(lambda k, a, b: k).message
+    assert "shape" in ex.check_additive_kernel(lambda k, a, b: k.reshape(-1, k.shape[-1]) + a @ b).message
+    assert "raised" in ex.check_additive_kernel(lambda k, a, b: b @ a).message
+
+
+def test_additive_kernel_reference_is_the_kernel_the_course_layer_computes_with():
+    import helpers.tf_quiet  # noqa: F401
+    import keras
+
+    from helpers import vision_transfer as vt
+
+    conv = keras.layers.Conv2D(6, 3, padding="same")
+    conv.build((None, 8, 8, 4))
+    layer = vt.AdditiveConv2D(conv, rank=2)
+    layer.w_b.assign(np.random.default_rng(0).normal(size=layer.w_b.shape))
+    kernel, a, b = (keras.ops.convert_to_numpy(w) for w in (layer.kernel_source, layer.w_a, layer.w_b))
+    expected = keras.ops.convert_to_numpy(layer.kernel_source + layer.delta_kernel())
+    np.testing.assert_allclose(kernel + (a @ b).reshape(kernel.shape), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_cold_users_and_bias_transfer():
     assert ex.check_cold_users(1566, 0.5, 783)
     assert "warm" in ex.check_cold_users(1566, 0.2, 1566 - 313).message
