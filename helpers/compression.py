@@ -182,17 +182,20 @@ def compare_uploads(federation: fl.Federation, runs: dict, rounds: int, dim: int
             for label, (config, compressor) in progress_bar(list(runs.items()), "runs", enabled=progress)}
 
 
-def upload_table(curves: dict, target_rmse: float) -> pd.DataFrame:
-    """One row per run: final test RMSE, MB uploaded in all, and rounds and MB until the test RMSE
-    first reaches ``target_rmse`` (None: never within the rounds run).
+def upload_table(curves: dict, target_rmse: float, on: str = "test_rmse") -> pd.DataFrame:
+    """One row per run: final test RMSE, MB uploaded in all, and rounds and MB until the RMSE
+    named ``on`` first reaches ``target_rmse`` (None: never within the rounds run).
 
     Args:
         curves: label → :class:`helpers.fedcore.History`, as from :func:`compare_uploads`.
+        on: the curve the target is read on: ``"valid_rmse"`` where the federation holds
+            validation ratings (the lesson's choice: the test ratings are then looked at once,
+            after the last round), ``"test_rmse"`` otherwise.
     """
     rows = []
     for label, history in curves.items():
         mb = history.mb_up
-        hit = first_reaching(history.test_rmse, target_rmse, higher_is_better=False)
+        hit = first_reaching(getattr(history, on), target_rmse, higher_is_better=False)
         rows.append({"run": label, "final test RMSE": round(history.test_rmse[-1], 4),
                      "MB uploaded": round(float(mb[-1]), 2), "rounds to target": hit,
                      "MB up to target": None if hit is None else round(float(mb[hit]), 2)})

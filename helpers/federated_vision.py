@@ -422,13 +422,25 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
     return state.params, history
 
 
+def majority_class_accuracy(y_train: np.ndarray, y_test: np.ndarray) -> float:
+    """Accuracy on ``y_test`` of always answering the most common class of ``y_train`` (ties: the
+    smallest label): what a client gets with no model at all, only its own label counts."""
+    if len(y_test) == 0:
+        raise ValueError("a client with no test images has no accuracy to measure")
+    if len(y_train) == 0:
+        raise ValueError("a client with no training images has no most common class")
+    return float(np.mean(np.asarray(y_test) == np.bincount(np.asarray(y_train)).argmax()))
+
+
 def personalise(model: FederatedModel, params: np.ndarray, clients: ImageClients, epochs: int,
                 learning_rate: float, batch_size: int = 32, seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """Each client fine-tunes the global model on its own training images for ``epochs`` epochs.
 
     Returns one row per client with a test set: ``client, n_train, n_test, global`` (accuracy
-    of the global model on the client's own test images) and ``personalised`` (after its
-    local fine-tuning). Nothing leaves the client; the global state is not changed.
+    of the global model on the client's own test images), ``personalised`` (after its
+    local fine-tuning) and ``majority`` (always answering the client's most common training
+    class: :func:`majority_class_accuracy`). Nothing leaves the client; the global state is
+    not changed.
     """
     rows = []
     for k in progress_bar(range(clients.n_clients), "clients personalised", enabled=progress):
@@ -438,7 +450,8 @@ def personalise(model: FederatedModel, params: np.ndarray, clients: ImageClients
         before = model.accuracy(clients.x_test[k], clients.y_test[k])
         model.local_train(clients.x_train[k], clients.y_train[k], epochs, batch_size, learning_rate, [seed, PERSONALISE_TAG, k])
         rows.append({"client": k, "n_train": len(clients.y_train[k]), "n_test": len(clients.y_test[k]),
-                     "global": before, "personalised": model.accuracy(clients.x_test[k], clients.y_test[k])})
+                     "global": before, "personalised": model.accuracy(clients.x_test[k], clients.y_test[k]),
+                     "majority": majority_class_accuracy(clients.y_train[k], clients.y_test[k])})
     model.set_flat(params)
     return pd.DataFrame(rows)
 

@@ -99,8 +99,10 @@ def mf_drift_remedies() -> dict:
     """Lesson 07's comparison on MovieLens, in lesson 03's drift setting (E = 10 local epochs):
     name → (FedConfig, Algorithm) for FedAvg, FedProx (μ = 0.1) and FedAdam (η_s = 0.01, τ = 10⁻³).
 
-    μ and η_s were chosen by a sweep over μ ∈ {0.01, 0.1, 1} and η_s ∈ {0.01, 0.03, 0.1}
-    (100 rounds, the rate at which each kept the test RMSE lowest at the end).
+    μ and η_s were chosen on the validation ratings of ``movielens_federation(validation=True)``
+    (never on the test ratings): a sweep over μ ∈ {0.01, 0.1, 1} and η_s ∈ {0.01, 0.03, 0.1},
+    100 rounds, lowest validation RMSE after the last round. Measured: FedProx 0.8866 / 0.8768 /
+    0.8964, FedAdam 0.8775 / 0.8960 / 0.9240.
     """
     from helpers import fedcore as fc
 

@@ -316,9 +316,20 @@ def test_personalisation_leaves_the_global_model_alone(task):
     model.reset()
     params = model.get_flat()
     table = fv.personalise(model, params, clients, epochs=2, learning_rate=0.05)
-    assert set(table.columns) == {"client", "n_train", "n_test", "global", "personalised"}
+    assert set(table.columns) == {"client", "n_train", "n_test", "global", "personalised", "majority"}
+    for row in table.itertuples():
+        assert row.majority == fv.majority_class_accuracy(clients.y_train[row.client], clients.y_test[row.client])
     assert table["n_test"].sum() == len(task.y_test) and table["personalised"].mean() > table["global"].mean()
     np.testing.assert_array_equal(model.get_flat(), params)
+
+
+def test_majority_class_baseline_answers_the_most_common_training_class():
+    assert fv.majority_class_accuracy(np.array([2, 2, 1]), np.array([2, 1, 2, 0])) == 0.5
+    assert fv.majority_class_accuracy(np.array([3, 1, 1, 3]), np.array([1, 3])) == 0.5   # a tie: the smaller label
+    with pytest.raises(ValueError, match="no test images"):
+        fv.majority_class_accuracy(np.array([1]), np.array([], dtype=int))
+    with pytest.raises(ValueError, match="no training images"):
+        fv.majority_class_accuracy(np.array([], dtype=int), np.array([1]))
 
 
 def test_first_round_reaching_a_target():
@@ -402,6 +413,20 @@ def test_comparison_table_reports_targets(federation):
     assert list(table.index) == list(runs) and (table["rounds to target"] == 0).all()
     never = cp.upload_table(curves, target_rmse=0.0)
     assert never["rounds to target"].isna().all() and never["MB up to target"].isna().all()
+    with pytest.raises(AttributeError, match="valid_rmse"):   # this federation holds no validation ratings
+        cp.upload_table(curves, target_rmse=10.0, on="valid_rmse")
+
+
+def test_comparison_table_reads_the_target_on_the_curve_it_is_told():
+    """The rounds to target come from the named curve (validation), the final RMSE from the test curve."""
+    history = fc.History({"test_rmse": [1.2, 1.0, 0.9], "valid_rmse": [1.2, 1.1, 0.95]})
+    history.reports = [fc.RoundReport(round=r, asked=np.arange(2), trained=np.arange(2), examples=4, steps=2, bytes_down=0,
+                                      bytes_up=10**6, dense_bytes=0, seconds=0.0, update_norms=np.ones(2))
+                       for r in range(2)]
+    table = cp.upload_table({"run": history}, target_rmse=1.0, on="valid_rmse")
+    assert table.loc["run", "rounds to target"] == 2 and table.loc["run", "MB up to target"] == 2.0
+    assert table.loc["run", "final test RMSE"] == 0.9
+    assert cp.upload_table({"run": history}, target_rmse=1.0).loc["run", "rounds to target"] == 1
 
 
 def test_the_compression_panel_runs_are_the_lessons_runs(federation):
