@@ -55,6 +55,28 @@ def test_masks_cancel_for_any_surviving_subset(dropped):
     assert np.abs(single).mean() > 100  # one masked update alone is noise, far from the real values
 
 
+def test_the_upper_half_of_the_ring_reads_as_negative():
+    """Fixed point mod 2³²: 2³¹ and above are the negative numbers, 2³¹ − 1 the largest positive one."""
+    half = pv.MODULUS // 2
+    assert pv.dequantise(np.array([half]))[0] == -half / pv.SCALE
+    assert pv.dequantise(np.array([half - 1]))[0] == (half - 1) / pv.SCALE
+    assert pv.quantise(np.array([-1.0]))[0] == pv.MODULUS - pv.SCALE
+
+
+def test_a_mask_hides_every_coordinate_separately():
+    """Each coordinate gets its own mask value: one offset for the whole update (a scalar mask, or
+    the same mask every round) would leave the differences between coordinates in plain sight."""
+    participants = np.array([0, 1, 2])
+    update = np.random.default_rng(0).normal(0, 1, (4, 6))
+    offset = pv.dequantise(pv.mask_update(update, 0, participants, round_seed=3)) - update
+    assert offset.shape == update.shape and np.std(offset) > 100
+    assert len(np.unique(pv.pair_mask(pv.pair_seed(3, 0, 1), (4, 6)))) == 24
+    assert pv.pair_seed(3, 0, 1) == pv.pair_seed(3, 1, 0) != pv.pair_seed(4, 0, 1)
+    seeds = {pv.pair_seed(3, a, b) for a in range(12) for b in range(a + 1, 12)}   # 66 pairs: a key space to guess
+    assert len(seeds) == 66 and max(seeds) > 2**48
+    assert not np.array_equal(pv.mask_update(update, 0, participants, 3), pv.mask_update(update, 0, participants, 4))
+
+
 def test_clipping_never_exceeds_the_bound(round_updates):
     _, updates = round_updates
     norms = updates.norms()
