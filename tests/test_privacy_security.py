@@ -98,10 +98,13 @@ def test_epsilon_anchor_from_tff_tutorial():
     fine = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
     fine.compose(event)
     assert pv.epsilon(0.5, 50 / 610, 30, 1e-5, "pld") == pytest.approx(fine.get_epsilon(1e-5), rel=1e-3)
-    for bad in [dict(noise_multiplier=0.0), dict(sampling_rate=0.0), dict(sampling_rate=1.5), dict(rounds=0)]:
+    for bad, reason in [(dict(noise_multiplier=0.0), "noise multiplier"), (dict(sampling_rate=0.0), "sampling rate"),
+                        (dict(sampling_rate=1.5), "sampling rate"), (dict(rounds=0), "rounds"),
+                        (dict(accountant="moments"), "accountant")]:
         args = dict(noise_multiplier=1.0, sampling_rate=0.1, rounds=10, delta=1e-5) | bad
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=reason):
             pv.epsilon(**args)
+    assert 0 < pv.epsilon(1.0, 1.0, 1, 1e-5) < pv.epsilon(1.0, 1.0, 2, 1e-5)   # q = 1 and T = 1 are allowed edges
 
 
 def test_dp_round_is_seeded_and_noisy(federation):
@@ -162,6 +165,17 @@ def test_noise_for_epsilon_is_the_smallest_sigma_that_meets_the_budget():
     assert pv.noise_for_epsilon(8.0, 0.05, 200, 1e-5) < sigma  # a looser budget needs less noise
     with pytest.raises(ValueError, match="needs σ >"):
         pv.noise_for_epsilon(1e-4, 1.0, 10_000, 1e-9)
+    with pytest.raises(ValueError, match="target ε must be > 0"):
+        pv.noise_for_epsilon(0.0, 0.05, 200, 1e-5)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_noise_for_epsilon_answers_for_the_accountant_asked_and_below_sigma_1(accountant):
+    """A loose budget (ε = 40) needs σ well under 1: the search must reach down to its lower end, and it
+    must ask the accountant it was given (RDP and PLD disagree by more than the tolerance)."""
+    sigma = pv.noise_for_epsilon(40.0, 0.05, 50, 1e-5, accountant)
+    assert sigma < 1.0
+    assert pv.epsilon(sigma, 0.05, 50, 1e-5, accountant) <= 40.0 < pv.epsilon(sigma / 1.02, 0.05, 50, 1e-5, accountant)
 
 
 def test_defence_table_runs_every_aggregator_condition_and_seed(federation):
