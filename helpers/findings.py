@@ -232,6 +232,13 @@ def difference(a, b) -> tuple[float, float, int]:
     return mean, spread / math.sqrt(n), n
 
 
+def measurable(d: float, se: float, n: int, z: float = MARGIN_IN_SE, min_seeds: int = MIN_SEEDS) -> bool:
+    """The course's noise rule: a mean per-seed difference ``d`` (standard error ``se`` over ``n``
+    seeds, as from :func:`difference`) names a winner only with at least ``min_seeds`` seeds and
+    |d| beyond ``z`` standard errors."""
+    return n >= min_seeds and abs(d) > z * se
+
+
 def compare(name: str, results: dict, /, metric: str, higher_is_better: bool = True, pairs=None, fmt: str = ".4f",
             z: float = MARGIN_IN_SE, min_seeds: int = MIN_SEEDS) -> Finding:
     """A comparison that survives noise: per pair of methods, "A ahead of B by d ± SE" only when the
@@ -261,7 +268,7 @@ def compare(name: str, results: dict, /, metric: str, higher_is_better: bool = T
     for i, (a, b) in enumerate(pairs):
         d, se, n = difference(results[a], results[b])
         numbers.update({f"d{i}": d, f"se{i}": se, f"n{i}": n})
-        clear = n >= min_seeds and abs(d) > z * se
+        clear = measurable(d, se, n, z, min_seeds)
         ahead, behind = (a, b) if sign * d > 0 else (b, a)
         if clear:
             clauses.append(f"{ahead} ahead of {behind} by {abs(d):{fmt}} ± {se:{fmt}}")

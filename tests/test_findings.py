@@ -110,6 +110,13 @@ def test_compare_names_a_winner_only_beyond_the_seed_spread():
     assert "no measurable difference" in few.sentence  # two seeds never name a winner
 
 
+def test_the_noise_rule_needs_three_seeds_and_a_margin_beyond_two_standard_errors():
+    assert findings.measurable(0.05, 0.02, 3) and findings.measurable(-0.05, 0.02, 3)   # either direction
+    assert not findings.measurable(0.04, 0.02, 3)                                       # exactly 2 SE: not beyond
+    assert not findings.measurable(0.05, 0.0, 2)                                        # too few seeds
+    assert not findings.measurable(*findings.difference([0.9], [0.1]))                  # one seed: SE is infinite
+
+
 def test_compare_picks_the_direction_and_every_pair():
     lower = findings.compare("lower", {"A": [1.0, 1.1, 1.05], "B": [0.5, 0.52, 0.49], "C": [0.51, 0.5, 0.5]},
                              metric="RMSE", higher_is_better=False)
