@@ -37,6 +37,7 @@ from helpers.widgets import lessons_with_panels
 NOTEBOOK_DATA = LESSON_DATA  # which archives each lesson needs
 MAX_WORKERS = 4  # each worker holds TensorFlow and a kernel (~2 GB); more rarely helps on a laptop
 BROWSER_ENV = "COURSE_BROWSER_LESSONS"
+BROWSER_CHECK_SECONDS = 1500  # one lesson's browser check at most: its panel cells re-run, every control moved
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 CHROMIUM = browser_panels.find_chromium()
 
@@ -75,6 +76,23 @@ def chosen_for_browser(path: Path) -> bool:
 def notebook_group(path: Path) -> str:
     """The xdist group of a notebook's tests: its cells and its browser check run together, in order."""
     return f"{path.parent.name}/{path.name}"
+
+
+def data_missing(archives) -> str | None:
+    """Why tests that read ``archives`` (keys of :data:`helpers.download.REGISTRY`) cannot run here
+    — one line saying how to get them — or None when every archive is reachable."""
+    missing = [name for name in archives if not is_available(name)]
+    if not missing:
+        return None
+    return (f"real data not reachable ({', '.join(missing)}): connect to the internet or set "
+            f"{MIRROR_ENV} to a folder or URL holding the archives (see the README, 'Data')")
+
+
+def skip_without_data(*archives: str) -> None:
+    """In a test or fixture: skip with :func:`data_missing`'s one line when an archive is unreachable."""
+    reason = data_missing(archives)
+    if reason:
+        pytest.skip(reason)
 
 
 _nbval_setup = IPyNbFile.setup
@@ -141,24 +159,41 @@ def pytest_collection_modifyitems(config, items):
         if "stderr" not in item.parent.skip_compare:
             item.parent.skip_compare += ("stderr",)
         if name not in verdicts:
-            missing = [d for d in datasets_for(name) if not is_available(d)]
-            verdicts[name] = (
-                f"real data not reachable ({', '.join(missing)}): connect to the internet or set "
-                f"{MIRROR_ENV} to a folder or URL holding the archives (see the README, 'Data')"
-                if missing else None
-            )
+            verdicts[name] = data_missing(datasets_for(name))
         if verdicts[name]:
             item.add_marker(pytest.mark.skip(reason=verdicts[name]))
     for notebook, position in sorted(last_cell.items(), key=lambda pair: -pair[1]):  # insert from the end
         if chosen_for_browser(notebook.path):
             check = PanelsInBrowser.from_parent(notebook, name="control panels in the browser")
             check.add_marker(pytest.mark.xdist_group(notebook_group(notebook.path)))
+            check.add_marker(pytest.mark.timeout(BROWSER_CHECK_SECONDS))
             if verdicts.get(notebook.path.name):
                 check.add_marker(pytest.mark.skip(reason=verdicts[notebook.path.name]))
             items.insert(position + 1, check)
     fast_times = {name: t.get("fast", 0.0) for name, t in load_times()["notebooks"].items()}
     # stable sort: a notebook's cells keep their order, longest lessons first
     items.sort(key=lambda item: -fast_times.get(item.path.name, 0.0) if item.path.suffix == ".ipynb" else 0.0)
+
+
+# ---------------------------------------------------------------- which test is running, for a stopped run
+
+RUNNING_ENV = "COURSE_RUNNING_TESTS"  # a folder: each process writes the test it runs to <worker>.txt
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With ``$COURSE_RUNNING_TESTS`` set, keep ``<folder>/<worker id>.txt`` naming the test this
+    process is running and since when, removed when it ends: what ``.ci/run`` prints when it stops
+    a run that overran its deadline."""
+    folder = os.environ.get(RUNNING_ENV)
+    if not folder:
+        yield
+        return
+    worker = getattr(item.config, "workerinput", {}).get("workerid", "main")
+    record = Path(folder) / f"{worker}.txt"
+    record.write_text(f"{worker}: {item.nodeid} (running since {time.strftime('%H:%M:%S')})\n")
+    yield
+    record.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- no process outlives the suite

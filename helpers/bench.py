@@ -424,7 +424,9 @@ _TIME_PANELS = ("import json\nfrom helpers.widgets import time_panels\n"
 def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=None) -> dict:
     """Run each lesson notebook with control panels in a fresh kernel (fast mode unless
     ``fast`` is False), then time every panel it showed with :func:`helpers.widgets.time_panels`
-    (its default redrawn, every control moved in turn; after the notebook's own warm-up).
+    (its default redrawn, every control moved in turn, then the browser check's sequence of moves,
+    each kept, as a person meets them; after the notebook's own warm-up). The 2 s budget of a
+    move lives here; the browser check only fails a panel that does not answer within a minute.
 
     Args:
         lessons: notebook name prefixes ("03", "06", ...); None: every notebook that shows a panel.

@@ -17,7 +17,9 @@ One registry maps each archive to its official URL and checksum (as in d2l's
 4. When nothing can be reached, :class:`DataUnavailableError` says how to get it.
 
 Two processes that need the same archive at once (two notebooks, parallel tests) take
-turns: :func:`cache_lock` holds a lock file in the cache while one of them fetches.
+turns: :func:`cache_lock` holds a lock file in the cache while one of them fetches; the other
+says which process it waits for, and gives up at a deadline. Downloads time out when the
+server stops sending (:data:`DOWNLOAD_TIMEOUT_SECONDS`).
 
 An archive whose publisher gives only a git blob id (Douban movie, from the tree of the
 pinned GA-DTCDR commit) is verified against that id; its sha256 is then recorded beside
@@ -32,6 +34,10 @@ import hashlib
 import io
 import os
 import shutil
+import socket
+import sys
+import threading
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -149,36 +155,93 @@ def cache_dir() -> Path:
     return course_root() / (os.environ.get(CACHE_ENV) or "data")  # an absolute $COURSE_DATA_DIR stays as it is
 
 
-@contextlib.contextmanager
-def cache_lock(name: str):
-    """Hold an exclusive inter-process lock on cache entry ``name`` (``<cache>/.locks/<name>.lock``).
+class CacheLockTimeout(TimeoutError):
+    """A cache entry stayed locked by another process past the wait's deadline."""
 
-    Blocks until another process holding it is done; the operating system releases the lock when
-    its holder exits, so a crashed process never leaves a stale lock.
-    """
-    folder = cache_dir() / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "a+b") as handle:
+
+LOCK_WAIT_SECONDS = 1800.0  # how long a busy cache entry is waited for (a source model trains for minutes)
+DOWNLOAD_TIMEOUT_SECONDS = 60.0  # a download whose server sends nothing for this long fails
+_held_locks = threading.local()  # the lock files this thread holds (re-entry would wait forever)
+
+
+def _try_lock(handle) -> bool:
+    """Take the exclusive lock on ``handle`` without waiting; False when another holder has it."""
+    try:
         if os.name == "nt":
             import msvcrt
             handle.seek(0)
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:  # LK_LOCK gives up after 10 s; keep waiting
-                    continue
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         else:
             import fcntl
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _unlock(handle) -> None:
+    if os.name == "nt":
+        import msvcrt
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds the lock file at ``path``, as its holder wrote it: ``"process 4242 (python -m …)"``."""
+    import psutil
+
+    try:
+        pid = int(path.read_text(errors="replace").split(maxsplit=1)[0])
+        command = " ".join(" ".join(psutil.Process(pid).cmdline()).split())[:240]  # one line
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return "another process (it has not said which)"
+    return f"process {pid} ({command})"
+
+
+@contextlib.contextmanager
+def cache_lock(name: str, wait: float | None = None):
+    """Hold an exclusive inter-process lock on cache entry ``name`` (``<cache>/.locks/<name>.lock``).
+
+    Tries without waiting first. When another process (or another thread) holds it, says on stderr
+    who — its process id and command, which the holder writes into the lock file — and waits up to
+    ``wait`` s (default :data:`LOCK_WAIT_SECONDS`), then raises :class:`CacheLockTimeout` naming the
+    holder. Taking a lock this thread already holds raises RuntimeError at once (it would wait
+    forever). The operating system releases the lock when its holder exits, so a crashed process
+    never leaves a stale lock.
+    """
+    folder = cache_dir() / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.lock"
+    held = _held_locks.__dict__.setdefault("paths", set())
+    if path.resolve() in held:
+        raise RuntimeError(f"this process ({os.getpid()}) already holds the cache lock {path}; taking it "
+                           f"again would wait forever (a call inside another that locks {name!r})")
+    wait = LOCK_WAIT_SECONDS if wait is None else wait
+    with open(path, "a+b") as handle:
+        if not _try_lock(handle):
+            holder = lock_holder(path)
+            print(f"{name} is in use by {holder}; waiting up to {wait:.0f} s for it to finish …",
+                  file=sys.stderr, flush=True)
+            deadline = time.monotonic() + wait
+            while not _try_lock(handle):
+                if time.monotonic() > deadline:
+                    raise CacheLockTimeout(
+                        f"{name} was still in use by {lock_holder(path)} after {wait:.0f} s. If that process "
+                        f"is stuck, end it and run again; the lock is released when its holder exits.")
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {' '.join(sys.argv)[:200]}\n".encode())
+        handle.flush()
+        held.add(path.resolve())
         try:
             yield
         finally:
-            if os.name == "nt":
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            held.discard(path.resolve())
+            _unlock(handle)
 
 
 def mirror_base() -> str | None:
@@ -252,6 +315,18 @@ def _how_to_get(spec: Archive, target: Path) -> str:
     )
 
 
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """Sockets opened inside time out after ``seconds`` of silence (Keras' ``get_file`` takes no
+    timeout of its own, so a server that stops answering would otherwise hold a download forever)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _download(url: str, filename: str, into: Path) -> Path:
     """Download ``url`` with Keras into ``into/.partial/filename/filename``; return that path."""
     import helpers.tf_quiet  # noqa: F401  (keras needs TensorFlow; loaded here, on first download, quietly)
@@ -263,7 +338,7 @@ def _download(url: str, filename: str, into: Path) -> Path:
     # progress bar for it. Downloads from the web keep Keras' progress bar.
     quiet = contextlib.redirect_stdout(io.StringIO()) if url.startswith("file:") else contextlib.nullcontext()
     try:
-        with quiet:
+        with quiet, _socket_timeout(DOWNLOAD_TIMEOUT_SECONDS):
             return Path(
                 get_file(
                     fname=filename,

@@ -77,6 +77,7 @@ def _handler(root: Path):
 
     class MirrorHandler(http.server.BaseHTTPRequestHandler):
         server_version = "CourseMirror/1"
+        timeout = 60  # s: a student laptop that connects and then sends nothing frees its thread
 
         def _answer(self, with_body: bool):
             name = requested_name(self.path)

@@ -8,6 +8,8 @@ README and the file agree.
 Command line (run from the project root, with the data reachable)::
 
     python -m helpers.runtimes execute notebooks/03_federated_rounds.ipynb   # full run, outputs saved
+    (each cell is named as it starts; a run past its deadline — 3 × its recorded time + 5 min —
+    is stopped with the kernel's stack printed: ``--deadline SECONDS`` sets another)
     python -m helpers.runtimes execute --fast notebooks/03_federated_rounds.ipynb   # timed only
     python -m helpers.runtimes write     # update the notebooks' opening lines and the README table
     python -m helpers.runtimes calibrate # the reference for 00_start_here's predictions (same machine)
@@ -16,6 +18,7 @@ Command line (run from the project root, with the data reachable)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -80,31 +83,94 @@ def readme_cell(name: str, times: dict | None = None) -> str:
     return f"{short_phrase(entry['full'])} ({short_phrase(entry['fast'])} fast)"
 
 
-def execute(path: Path, fast: bool, timeout: int = 3600, save: bool | None = None) -> float:
+class NotebookTimeout(TimeoutError):
+    """A notebook run passed its deadline; the message holds the cell and the kernel's stack."""
+
+
+UNTIMED_DEADLINE_SECONDS = 1800.0  # the deadline of a notebook with no recorded run time for the mode
+# run in the kernel at start-up: SIGUSR1 makes it write every thread's Python stack to a file
+_STACK_ON_SIGNAL = ("import faulthandler, signal; "
+                    "faulthandler.register(signal.SIGUSR1, file=open({path!r}, 'w'), all_threads=True)")
+
+
+def deadline_for(name: str, fast: bool, times: dict | None = None) -> float:
+    """Seconds a whole run of notebook ``name`` may take: three times its recorded run time for
+    the mode plus 5 minutes (a loaded machine is not a stuck one), else :data:`UNTIMED_DEADLINE_SECONDS`."""
+    recorded = (times or load_times())["notebooks"].get(name, {}).get("fast" if fast else "full")
+    return UNTIMED_DEADLINE_SECONDS if recorded is None else 3 * recorded + 300
+
+
+def _stop_with_stack(client, dump: Path) -> str:
+    """Ask the kernel of ``client`` for its threads' stacks (SIGUSR1 → ``dump``), kill it; the stacks."""
+    import signal
+
+    pid = client.km.provisioner.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+        for _ in range(50):  # the stack is written within a moment unless the kernel is stuck in C code
+            time.sleep(0.1)
+            if dump.exists() and dump.stat().st_size:
+                break
+        os.kill(pid, signal.SIGKILL)
+    threads = dump.read_text(errors="replace").strip().split("\n\n") if dump.exists() else []
+    threads.sort(key=lambda thread: not thread.startswith("Current thread"))  # the cell's thread first
+    return "\n\n".join(threads) or "(the kernel wrote no stack: stuck outside Python)"
+
+
+def execute(path: Path, fast: bool, timeout: int = 1200, save: bool | None = None, deadline: float | None = None,
+            log=None) -> float:
     """Run every cell of the notebook at ``path`` in a fresh kernel; return the wall seconds.
 
-    A full run saves the outputs into the notebook; a fast run (``COURSE_FAST=1``) only times it,
-    unless ``save`` says otherwise.
+    Each cell is named on ``log`` (default stderr) as it starts, with the seconds so far. A cell may
+    run ``timeout`` s, the whole notebook ``deadline`` s (default :func:`deadline_for`); past
+    either, the kernel's Python stack is taken, the kernel killed and :class:`NotebookTimeout`
+    raised with both. A full run saves the outputs into the notebook; a fast run (``COURSE_FAST=1``)
+    only times it, unless ``save`` says otherwise.
     Raises ``nbclient.exceptions.CellExecutionError`` when a cell fails (a finding included).
     """
+    import tempfile
+
     import nbclient
     import nbformat
+    from nbclient.exceptions import CellTimeoutError
 
+    log = log or sys.stderr
     notebook = nbformat.read(path, as_version=4)
+    deadline = deadline_for(path.name, fast) if deadline is None else deadline
     previous = os.environ.get("COURSE_FAST")
     os.environ["COURSE_FAST"] = "1" if fast else "0"
-    try:
-        client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                         record_timing=False,
-                                         resources={"metadata": {"path": str(path.parent)}})
-        start = time.perf_counter()
-        client.execute()
-        seconds = time.perf_counter() - start
-    finally:
-        if previous is None:
-            os.environ.pop("COURSE_FAST", None)
-        else:
-            os.environ["COURSE_FAST"] = previous
+    with tempfile.TemporaryDirectory(prefix="course-run-") as scratch:
+        dump = Path(scratch) / "kernel-stack.txt"
+        try:
+            client = nbclient.NotebookClient(
+                notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                resources={"metadata": {"path": str(path.parent)}},
+                extra_arguments=[f"--IPKernelApp.exec_lines={_STACK_ON_SIGNAL.format(path=str(dump))}"])
+            client.reset_execution_trackers()
+            start = time.perf_counter()
+            with client.setup_kernel():
+                for index, cell in enumerate(notebook.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    elapsed = time.perf_counter() - start
+                    left = deadline - elapsed
+                    first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+                    print(f"{elapsed:6.0f} s  cell {index}: {first_line[:70]}", file=log, flush=True)
+                    client.timeout = max(1, int(min(timeout, left)))
+                    try:
+                        client.execute_cell(cell, index)
+                    except CellTimeoutError:
+                        stack = _stop_with_stack(client, dump)
+                        which = (f"the notebook's deadline of {deadline:.0f} s" if left < timeout
+                                 else f"the cell timeout of {timeout} s")
+                        raise NotebookTimeout(f"{path.name}: cell {index} ({first_line[:70]!r}) was still running at "
+                                              f"{which}; the kernel was stopped. Its stack:\n{stack}") from None
+            seconds = time.perf_counter() - start
+        finally:
+            if previous is None:
+                os.environ.pop("COURSE_FAST", None)
+            else:
+                os.environ["COURSE_FAST"] = previous
     if (not fast) if save is None else save:
         nbformat.write(notebook, path)
     return seconds
@@ -197,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--fast", action="store_true", help="COURSE_FAST=1; time only, outputs not saved")
     run.add_argument("--save", action="store_true", help="with --fast: save the outputs too (and forget any full-run "
                                                           "time, since the committed outputs are then a fast run's)")
+    run.add_argument("--deadline", type=float, help="seconds the whole run of each notebook may take (default: "
+                                                     "3 × its recorded run time + 5 min)")
     run.add_argument("notebooks", nargs="+", type=Path)
     commands.add_parser("write", help="render the notebooks' run-time lines and the README table")
     commands.add_parser("calibrate", help="record this machine's calibration seconds beside its run times")
@@ -213,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         mode = "fast" if args.fast else "full"
         print(f"{path.name} ({mode}) …", file=sys.stderr, flush=True)
-        seconds = execute(path, args.fast, save=args.save or not args.fast)
+        try:
+            seconds = execute(path, args.fast, save=args.save or not args.fast, deadline=args.deadline)
+        except NotebookTimeout as stopped:
+            print(stopped, file=sys.stderr)
+            return 1
         if path.resolve().parent.name == "notebooks":  # lessons only; solutions are executed, not listed
             record(path.name, mode, seconds)
             if args.fast and args.save:

@@ -109,11 +109,50 @@ def moved_values(control: widgets.ValueWidget) -> list:
     return moved
 
 
-def time_panels(panels: list[Panel] | None = None) -> list[dict]:
-    """Seconds each panel takes to answer a change: its default redrawn, then every control
-    moved in turn to each of :func:`moved_values` (the others at their defaults), then back.
+BROWSER_ORDER = ((widgets.IntSlider, widgets.FloatSlider, widgets.FloatLogSlider), (widgets.Dropdown,),
+                 (widgets.Checkbox,), (widgets.IntText, widgets.BoundedIntText))  # the browser check's order of kinds
 
-    Returns one dict per panel: ``{"panel", "seconds": {"default" or "name=value": s},
+
+def browser_sequence(controls: dict) -> list[tuple[str, object]]:
+    """The moves the browser check (``tests/browser_panels.py``) makes on a panel with ``controls``,
+    in its order and each kept, as (parameter name, value): every slider one step right (left at its
+    top), every menu to its next option (the first after the last), every checkbox toggled, every
+    number box one up — sliders first, then menus, checkboxes and number boxes, each in panel order."""
+    unknown = [type(c).__name__ for c in controls.values() if not any(isinstance(c, k) for k in BROWSER_ORDER)]
+    if unknown:
+        raise TypeError(f"the browser check has no move for a {', '.join(unknown)}")
+    moves = []
+    for kinds in BROWSER_ORDER:
+        for name, control in controls.items():
+            if not isinstance(control, kinds):
+                continue
+            if isinstance(control, widgets.Dropdown):
+                if len(control.options) < 2:
+                    continue  # nothing to move to
+                values = [option[1] if isinstance(option, tuple) else option for option in control.options]
+                moves.append((name, values[(control.index + 1) % len(values)]))
+            elif isinstance(control, widgets.Checkbox):
+                moves.append((name, not control.value))
+            elif isinstance(control, (widgets.IntText, widgets.BoundedIntText)):
+                moves.append((name, int(control.value) + 1))
+            elif isinstance(control, widgets.FloatLogSlider):
+                exponent = float(np.log(control.value) / np.log(control.base))
+                up = exponent + control.step <= control.max + 1e-9
+                moves.append((name, float(round(control.base ** (exponent + (control.step if up else -control.step)), 6))))
+            else:
+                up = control.value + control.step <= control.max
+                value = control.value + (control.step if up else -control.step)
+                moves.append((name, type(control.value)(round(value, 6))))
+    return moves
+
+
+def time_panels(panels: list[Panel] | None = None) -> list[dict]:
+    """Seconds each panel takes to answer a change: its default redrawn, every control moved in
+    turn to each of :func:`moved_values` (the others at their defaults), then — what a person
+    meets, and what the browser check does — the :func:`browser_sequence` of moves, each from the
+    state the previous one left (timed as ``"then name=value"``); finally every control back.
+
+    Returns one dict per panel: ``{"panel", "seconds": {"default", "name=value" or "then name=value": s},
     "median", "max"}`` (seconds of wall time, figure drawing included).
     """
     report = []
@@ -129,6 +168,13 @@ def time_panels(panels: list[Panel] | None = None) -> list[dict]:
                 control.value = value  # interact redraws the panel on every change
                 seconds[f"{name}={value}"] = time.perf_counter() - start
             control.value = default
+        defaults = {name: control.value for name, control in panel.controls.items()}
+        for name, value in browser_sequence(panel.controls):
+            start = time.perf_counter()
+            panel.controls[name].value = value
+            seconds[f"then {name}={value}"] = time.perf_counter() - start
+        for name, value in defaults.items():
+            panel.controls[name].value = value
         values = list(seconds.values())
         report.append({"panel": panel.name, "seconds": {k: round(v, 3) for k, v in seconds.items()},
                        "median": round(statistics.median(values), 3), "max": round(max(values), 3)})

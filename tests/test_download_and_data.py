@@ -312,3 +312,57 @@ def test_concurrent_fetches_agree_and_leave_no_partial_files(env):
     assert len(results) == 4 and len(set(results)) == 1
     assert download.file_digests(results[0])["sha256"] == env["sha256"]
     assert not any((env["cache"] / ".partial").rglob("*.zip"))
+
+
+def test_a_busy_lock_names_its_holder_and_gives_up_at_its_deadline(env, capfd):
+    """Another process holds the lock: the waiter says which process (id and command) and, past its
+    deadline, raises naming it — never a silent wait."""
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", "from helpers import download\nwith download.cache_lock('busy.zip'):"
+                               "\n    print('held', flush=True); input()", "holding-for-the-test"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(download.CacheLockTimeout, match=rf"busy.zip was still in use by process {holder.pid} "
+                                                            r"\(.*holding-for-the-test\) after 1 s"):
+            with download.cache_lock("busy.zip", wait=1):
+                pass
+        assert time.monotonic() - start < 10
+        assert f"busy.zip is in use by process {holder.pid}" in capfd.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with download.cache_lock("busy.zip", wait=1):  # its holder gone, the lock is free again
+        pass
+
+
+def test_taking_a_lock_this_thread_holds_raises_at_once(env):
+    with download.cache_lock("twice.zip"):
+        with pytest.raises(RuntimeError, match="already holds the cache lock .*would wait forever"):
+            with download.cache_lock("twice.zip"):
+                pass
+    with download.cache_lock("twice.zip"):  # released after the outer block: free again
+        pass
+
+
+def test_a_silent_server_fails_the_download_at_its_timeout(env, monkeypatch):
+    """A server that accepts the connection and never answers: the download fails after the socket
+    timeout with the archive's how-to-get message, instead of waiting forever."""
+    import socket
+    import time
+
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_SECONDS", 1.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        monkeypatch.setenv(download.MIRROR_ENV, url)
+        start = time.monotonic()
+        with pytest.raises(DataUnavailableError, match="did not provide it"):
+            fetch("ml-latest-small")
+        assert time.monotonic() - start < 30
+    assert socket.getdefaulttimeout() is None  # the process's other sockets are left as they were

@@ -15,10 +15,15 @@ from helpers import flower_rounds as fr
 from helpers import lessons
 from helpers import privacy as pv
 from helpers.processes import PortInUse, Process, check_port_free, free_port
+from conftest import skip_without_data
+
+# a deadline per test: a SuperLink or SuperNode that stops answering fails its test, never the whole run
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def federation():
+    skip_without_data("ml-latest-small")  # offline with no mirror: one line saying how to get it
     return lessons.movielens_federation()[1]
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SUBPROCESS_SECONDS = 300  # every child process here is waited for at most this long (a build, an install, an import)
 LIGHT_MODULES = ("findings", "exercises", "runtimes", "data", "download", "fedcore", "lessons", "startup", "paths",
                  "config", "metrics", "splits", "mirror", "federated", "privacy", "compression", "flower_rounds")
 
 
 def tracked_package_files() -> set[str]:
-    listed = subprocess.run(["git", "ls-files", "helpers"], cwd=ROOT, capture_output=True, text=True, check=True)
+    listed = subprocess.run(["git", "ls-files", "helpers"], cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS, check=True)
     return {line for line in listed.stdout.splitlines() if line}
 
 
@@ -33,7 +34,7 @@ def wheel(tmp_path_factory) -> Path:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                            "-w", str(out), str(source)], capture_output=True, text=True)
+                            "-w", str(out), str(source)], capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
     assert build.returncode == 0, build.stderr[-3000:]
     (built,) = out.glob("fedtl_course_helpers-*.whl")
     return built
@@ -50,7 +51,7 @@ def test_the_wheel_holds_every_file_of_the_package(wheel):
 def test_an_installed_wheel_runs_lesson_00_s_checks_from_the_clone(wheel, tmp_path):
     target = tmp_path / "site-packages"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, timeout=SUBPROCESS_SECONDS)
     script = (
         "import helpers, sys\n"
         f"assert helpers.__file__.startswith({str(target)!r}), helpers.__file__\n"
@@ -66,20 +67,20 @@ def test_an_installed_wheel_runs_lesson_00_s_checks_from_the_clone(wheel, tmp_pa
         "print('ok')\n")
     env = {**os.environ, "PYTHONPATH": str(target)}
     env.pop("COURSE_ROOT", None)
-    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT / "notebooks", env=env, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT / "notebooks", env=env, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
 def test_light_modules_import_without_tensorflow():
     script = ("import sys\n" + "".join(f"import helpers.{name}\n" for name in LIGHT_MODULES)
               + "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=SUBPROCESS_SECONDS, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]", f"importing {LIGHT_MODULES} loaded {run.stdout.strip()}"
 
 
 def test_a_training_module_loads_tensorflow_without_start_up_lines():
     run = subprocess.run([sys.executable, "-c", "import helpers.softmax, sys; assert 'tensorflow' in sys.modules"],
-                         capture_output=True, text=True, cwd=ROOT, env={k: v for k, v in os.environ.items()
+                         capture_output=True, text=True, timeout=SUBPROCESS_SECONDS, cwd=ROOT, env={k: v for k, v in os.environ.items()
                                                                       if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert run.returncode == 0 and run.stderr.strip() == "", run.stderr[-2000:]

@@ -72,3 +72,36 @@ def test_forget_full(tmp_path: Path):
     runtimes.record("04_x.ipynb", "fast", 400.0, path)
     runtimes.forget_full("04_x.ipynb", path)
     assert json.loads(path.read_text())["notebooks"]["04_x.ipynb"] == {"fast": 400.0}
+
+
+def test_a_stuck_notebook_is_stopped_at_its_deadline_with_the_kernels_stack(tmp_path):
+    """``runtimes.execute`` names each cell as it starts; a cell still running at the notebook's
+    deadline ends the run: the kernel's Python stack is printed in the error and the kernel killed."""
+    import io
+    import time
+
+    import psutil
+
+    path = tmp_path / "stuck.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("import time\ndef wait_forever():\n    time.sleep(600)\nwait_forever()"),
+        nbformat.v4.new_code_cell("y = 2")]), path)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    log, start = io.StringIO(), time.monotonic()
+    with pytest.raises(runtimes.NotebookTimeout, match=r"cell 1 \('import time'\) was still running at the notebook's "
+                                                       r"deadline of 8 s") as stopped:
+        runtimes.execute(path, fast=True, deadline=8, log=log)
+    assert time.monotonic() - start < 60
+    assert "in wait_forever" in str(stopped.value), str(stopped.value)   # the stuck cell's own frame
+    assert "cell 0: x = 1" in log.getvalue() and "cell 1: import time" in log.getvalue()
+    assert "cell 2" not in log.getvalue()
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.status() != "zombie"]
+    assert not left, f"processes left running: {left}"
+
+
+def test_the_deadline_follows_the_recorded_run_time():
+    times = {"notebooks": {"03_x.ipynb": {"full": 100.0, "fast": 20.0}}}
+    assert runtimes.deadline_for("03_x.ipynb", fast=False, times=times) == 600
+    assert runtimes.deadline_for("03_x.ipynb", fast=True, times=times) == 360
+    assert runtimes.deadline_for("99_new.ipynb", fast=True, times=times) == runtimes.UNTIMED_DEADLINE_SECONDS

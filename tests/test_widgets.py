@@ -73,10 +73,31 @@ def test_time_panels_moves_every_control_and_restores_it():
     panel = w.explained_interact(recorder(calls), name="demo", level=slider, flag=box)
     (report,) = w.time_panels([w.PANELS[-1]])
     assert w.PANELS[-1].interactive is panel.widget and report["panel"] == "demo"
-    assert list(report["seconds"]) == ["default", "level=3", "level=1", "level=4", "flag=True"]
+    assert list(report["seconds"]) == ["default", "level=3", "level=1", "level=4", "flag=True",
+                                       "then level=3", "then flag=True"]       # the browser check's moves, kept
     assert {"level": 3, "flag": False} in calls and {"level": 2, "flag": True} in calls
+    assert {"level": 3, "flag": True} in calls                                     # the second move kept the first
     assert (slider.value, box.value) == (2, False)                                 # back at the defaults
     assert 0 <= report["median"] <= report["max"] == max(report["seconds"].values())
+
+
+def test_the_browser_sequence_is_the_browser_checks_moves_in_its_order():
+    """Sliders first (one step right, left at the top), then menus (next option, wrapping), checkboxes
+    (toggled), number boxes (one up), each in panel order; a one-option menu is not moved."""
+    controls = {"box": w.widgets.Checkbox(value=True),
+                "menu": w.widgets.Dropdown(options=[("a", 1), ("b", 2)], value=2),
+                "only": w.widgets.Dropdown(options=["x"]),
+                "k": w.widgets.IntText(value=7),
+                "top": w.widgets.IntSlider(value=10, min=0, max=10, step=5),
+                "rate": w.widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.5),
+                "share": w.widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1)}
+    moves = w.browser_sequence(controls)
+    assert [name for name, _ in moves] == ["top", "rate", "share", "menu", "box", "k"]
+    values = dict(moves)
+    assert values["top"] == 5 and np.isclose(values["rate"], 10 ** -0.5) and values["share"] == 0.6
+    assert values["menu"] == 1 and values["box"] is False and values["k"] == 8
+    with pytest.raises(TypeError, match="no move for a Text"):
+        w.browser_sequence({"name": w.widgets.Text()})
 
 
 def test_the_browser_check_finds_every_lesson_panel_and_honours_the_choice(monkeypatch):
