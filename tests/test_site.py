@@ -76,7 +76,7 @@ def serve(folder: Path):
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        thread.join(timeout=10)
 
 
 def html_pages(folder: Path) -> list[str]:
