@@ -3,7 +3,9 @@
 # its full schedule; `make site` builds the course as a static HTML book from the committed
 # notebooks (nothing re-executed) into build/site/. All create .venv and install requirements.txt
 # (the package and its pinned dependencies from pyproject.toml) once; they reinstall only when either
-# changes. PYTEST_ARGS narrows a test run, e.g. `make test PYTEST_ARGS=tests`.
+# changes. PYTEST_ARGS narrows a test run, e.g. `make test PYTEST_ARGS=tests`. `make mutation
+# MODULE=fedcore` mutation-tests one helpers module (tools/mutation.py; installs mutmut on first use),
+# stopped after MUTATION_TIMEOUT seconds.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,8 +13,10 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 PYTEST_ARGS ?=
+MODULE ?= fedcore
+MUTATION_TIMEOUT ?= 1800
 
-.PHONY: lab test test-full site clean
+.PHONY: lab test test-full site mutation clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +35,10 @@ test-full: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/python -m helpers.site
+
+mutation: $(STAMP)
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[mutation]"
+	$(BIN)/python tools/mutation.py $(MODULE) --timeout $(MUTATION_TIMEOUT) --survivors
 
 clean:
 	rm -rf $(VENV) .pytest_cache build
