@@ -384,11 +384,7 @@ def bench_fedcrossdomain(source: str = "movie", seeds=(0, 1, 2), betas=(0.2, 0.5
     used, source_data = cd.choose_source(preferred=source, fallback="book")
     domains = cd.align(source_data, load_douban("music"))
     settings = lessons.fed_cold_start_settings()
-    runs = {}
-    for seed in seeds:
-        trained_source = fx.train_source(domains, settings, seed)
-        for beta in betas:
-            runs[beta, seed] = fx.cold_start_methods(domains, beta, seed, settings, trained_source, central=central)
+    runs = fx.run_grid(domains, settings, betas, seeds, central=central)
 
     def summary(values) -> dict:
         values = np.asarray(values, dtype=np.float64)

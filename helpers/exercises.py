@@ -437,6 +437,105 @@ def check_quantise(quantise_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]
     return Feedback(True, "every value is within s/2 of its decoded code, at one byte per value.")
 
 
+# ----------------------------------------------------------------------------- lesson 08 (federated cold start)
+
+def check_mapping_upload_floats(dim: int, answer) -> Feedback:
+    """Exercise 08.1: floats one client uploads for the mapping per round at MF dimension d: the whole
+    table, A (d + 1, d + 1) and w (d + 1,), i.e. (d + 2)(d + 1)."""
+    width = dim + 1
+    return _diagnose(answer, (width + 1) * width, [
+        (width * width, "that is A alone: the offset w is trained and sent too (one more row)."),
+        (dim * dim, "x and y carry the user's bias as well as p: D = d + 1, and w adds a row."),
+        ((dim + 1) * dim, "x and y carry the user's bias as well as p: D = d + 1 columns, d + 2 rows."),
+        (4 * (width + 1) * width, "that is bytes (float32); the question counts floats."),
+    ], rel=1e-9, correct="the whole (d + 2) × (d + 1) table, every round, whatever the client's data.")
+
+
+def _mapping_step_reference(A, w, x, y, lr, transpose=False, scale=1.0, sign=-1.0):
+    residual = x @ A + w - y
+    width = len(x)
+    grad_a = np.outer(residual, x) if transpose else np.outer(x, residual)
+    return A + sign * lr * scale * (2.0 / width) * grad_a, w + sign * lr * scale * (2.0 / width) * residual
+
+
+def check_mapping_step(step_fn: Callable[..., tuple]) -> Feedback:
+    """Exercise 08.2: ``step_fn(A, w, x, y, lr)`` → (A', w'), one client's gradient step on its own pair,
+    L = mean_j (x A + w − y)_j² (no penalty); x, y (D,), A (D, D), w (D,)."""
+    rng = np.random.default_rng(8)
+    width = 4
+    A, w = np.eye(width) + 0.1 * rng.normal(size=(width, width)), 0.1 * rng.normal(size=width)
+    x, y, lr = rng.normal(size=width), rng.normal(size=width), 0.3
+    try:
+        got = step_fn(A.copy(), w.copy(), x.copy(), y.copy(), lr)
+        got_a, got_w = (np.asarray(v, dtype=float) for v in got)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error} "
+                               "(it should return the pair (A', w')).")
+    if got_a.shape != A.shape or got_w.shape != w.shape:
+        return Feedback(False, f"return A' with A's shape {A.shape} and w' with w's shape {w.shape}; "
+                               f"got {got_a.shape} and {got_w.shape}.")
+    right_a, right_w = _mapping_step_reference(A, w, x, y, lr)
+
+    def matches(**kind):
+        ref_a, ref_w = _mapping_step_reference(A, w, x, y, lr, **kind)
+        return np.allclose(got_a, ref_a) and np.allclose(got_w, ref_w)
+
+    if np.allclose(got_a, right_a) and np.allclose(got_w, right_w):
+        return Feedback(True, "the change θ' − θ is what the client sends; the server adds the changes of all clients.")
+    if np.allclose(got_a, right_a):
+        return Feedback(False, "A is right; w is a parameter too: its gradient is (2/D) r with r = x A + w − y.")
+    if matches(transpose=True):
+        return Feedback(False, "A's gradient is transposed: ∂L/∂A[i, j] = (2/D) x_i r_j — the row index "
+                               "follows x (np.outer(x, r)).")
+    if matches(sign=1.0):
+        return Feedback(False, "the step goes uphill: subtract η times the gradient.")
+    if matches(scale=len(x)):
+        return Feedback(False, "the loss is the *mean* over the D coordinates: divide the gradient by D.")
+    if matches(scale=0.5):
+        return Feedback(False, "the derivative of (x A + w − y)² carries a factor 2.")
+    return Feedback(False, "with r = x A + w − y: A' = A − η (2/D) xᵀr and w' = w − η (2/D) r; check each term.")
+
+
+def check_cold_prediction(predict_fn: Callable[..., np.ndarray]) -> Feedback:
+    """Exercise 08.3: ``predict_fn(mu, item_table, x, mapping)`` → a cold user's predicted music rating of
+    every item (I,), before clipping: (p, b) = x A + w with the mapping table [A; w] (d + 2, d + 1),
+    r̂_i = μ + b + b_i + p · q_i with item_table (I, d + 1) = [q_i, b_i]; x (d + 1,) is [p^s, b^s]."""
+    rng = np.random.default_rng(80)
+    dim, n_items = 3, 5
+    mu, items = 3.6, rng.normal(size=(n_items, dim + 1))
+    x = rng.normal(size=dim + 1)
+    mapping = np.concatenate([np.eye(dim + 1) + 0.3 * rng.normal(size=(dim + 1, dim + 1)),
+                              0.2 * rng.normal(size=(1, dim + 1))])
+    try:
+        got = np.asarray(predict_fn(mu, items.copy(), x.copy(), mapping.copy()), dtype=float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    if got.shape != (n_items,):
+        return Feedback(False, f"return one prediction per music item, shape ({n_items},); got {got.shape}.")
+
+    def score(user, table, mean=mu, user_bias=True, item_bias=True):
+        return (mean + (user[-1] if user_bias else 0.0) + (table[:, -1] if item_bias else 0.0)
+                + table[:, :-1] @ user[:-1])
+
+    mapped = x @ mapping[:-1] + mapping[-1]
+    if np.allclose(got, score(mapped, items)):
+        return Feedback(True, "the user's book values, mapped and scored against the global music table, on the device.")
+    if np.allclose(got, score(x, items)):
+        return Feedback(False, "that scores the *book* vector against music items: map it first, (p, b) = x A + w.")
+    if np.allclose(got, score(x, items @ mapping[:-1] + mapping[-1])):
+        return Feedback(False, "the mapping turns a user's book values into music values; the item table is "
+                               "already music: map x, not the items.")
+    if np.allclose(got, score(x @ mapping[:-1], items)):
+        return Feedback(False, "the offset w (the table's last row) is part of the mapping: (p, b) = x A + w.")
+    if np.allclose(got, score(mapped, items, user_bias=False)):
+        return Feedback(False, "the mapped vector's last value is the user's music bias b: add it.")
+    if np.allclose(got, score(mapped, items, item_bias=False)):
+        return Feedback(False, "each album's bias b_i (the item table's last column) is missing.")
+    if np.allclose(got, score(mapped, items, mean=0.0)):
+        return Feedback(False, "the global mean μ is missing.")
+    return Feedback(False, "r̂_i = μ + b + b_i + p · q_i with (p, b) = x A + w; check each term.")
+
+
 # ----------------------------------------------------------------------------- lesson 08
 
 def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float, answer) -> Feedback:

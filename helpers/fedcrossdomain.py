@@ -38,6 +38,7 @@ from helpers import fedcore as fc
 from helpers import federated as fed
 from helpers.fedcore import FedConfig, ServerState, Updates
 from helpers.metrics import damped_item_bias, mae, rmse
+from helpers.progress import progress as progress_bar
 from helpers.splits import per_user_split
 
 RELEVANT_RATING = 4.0  # a hidden rating at or above this counts as liked in HR@10 / NDCG@10
@@ -431,6 +432,24 @@ def central_mapping(domains, split, seed: int, dim: int) -> tuple[float, np.ndar
     return target.mu, items, mapped[:, :dim], mapped[:, dim]
 
 
+@dataclass
+class TrainedParts:
+    """What one (β, seed) run of :func:`cold_start_methods` trained, for a lesson to look into.
+
+    Attributes:
+        split: the :class:`helpers.cross_domain.ColdStartSplit` (warm, cold users; train, hidden test).
+        source, target: the two domains' :class:`DomainModel` s.
+        mapping: the mapping table (d + 2, d + 1) of the round chosen on validation.
+        fit_users: the warm clients the mapping was trained on (sorted).
+    """
+
+    split: object
+    source: DomainModel
+    target: DomainModel
+    mapping: np.ndarray
+    fit_users: np.ndarray
+
+
 def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSettings,
                        source: DomainModel | None = None, central: bool = True, progress: bool = False) -> dict:
     """Every method of :data:`METHODS` for one (β, seed), scored on the cold users' hidden music.
@@ -448,7 +467,7 @@ def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSetti
         {"scores": {k: {method: {"RMSE", "MAE", "HR@10", "NDCG@10"}}}, "test_ratings": {k: count},
         "rounds": {"source", "target", "mapping"} chosen on validation, "mb_up_per_client":
         {"source", "target", "mapping"} mean MB a client uploads per round, "seconds_per_round" (the
-        same parts), "cold_users", "leakage": :func:`leakage`}.
+        same parts), "cold_users", "leakage": :func:`leakage`, "trained": :class:`TrainedParts`}.
     """
     from helpers import cross_domain as cd
     split = cd.cold_start_split(domains, beta, seed)
@@ -503,4 +522,26 @@ def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSetti
             "mb_up_per_client": {part: mb for part, (mb, _) in costs.items()},
             "seconds_per_round": {part: seconds for part, (_, seconds) in costs.items()},
             "cold_users": len(cold),
-            "leakage": leakage(table, stores, fit, replace(config, local_epochs=1, l2=0.0), seed=seed)}
+            "leakage": leakage(table, stores, fit, replace(config, local_epochs=1, l2=0.0), seed=seed),
+            "trained": TrainedParts(split, source, target, table, fit)}
+
+
+def run_grid(domains, settings: ColdStartSettings, betas, seeds, central: bool = True,
+             progress: bool = False) -> dict:
+    """:func:`cold_start_methods` for every β in ``betas`` and seed in ``seeds``; the source MF, which
+    no β changes, is trained once per seed. Returns {(β, seed): its result}."""
+    runs = {}
+    for seed in progress_bar(list(seeds), "seeds", enabled=progress):
+        source = train_source(domains, settings, seed)
+        for beta in betas:
+            runs[beta, seed] = cold_start_methods(domains, beta, seed, settings, source, central=central)
+    return runs
+
+
+def scores_frame(runs: dict) -> pd.DataFrame:
+    """One row per (β, seed, revealed k, method) with its RMSE, MAE (stars), HR@10 and NDCG@10, from
+    :func:`run_grid`'s runs; sorted by β, k, method, seed."""
+    rows = [{"beta": beta, "seed": seed, "revealed": k, "method": method, **metrics}
+            for (beta, seed), run in runs.items() for k, per_method in run["scores"].items()
+            for method, metrics in per_method.items()]
+    return pd.DataFrame(rows).sort_values(["beta", "revealed", "method", "seed"], ignore_index=True)

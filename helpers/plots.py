@@ -382,6 +382,39 @@ def plot_method_bars(results, metric: str, methods: dict, title: str):
     return fig
 
 
+COLD_START_METRIC_UNITS = {"RMSE": "RMSE (stars)", "MAE": "MAE (stars)",
+                           "HR@10": "HR@10 (share of cold users)", "NDCG@10": "NDCG@10 (0–1)"}
+
+
+def plot_cold_start_scores(scores, beta: float, revealed: int, metric: str, methods: dict, title: str):
+    """One row per method: each seed's ``metric`` on the cold users (dots) and the mean over seeds
+    (bar from zero), for one β and one number of revealed ratings.
+
+    Args:
+        scores: :func:`helpers.fedcrossdomain.scores_frame` (columns beta, seed, revealed, method, metric).
+        methods: method key → label, top to bottom.
+    """
+    if metric not in COLD_START_METRIC_UNITS:
+        raise ValueError(f"metric must be one of {list(COLD_START_METRIC_UNITS)}, got {metric!r}")
+    part = scores[(scores["beta"] == beta) & (scores["revealed"] == revealed)]
+    if part.empty:
+        raise ValueError(f"no runs at β = {beta} with {revealed} revealed ratings; measured: β in "
+                         f"{sorted(scores['beta'].unique().tolist())}, revealed in {sorted(scores['revealed'].unique().tolist())}")
+    shown = [m for m in methods if m in set(part["method"])]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(shown) + 1.4))
+    for row, method in enumerate(shown):
+        values = part.loc[part["method"] == method, metric].to_numpy()
+        ax.barh(row, values.mean(), height=0.6, color="C0" if method.startswith("fed") else "C7", alpha=0.35)
+        ax.plot(values, np.full(len(values), row), "o", color="C0" if method.startswith("fed") else "C7", ms=5)
+    ax.set_yticks(np.arange(len(shown)), [methods[m] for m in shown])
+    ax.invert_yaxis()
+    ax.set_xlim(0, part[metric].max() * 1.08)
+    ax.set(xlabel=f"{COLD_START_METRIC_UNITS[metric]}: bar the mean, dots the seeds", title=title)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
 def plot_privacy_utility(frontier, clean_rmse: float, title: str, baseline_rmse: float | None = None):
     """Test RMSE against ε (log scale), one point per noise multiplier, RDP and PLD ε side by side.
 

@@ -261,6 +261,20 @@ def cold_start_controls(render: Callable[[float, str, int], object]):
     )
 
 
+def fed_cold_start_controls(render: Callable[[float, int, str], object], betas, revealed):
+    """The measured β values, ratings already on the device and the metric → ``render`` (every
+    combination was computed before the panel appears: nothing retrains)."""
+    return explained_interact(
+        render, name="fed_cold_start",
+        beta=widgets.Dropdown(options=[(f"{b:.0%}", b) for b in betas], value=betas[len(betas) // 2],
+                              description="β (cold share)", style=LABEL_STYLE),
+        revealed=widgets.Dropdown(options=list(revealed), value=revealed[0],
+                                  description="music ratings on the device", style=LABEL_STYLE),
+        metric=widgets.Dropdown(options=["RMSE", "MAE", "HR@10", "NDCG@10"], value="RMSE",
+                                description="metric", style=LABEL_STYLE),
+    )
+
+
 def dp_controls(render: Callable[[float, float, int, int], object]):
     """Noise multiplier σ, clipping norm C, clients per round and rounds → ``render``."""
     return explained_interact(

@@ -125,6 +125,56 @@ def test_cold_users_and_bias_transfer():
     assert "same score" in ex.check_bias_transfer(lambda mu, bi, bu: np.full(3, mu + bu)).message
 
 
+def test_mapping_upload_floats():
+    assert ex.check_mapping_upload_floats(16, 18 * 17)
+    assert "A alone" in ex.check_mapping_upload_floats(16, 17 * 17).message
+    assert "bytes" in ex.check_mapping_upload_floats(16, 4 * 18 * 17).message
+    assert "bias as well" in ex.check_mapping_upload_floats(16, 16 * 16).message
+
+
+def _step(A, w, x, y, lr, transpose=False, scale=1.0, sign=-1.0, move_w=True):
+    r = x @ A + w - y
+    grad_a = np.outer(r, x) if transpose else np.outer(x, r)
+    return (A + sign * lr * scale * 2 / len(x) * grad_a,
+            w + sign * lr * scale * 2 / len(x) * r if move_w else w)
+
+
+@pytest.mark.parametrize("changes, hint", [
+    ({}, None), ({"transpose": True}, "transposed"), ({"sign": 1.0}, "uphill"),
+    ({"scale": 4.0}, "mean"), ({"scale": 0.5}, "factor 2"), ({"move_w": False}, "w is a parameter"),
+])
+def test_mapping_step_checker_accepts_the_step_and_names_the_typical_mistakes(changes, hint):
+    feedback = ex.check_mapping_step(lambda A, w, x, y, lr: _step(A, w, x, y, lr, **changes))
+    assert bool(feedback) is (hint is None)
+    assert hint is None or hint in feedback.message
+    assert "raised" in ex.check_mapping_step(lambda A, w, x, y, lr: 1 / 0).message
+    assert "shape" in ex.check_mapping_step(lambda A, w, x, y, lr: (A[0], w)).message
+
+
+def test_cold_prediction_checker_agrees_with_the_device_side_helpers_and_names_the_typical_mistakes():
+    from helpers import fedcrossdomain as fx
+
+    def right(mu, items, x, mapping):
+        # the helpers' path: map on the device, then score every item (unclipped)
+        store = fx.fed.ClientStore(x[None, :-1].astype(np.float32), x[None, -1].astype(np.float32))
+        p, b = fx.map_on_device(mapping, store, np.array([0]))
+        return mu + b[0] + items[:, -1] + items[:, :-1] @ p[0]
+
+    assert ex.check_cold_prediction(right)
+    wrong = {
+        "book": lambda mu, items, x, m: mu + x[-1] + items[:, -1] + items[:, :-1] @ x[:-1],
+        "not the items": lambda mu, items, x, m: (lambda q: mu + x[-1] + q[:, -1] + q[:, :-1] @ x[:-1])(items @ m[:-1] + m[-1]),
+        "offset w": lambda mu, items, x, m: (lambda y: mu + y[-1] + items[:, -1] + items[:, :-1] @ y[:-1])(x @ m[:-1]),
+        "music bias b": lambda mu, items, x, m: (lambda y: mu + items[:, -1] + items[:, :-1] @ y[:-1])(x @ m[:-1] + m[-1]),
+        "album's bias": lambda mu, items, x, m: (lambda y: mu + y[-1] + items[:, :-1] @ y[:-1])(x @ m[:-1] + m[-1]),
+        "global mean": lambda mu, items, x, m: (lambda y: y[-1] + items[:, -1] + items[:, :-1] @ y[:-1])(x @ m[:-1] + m[-1]),
+    }
+    for hint, fn in wrong.items():
+        feedback = ex.check_cold_prediction(fn)
+        assert not feedback and hint in feedback.message, hint
+    assert "shape" in ex.check_cold_prediction(lambda mu, items, x, m: np.zeros(2)).message
+
+
 def test_topk_bytes_and_quantise():
     assert ex.check_topk_bytes(50, 0.01, 8 * math.ceil(0.01 * 33 * 50))
     assert "position" in ex.check_topk_bytes(50, 0.01, 4 * math.ceil(0.01 * 33 * 50)).message

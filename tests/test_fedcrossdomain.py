@@ -204,3 +204,38 @@ def test_the_bench_reports_every_method_beta_and_k_with_paired_differences(monke
     assert difference["values"] == pytest.approx([m - t for m, t in zip(fed_map["values"], fed_tgt["values"])], abs=2e-4)
     assert difference["standard_error"] is not None and len(fed_map["values"]) == 2
     assert report["mb_up_per_client_per_round"]["mapping"] == pytest.approx(5 * 4 * 4 / 1e6)
+
+
+def test_the_grid_trains_each_seeds_source_once_and_the_frame_has_one_row_per_score(monkeypatch):
+    domains, calls = planted_domains(), []
+    train_source = fx.train_source
+    monkeypatch.setattr(fx, "train_source", lambda *a, **k: calls.append(a[2]) or train_source(*a, **k))
+    runs = fx.run_grid(domains, SMALL, betas=(0.3, 0.6), seeds=(0, 1), central=False)
+    assert calls == [0, 1] and sorted(runs) == [(0.3, 0), (0.3, 1), (0.6, 0), (0.6, 1)]
+    trained = runs[0.6, 1]["trained"]
+    assert trained.source.store.user_vec.shape == (domains.n_users, SMALL.dim)
+    assert trained.mapping.shape == (SMALL.dim + 2, SMALL.dim + 1)
+    assert np.isin(trained.fit_users, trained.split.warm).all()  # never a cold user in the mapping
+    frame = fx.scores_frame(runs)
+    assert len(frame) == 2 * 2 * len(SMALL.revealed) * (len(fx.METHODS) - 1)
+    row = frame[(frame.beta == 0.6) & (frame.seed == 1) & (frame.revealed == 3) & (frame.method == "fed_map")]
+    assert row["RMSE"].item() == runs[0.6, 1]["scores"][3]["fed_map"]["RMSE"]
+
+
+def test_the_cold_start_plot_shows_one_row_per_method_and_refuses_unmeasured_values():
+    import matplotlib.pyplot as plt
+
+    from helpers import plots
+
+    scores = pd.DataFrame([{"beta": 0.5, "seed": s, "revealed": 1, "method": m, "RMSE": 0.9 + 0.01 * s,
+                            "MAE": 0.7, "HR@10": 0.1, "NDCG@10": 0.02} for s in range(3) for m in ("fed_tgt", "fed_map")])
+    fig = plots.plot_cold_start_scores(scores, 0.5, 1, "RMSE", {"fed_map": "mapping", "fed_tgt": "target-only"}, "t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mapping", "target-only"]
+    assert ax.get_xlim()[0] == 0 and "stars" in ax.get_xlabel()
+    assert [p.get_width() for p in ax.patches] == pytest.approx([0.91, 0.91])  # the bars are the means
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"no runs at β = 0.2 .*measured: β in \[0.5\]"):
+        plots.plot_cold_start_scores(scores, 0.2, 1, "RMSE", {"fed_map": "m"}, "t")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        plots.plot_cold_start_scores(scores, 0.5, 1, "AUC", {"fed_map": "m"}, "t")

@@ -22,6 +22,7 @@ def recorder(calls):
     (lambda r: w.federated_controls(r), {"rounds", "algorithm", "clients_per_round", "local_epochs", "client_lr", "server_lr"}),
     (lambda r: w.transfer_controls(r, [10, 50], 3), {"per_class", "unfrozen_blocks"}),
     (lambda r: w.cold_start_controls(r), {"beta", "mapping", "dim"}),
+    (lambda r: w.fed_cold_start_controls(r, [0.2, 0.5, 0.8], [1, 3, 5]), {"beta", "revealed", "metric"}),
     (lambda r: w.dp_controls(r), {"noise_multiplier", "clip_norm", "clients_per_round", "rounds"}),
     (lambda r: w.attack_controls(r), {"attacker_share", "attack", "aggregator"}),
     (lambda r: w.fltl_controls(r, [0.1, 100.0], 20, 10, 2), {"alpha", "clients_per_round", "local_epochs"}),
