@@ -15,7 +15,7 @@ import time
 
 
 def _movielens_federation(variant: str = "latest-small"):
-    """Lessons 03, 07, 08's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
+    """Lessons 03, 07, 09's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
     μ the training mean. Returns (ratings data, train frame, test frame, Federation)."""
     from helpers import federated as fl
     from helpers.data import load_movielens
@@ -300,7 +300,7 @@ def bench_transfer(budgets=(10, 50, 250), seeds=(0, 1)) -> dict:
 
 
 def bench_privacy(rounds: int = 100) -> dict:
-    """Lesson 08: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
+    """Lesson 09: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
     import numpy as np
 
     from helpers import fedcore as fc
@@ -526,7 +526,7 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
 
 
 def bench_flower(nodes: int = 4, rounds: int = 10) -> dict:
-    """Lesson 09: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
+    """Lesson 10: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
     machine) and in this process, same seeds, users and settings; RMSE, seconds and MB per
     round of both, and whether every Flower process exited."""
     from helpers import federated as fl
@@ -569,11 +569,11 @@ def main(argv: list[str] | None = None) -> None:
     fedcross = commands.add_parser("fedcrossdomain", help="federated cross-domain cold start: book/movie → music")
     fedcross.add_argument("--source", choices=["movie", "book"], default="movie")
     fedcross.add_argument("--seeds", type=int, default=3)
-    privacy = commands.add_parser("privacy", help="lesson 08: leak, ε, DP utility, attacks and defences")
+    privacy = commands.add_parser("privacy", help="lesson 09: leak, ε, DP utility, attacks and defences")
     privacy.add_argument("--rounds", type=int, default=100)
     fltl = commands.add_parser("fltl", help="lesson 07: FedAvg from scratch vs pre-trained per α; compression")
     fltl.add_argument("--rounds", type=int, default=30)
-    flower = commands.add_parser("flower", help="lesson 09: the same FedAvg on Flower processes vs in-process")
+    flower = commands.add_parser("flower", help="lesson 10: the same FedAvg on Flower processes vs in-process")
     flower.add_argument("--nodes", type=int, default=4)
     flower.add_argument("--rounds", type=int, default=10)
     panels = commands.add_parser("widgets", help="every lesson's control panels: seconds to answer a change")

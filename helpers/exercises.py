@@ -193,7 +193,7 @@ def check_upload_mb(num_examples: np.ndarray, dim: int, answer) -> Feedback:
     reference = upload_bytes(num_examples, dim) / 1e6
     rows = float(np.sum(num_examples))
     return _diagnose(answer, reference, [
-        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 08's leak reads."),
+        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 09's leak reads."),
         (rows * (4 + 4 * dim) / 1e6, "each row has d + 1 values: the item vector and the item bias."),
         (8 * reference, "that is megabits: there are 8 bits in a byte."),
         (reference * 1e6 / 2 ** 20, "that is MiB (2²⁰ bytes); the course counts MB as 10⁶ bytes."),
@@ -536,10 +536,10 @@ def check_cold_prediction(predict_fn: Callable[..., np.ndarray]) -> Feedback:
     return Feedback(False, "r̂_i = μ + b + b_i + p · q_i with (p, b) = x A + w; check each term.")
 
 
-# ----------------------------------------------------------------------------- lesson 08
+# ----------------------------------------------------------------------------- lesson 09
 
 def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float, answer) -> Feedback:
-    """Exercise 08.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
+    """Exercise 09.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
     from helpers.privacy import epsilon
 
     reference = epsilon(noise_multiplier, sampling_rate, rounds, delta, "rdp")
@@ -551,7 +551,7 @@ def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, de
 
 
 def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
-    """Exercise 08.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
+    """Exercise 09.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
     big, small, clip = np.array([3.0, 4.0]), np.array([0.03, 0.04]), 1.0
     try:
         got_big = np.asarray(clip_fn(big.copy(), clip), dtype=float)
@@ -567,10 +567,10 @@ def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
     return Feedback(True, "Δ · min(1, C/‖Δ‖): direction kept, norm at most C.")
 
 
-# ----------------------------------------------------------------------------- lesson 09
+# ----------------------------------------------------------------------------- lesson 10
 
 def check_table_download_mb(nodes: int, n_items: int, dim: int, answer) -> Feedback:
-    """Exercise 09.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
+    """Exercise 10.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
     receives the whole item table, I × (d + 1) float32 values (the user ids it adds are left out)."""
     reference = nodes * n_items * (dim + 1) * 4 / 1e6
     return _diagnose(answer, reference, [
@@ -587,7 +587,7 @@ def pooled_rmse(squared_error_sums, counts) -> float:
 
 
 def check_pooled_rmse(squared_error_sums, counts, answer) -> Feedback:
-    """Exercise 09.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
+    """Exercise 10.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
     sums, n = np.asarray(squared_error_sums, float), np.asarray(counts, float)
     return _diagnose(answer, pooled_rmse(sums, n), [
         (float(np.mean(np.sqrt(sums / n))), "that is the mean of the nodes' RMSEs: a node with more ratings must weigh more."),

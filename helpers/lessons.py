@@ -12,14 +12,15 @@ LESSON_DATA = {
     "05_transfer_cifar10.ipynb": ["cifar-10"],
     "06_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
     "07_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
-    "08_privacy_security.ipynb": ["ml-latest-small"],
-    "09_federated_on_flower.ipynb": ["ml-latest-small"],
+    "08_federated_cold_start.ipynb": ["douban-book", "douban-music"],
+    "09_privacy_security.ipynb": ["ml-latest-small"],
+    "10_federated_on_flower.ipynb": ["ml-latest-small"],
 }
 
 
 # Archives no lesson needs: dataset → (lesson numbers that prefer it, what happens without it).
 OPTIONAL_DATA = {
-    "douban-movie": (("06",), "lesson 06 uses Douban book as the source instead"),
+    "douban-movie": (("06", "08"), "lessons 06 and 08 use Douban book as the source instead"),
     "ml-100k": ((), "only the benchmarks' --variant 100k use it"),
 }
 
@@ -49,9 +50,9 @@ def datasets_for(notebook: str) -> list[str]:
 
 # ---------------------------------------------------------------- shared set-ups of the federated lessons
 
-EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 07, 08 and the benchmarks
+EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 07, 09 and the benchmarks
 
-# Lesson 03's FedAvg over MovieLens users, reused by lessons 07 and 08, the widgets and the benchmarks.
+# Lesson 03's FedAvg over MovieLens users, reused by lessons 07 and 09, the widgets and the benchmarks.
 MF_FEDAVG = dict(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0, l2=0.02)
 MF_FEDSGD_RATE = 10.0  # η of FedSGD next to it
 
@@ -100,7 +101,7 @@ def fed_cold_start_settings(**changes):
 
 
 def movielens_federation(variant: str = "latest-small", validation: bool = False):
-    """The MovieLens federation of lessons 03, 07 and 08: every user a client, each user's own
+    """The MovieLens federation of lessons 03, 07 and 09: every user a client, each user's own
     ratings split 80/20 (seed 0), μ the training mean. Returns (ratings data, Federation).
 
     With ``validation`` each client's held-out 20% is split again (seed 1): half (rounded up)

@@ -87,7 +87,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-ITEM_BIAS_SHRINKAGE = 5.0  # the course's item-mean baseline (lessons 06 and 08)
+ITEM_BIAS_SHRINKAGE = 5.0  # the course's item-mean baseline (lessons 06 and 09)
 
 
 def damped_item_bias(items: np.ndarray, residuals: np.ndarray, n_items: int,

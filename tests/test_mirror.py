@@ -112,7 +112,7 @@ def test_download_all_fails_only_for_required_archives_and_says_which_lessons_ca
     assert data_main(["download-all"]) == 0  # only optional archives missing
     out = capsys.readouterr().out
     assert "ml-100k          optional, not fetched (only the benchmarks' --variant 100k use it)" in out
-    assert "douban-movie     optional, not fetched (lesson 06 uses Douban book as the source instead)" in out
+    assert "douban-movie     optional, not fetched (lessons 06 and 08 use Douban book as the source instead)" in out
     assert "FAILED" not in out and "lesson 06 needs" in out and "lesson 05 needs" not in out
     assert data_main(["download-all", "ml-100k"]) == 1  # named explicitly: its miss is a failure
     monkeypatch.setitem(outcome, "lastfm-2k", "not reachable")

@@ -73,4 +73,4 @@ def test_an_optional_archive_is_named_as_such(tmp_path, monkeypatch):
     monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
     monkeypatch.delenv(download.MIRROR_ENV, raising=False)
     row = startup.dataset_status(check_publisher=False).iloc[0]
-    assert row["used by lessons"] == "06" and row["what to do"].startswith("optional") and "book" in row["what to do"]
+    assert row["used by lessons"] == "06, 08" and row["what to do"].startswith("optional") and "book" in row["what to do"]
