@@ -246,3 +246,27 @@ def test_the_run_cache_is_generic_over_tasks_and_metrics():
     assert starts == ["a", "b"]
     with pytest.raises(ValueError, match="key"):
         cache.get(config, fc.Algorithm(server_optimizer=fc.server_adam()))
+
+
+def test_transforms_read_the_rounds_own_task_config_and_state(federation):
+    """A transform sees the task being trained, the config of the run and the state before the round."""
+    seen = []
+
+    def spy(updates, context):
+        seen.append((context.task, context.config, context.state.round, context.clients_state))
+        return updates
+
+    state, store = fl.init_state(federation, 4)
+    fc.train(federation, state, store, CONFIG, 2, lambda s, c: {}, fc.Algorithm(transforms=(spy,)))
+    assert [(task, config, r) for task, config, r, _ in seen] == [(federation, CONFIG, 0), (federation, CONFIG, 1)]
+    assert all(clients_state is store for *_, clients_state in seen)
+
+
+def test_an_extended_runs_history_keeps_its_notes(federation):
+    state, store = fl.init_state(federation, 4)
+    run = fc.ExtendableRun(federation, state, store, CONFIG, lambda s, c: {})
+    run.history.notes["source accuracy"] = 0.75
+    first = run.first(1)
+    assert first.notes == {"source accuracy": 0.75}
+    first.notes["other"] = 1.0                                   # a copy: the run's own notes stay as they were
+    assert run.history.notes == {"source accuracy": 0.75}
