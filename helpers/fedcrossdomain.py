@@ -319,10 +319,10 @@ def reveal_few(test: pd.DataFrame, k: int, seed: int = 0) -> tuple[pd.DataFrame,
 
 
 def reconstruct_source_vector(delta: np.ndarray) -> np.ndarray:
-    """The server's reading of one client's mapping upload Δ (D + 1, D): x̂ = Δ_A[:, c] / Δ_w[c] with c
-    the coordinate of the largest |Δ_w| — exact for one local step and no penalty: (D,)."""
-    column = int(np.argmax(np.abs(delta[-1])))
-    return delta[:-1, column] / delta[-1, column]
+    """The server's reading of one client's mapping upload Δ (D + 1, D): the least-squares x̂ with
+    Δ_A ≈ x̂ᵀ Δ_w, i.e. x̂ = Δ_A Δ_w / (Δ_w · Δ_w) — exact for one pair and no penalty (every column of
+    Δ_A is x times that column's Δ_w), and the best linear reading when noise is added: (D,)."""
+    return delta[:-1] @ delta[-1] / max(float(delta[-1] @ delta[-1]), 1e-300)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -331,27 +331,82 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config: FedConfig, group: int = 10,
-            seed: int = 0) -> dict:
+            seed: int = 0, clip_norm: float | None = None, noise_multiplier: float = 0.0) -> dict:
     """How well the server recovers a client's private [p^s, b^s] from mapping uploads (one round of
     ``config`` from ``params``): cosine of x̂ (:func:`reconstruct_source_vector`) with the true x for
     each client's own upload, and, when groups of ``group`` clients' uploads are summed before the
-    server sees them, the best cosine of the group's x̂ with any member's x.
+    server sees them (secure aggregation), the best cosine of the group's x̂ with any member's x.
 
-    Returns {"single_cosine_mean", "single_cosine_min", "summed_cosine_mean", "group", "clients"}.
+    With ``clip_norm`` C every upload is first scaled to L2 norm ≤ C, and with ``noise_multiplier`` σ
+    what the server sees — one upload, or one group's sum — carries Gaussian noise of standard
+    deviation σ·C on every value (the noise DP-FedAvg adds to a sum; seeded by ``seed``).
+
+    Returns {"single_cosine_mean", "single_cosine_min", "summed_cosine_mean", "group", "clients",
+    "median_upload_norm" (before clipping), "clip_norm", "noise_multiplier"}.
     """
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clipping norm C must be > 0, got {clip_norm}")
+    if noise_multiplier < 0 or (noise_multiplier > 0 and clip_norm is None):
+        raise ValueError(f"noise needs a clipping norm and σ ≥ 0 (its standard deviation is σ·C), "
+                         f"got σ = {noise_multiplier}, C = {clip_norm}")
     users = np.random.default_rng(seed).permutation(np.asarray(users, dtype=np.int64))
     users = users[:len(users) // group * group]
     task = MappingTask(np.sort(users), params.shape[1] - 1)
     updates = task.train_clients(params, stores, users, config, 0)
     deltas = updates.values.reshape(len(users), *params.shape).astype(np.float64)
+    norms = np.linalg.norm(deltas.reshape(len(users), -1), axis=1)
+    if clip_norm is not None:
+        deltas = deltas * np.minimum(1.0, clip_norm / np.maximum(norms, 1e-12))[:, None, None]
+    rng = np.random.default_rng([seed, 3])
+    noise_std = noise_multiplier * (clip_norm or 0.0)
+
+    def seen(view: np.ndarray) -> np.ndarray:
+        return view + rng.normal(0.0, noise_std, view.shape) if noise_std > 0 else view
+
     x, _ = stores.pairs(users)
-    single = np.array([cosine(reconstruct_source_vector(d), v) for d, v in zip(deltas, x)])
+    single = np.array([cosine(reconstruct_source_vector(seen(d)), v) for d, v in zip(deltas, x)])
     summed = []
     for start in range(0, len(users), group):
-        guess = reconstruct_source_vector(deltas[start:start + group].sum(axis=0))
+        guess = reconstruct_source_vector(seen(deltas[start:start + group].sum(axis=0)))
         summed.append(max(cosine(guess, v) for v in x[start:start + group]))
     return {"single_cosine_mean": float(single.mean()), "single_cosine_min": float(single.min()),
-            "summed_cosine_mean": float(np.mean(summed)), "group": group, "clients": len(users)}
+            "summed_cosine_mean": float(np.mean(summed)), "group": group, "clients": len(users),
+            "median_upload_norm": float(np.median(norms)), "clip_norm": clip_norm,
+            "noise_multiplier": float(noise_multiplier)}
+
+
+def mapping_under_dp(trained: TrainedParts, settings: ColdStartSettings, clip_norm: float,
+                     noise_multipliers, seed: int = 0, revealed: int = 1) -> pd.DataFrame:
+    """What DP-FedAvg's clipping and noise cost the mapping: for each σ in ``noise_multipliers`` the
+    mapping of ``trained`` is trained again with every fitting warm client clipped to ``clip_norm`` and
+    Gaussian noise σ·C on each round's sum (:func:`helpers.privacy.dp_fedavg`, every client in every
+    round, the server's Adam step on the noisy mean), its round chosen on the held-out warm clients
+    as before. One row per σ, the run's own mapping (no clipping, no noise) first: the held-out warm
+    clients' mapping MSE, the cold users' RMSE (stars, ``revealed`` ratings kept on the device and not
+    scored) and ε at δ = 1 / (fitting clients) for all the rounds run (RDP accountant; inf without noise)."""
+    from helpers import privacy as pv
+
+    stores = DeviceStores(trained.source.store, trained.target.store)
+    valid = np.setdiff1d(trained.split.warm, trained.fit_users)
+    cold = trained.split.cold
+    shown, test = reveal_few(trained.split.test, revealed, seed)
+    config = replace(settings.mapping, clients_per_round=len(trained.fit_users), seed=seed)
+    delta = 1.0 / len(trained.fit_users)
+
+    def row(label, sigma, table, epsilon):
+        vec, bias = map_on_device(table, trained.source.store, cold)
+        cold_rmse = score_cold(trained.target.mu, trained.target.item_params, cold, vec, bias, test, shown)["RMSE"]
+        return {"mapping": label, "σ": sigma, "held-out mapping MSE": mapping_mse(table, stores, valid),
+                "cold RMSE": cold_rmse, "ε": epsilon}
+
+    rows = [row("no clipping, no noise", 0.0, trained.mapping, float("inf"))]
+    for sigma in noise_multipliers:
+        dp = pv.DPConfig(clip_norm, sigma, len(trained.fit_users), seed)
+        algorithm = replace(pv.dp_fedavg(dp, 1.0), server_optimizer=mapping_algorithm(settings.mapping_server).server_optimizer)
+        table, _, _ = train_mapping(stores, trained.fit_users, valid, config, settings.mapping_rounds, settings.dim, algorithm)
+        epsilon = pv.epsilon(sigma, 1.0, settings.mapping_rounds, delta) if sigma > 0 else float("inf")
+        rows.append(row(f"C = {clip_norm:.3g}, σ = {sigma:g}", sigma, table, epsilon))
+    return pd.DataFrame(rows).set_index("mapping")
 
 
 # ---------------------------------------------------------------- the bias baseline

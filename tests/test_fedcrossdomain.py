@@ -239,3 +239,35 @@ def test_the_cold_start_plot_shows_one_row_per_method_and_refuses_unmeasured_val
         plots.plot_cold_start_scores(scores, 0.2, 1, "RMSE", {"fed_map": "m"}, "t")
     with pytest.raises(ValueError, match="metric must be one of"):
         plots.plot_cold_start_scores(scores, 0.5, 1, "AUC", {"fed_map": "m"}, "t")
+
+
+def test_clipping_alone_keeps_the_leak_and_noise_on_what_the_server_sees_blurs_it():
+    dim, stores = 4, random_stores(40, 4, seed=4)
+    params = fx.init_mapping(dim).params
+    config = fc.FedConfig(clients_per_round=1, local_epochs=1, batch_size=0, client_lr=0.05, l2=0.0)
+    plain = fx.leakage(params, stores, np.arange(40), config, group=10)
+    clipped = fx.leakage(params, stores, np.arange(40), config, group=10, clip_norm=0.5 * plain["median_upload_norm"])
+    assert clipped["single_cosine_min"] > 0.999          # scaling an upload does not change the ratio it reveals
+    noisy = fx.leakage(params, stores, np.arange(40), config, group=10, clip_norm=plain["median_upload_norm"],
+                       noise_multiplier=1.0)
+    assert noisy["single_cosine_mean"] < 0.8 and noisy["noise_multiplier"] == 1.0
+    with pytest.raises(ValueError, match="noise needs a clipping norm"):
+        fx.leakage(params, stores, np.arange(40), config, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="clipping norm C must be > 0, got 0"):
+        fx.leakage(params, stores, np.arange(40), config, clip_norm=0.0)
+
+
+def test_the_least_squares_reading_is_exact_for_a_rank_one_upload():
+    rng = np.random.default_rng(3)
+    x, v = rng.normal(size=5), rng.normal(size=5)
+    delta = np.vstack([np.outer(x, v), v])
+    np.testing.assert_allclose(fx.reconstruct_source_vector(delta), x)
+
+
+def test_dp_training_of_the_mapping_reports_each_noise_level_against_the_plain_mapping():
+    run = fx.cold_start_methods(planted_domains(), 0.5, 0, SMALL, central=False)
+    table = fx.mapping_under_dp(run["trained"], SMALL, clip_norm=0.05, noise_multipliers=[0.5, 50.0])
+    assert list(table["σ"]) == [0.0, 0.5, 50.0] and np.isinf(table["ε"].iloc[0])
+    assert table["ε"].iloc[1] > table["ε"].iloc[2] > 0                       # more noise, smaller ε
+    assert table["held-out mapping MSE"].iloc[2] > table["held-out mapping MSE"].iloc[0]
+    assert np.isfinite(table["cold RMSE"]).all()
