@@ -474,15 +474,13 @@ def check_mapping_step(step_fn: Callable[..., tuple]) -> Feedback:
     if got_a.shape != A.shape or got_w.shape != w.shape:
         return Feedback(False, f"return A' with A's shape {A.shape} and w' with w's shape {w.shape}; "
                                f"got {got_a.shape} and {got_w.shape}.")
-    right_a, right_w = _mapping_step_reference(A, w, x, y, lr)
-
     def matches(**kind):
         ref_a, ref_w = _mapping_step_reference(A, w, x, y, lr, **kind)
         return np.allclose(got_a, ref_a) and np.allclose(got_w, ref_w)
 
-    if np.allclose(got_a, right_a) and np.allclose(got_w, right_w):
+    if matches():
         return Feedback(True, "the change θ' − θ is what the client sends; the server adds the changes of all clients.")
-    if np.allclose(got_a, right_a):
+    if np.allclose(got_a, _mapping_step_reference(A, w, x, y, lr)[0]):
         return Feedback(False, "A is right; w is a parameter too: its gradient is (2/D) r with r = x A + w − y.")
     if matches(transpose=True):
         return Feedback(False, "A's gradient is transposed: ∂L/∂A[i, j] = (2/D) x_i r_j — the row index "

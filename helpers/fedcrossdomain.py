@@ -344,8 +344,7 @@ def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config:
     Returns {"single_cosine_mean", "single_cosine_min", "summed_cosine_mean", "group", "clients",
     "median_upload_norm" (before clipping), "clip_norm", "noise_multiplier"}.
     """
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clipping norm C must be > 0, got {clip_norm}")
+    clip = fc.clip(clip_norm) if clip_norm is not None else None  # refuses C ≤ 0
     if noise_multiplier < 0 or (noise_multiplier > 0 and clip_norm is None):
         raise ValueError(f"noise needs a clipping norm and σ ≥ 0 (its standard deviation is σ·C), "
                          f"got σ = {noise_multiplier}, C = {clip_norm}")
@@ -353,10 +352,10 @@ def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config:
     users = users[:len(users) // group * group]
     task = MappingTask(np.sort(users), params.shape[1] - 1)
     updates = task.train_clients(params, stores, users, config, 0)
+    norms = updates.norms()
+    if clip is not None:
+        updates = clip(updates, None)  # the core's clipping transform; it reads no round context
     deltas = updates.values.reshape(len(users), *params.shape).astype(np.float64)
-    norms = np.linalg.norm(deltas.reshape(len(users), -1), axis=1)
-    if clip_norm is not None:
-        deltas = deltas * np.minimum(1.0, clip_norm / np.maximum(norms, 1e-12))[:, None, None]
     rng = np.random.default_rng([seed, 3])
     noise_std = noise_multiplier * (clip_norm or 0.0)
 

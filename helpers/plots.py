@@ -404,8 +404,9 @@ def plot_cold_start_scores(scores, beta: float, revealed: int, metric: str, meth
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(shown) + 1.4))
     for row, method in enumerate(shown):
         values = part.loc[part["method"] == method, metric].to_numpy()
-        ax.barh(row, values.mean(), height=0.6, color="C0" if method.startswith("fed") else "C7", alpha=0.35)
-        ax.plot(values, np.full(len(values), row), "o", color="C0" if method.startswith("fed") else "C7", ms=5)
+        color = "C0" if method.startswith("fed") else "C7"  # federated methods blue, the central reference grey
+        ax.barh(row, values.mean(), height=0.6, color=color, alpha=0.35)
+        ax.plot(values, np.full(len(values), row), "o", color=color, ms=5)
     ax.set_yticks(np.arange(len(shown)), [methods[m] for m in shown])
     ax.invert_yaxis()
     ax.set_xlim(0, part[metric].max() * 1.08)

@@ -96,11 +96,17 @@ def prepare(module: str, workdir: Path) -> list[str]:
     return tests
 
 
+def exit_codes(module: str, workdir: Path) -> dict:
+    """mutmut's record of the module's mutants, name → exit code of its test run (None: not run yet),
+    from ``mutants/helpers/<module>.py.meta``; empty before mutmut has written it."""
+    meta = workdir / "mutants" / "helpers" / f"{module}.py.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+
+
 def summarise(module: str, workdir: Path, seconds: float, stopped: bool) -> dict:
     """Counts by mutmut status from ``mutants/helpers/<module>.py.meta``, with the score
     killed / (mutants checked), the run's seconds and whether the timeout stopped it."""
-    meta = workdir / "mutants" / "helpers" / f"{module}.py.meta"
-    codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+    codes = exit_codes(module, workdir)
     counts = Counter("not checked" if code is None else STATUS_BY_EXIT_CODE.get(code, "suspicious")
                      for code in codes.values())
     checked = sum(n for status, n in counts.items() if status != "not checked")
@@ -114,9 +120,7 @@ def summarise(module: str, workdir: Path, seconds: float, stopped: bool) -> dict
 
 def survivors(module: str, workdir: Path) -> list[str]:
     """The names of the module's surviving mutants (for ``mutmut show``)."""
-    meta = workdir / "mutants" / "helpers" / f"{module}.py.meta"
-    codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
-    return sorted(name for name, code in codes.items() if code == 0)
+    return sorted(name for name, code in exit_codes(module, workdir).items() if code == 0)
 
 
 def run(module: str, timeout: float, max_children: int) -> dict:
