@@ -281,3 +281,185 @@ def compare(name: str, results: dict, /, metric: str, higher_is_better: bool = T
                 f"{'/'.join(map(str, seeds))} seeds; a winner is named only beyond {z:g} standard errors with ≥ "
                 f"{min_seeds} seeds).")
     return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)
+
+
+# ---------------------------------------------------------------- the course's rule at 95 %
+#
+# How the course decides (TEACHING.md, "How the course decides"): a pair of methods, fixed before
+# the numbers are seen, is compared on the same seeds. Two sources of noise are judged, each at
+# 95 % two-sided: the seeds' (the mean per-seed difference against Student's t with n − 1 degrees
+# of freedom) and, for a metric averaged over test units (users, ratings, images), the test set's
+# own (a paired bootstrap over those units: both methods scored on the same resample, per seed).
+# A pair's p-value is the larger of the two; several pairs in one finding are corrected by Holm's
+# step-down method, and a winner is named only when the corrected p-value is at most 0.05.
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000  # p-values down to 0.002: enough for Holm over 20 pairs at 0.05
+UNIT_STATISTICS = ("mean", "rmse")  # a metric is the units' mean (Σ sum / Σ count), or its square root
+
+
+def t_critical(seeds: int, confidence: float = CONFIDENCE) -> float:
+    """Student's t critical value for a two-sided ``confidence`` interval of a mean over ``seeds``
+    paired differences (``seeds`` − 1 degrees of freedom): 4.30 for 3 seeds at 95 %, 2.78 for 5."""
+    from scipy import stats
+
+    if seeds < 2:
+        raise ValueError(f"a spread needs at least 2 seeds, got {seeds}")
+    return float(stats.t.ppf(0.5 + confidence / 2, seeds - 1))
+
+
+def seed_test(a, b, confidence: float = CONFIDENCE) -> tuple[float, tuple[float, float], float]:
+    """The paired t test over seeds: (mean difference a − b, its ``confidence`` interval, two-sided
+    p-value). With one seed the interval is unbounded and p = 1; with no spread at all p is 0 for a
+    non-zero difference and 1 for none."""
+    from scipy import stats
+
+    d, se, n = difference(a, b)
+    if n < 2:
+        return d, (-math.inf, math.inf), 1.0
+    if se == 0:
+        return d, (d, d), 0.0 if d != 0 else 1.0
+    half = t_critical(n, confidence) * se
+    return d, (d - half, d + half), float(2 * stats.t.sf(abs(d) / se, n - 1))
+
+
+def _as_sums(values):
+    """Per-unit values as (U, 2) float64 (sum, count): a 1-D array is one value per unit (count 1)."""
+    import numpy as np
+
+    values = np.asarray(values, np.float64)
+    if values.ndim == 1:
+        return np.column_stack([values, np.ones(len(values))])
+    if values.ndim != 2 or values.shape[1] != 2:
+        raise ValueError(f"per-unit values must be (U,) values or (U, 2) (sum, count) pairs, got shape {values.shape}")
+    return values
+
+
+def _unit_metric(sums, statistic: str):
+    """The metric of per-unit (sum, count) pairs (..., U, 2): Σ sum / Σ count, or its square root."""
+    import numpy as np
+
+    mean = sums[..., 0].sum(axis=-1) / sums[..., 1].sum(axis=-1)
+    return np.sqrt(mean) if statistic == "rmse" else mean
+
+
+def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float = CONFIDENCE,
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[tuple[float, float], float, int]:
+    """The paired bootstrap over test units: the units are drawn with replacement, and on each draw
+    both methods' metric is recomputed, per seed, on the same units; the statistic is the mean over
+    seeds of the difference a − b.
+
+    A unit is what the test set samples: a user, an image, a rating. Its value is either one number
+    (a hit 0/1 per user for HR@10, a correct 0/1 per image) or a (sum, count) pair — for instance a
+    user's summed squared error over their test ratings and how many there are, so that the metric
+    Σ sum / Σ count (``statistic="mean"``) or its square root (``"rmse"``) is the metric over every
+    rating while the draws keep each user's ratings together.
+
+    Args:
+        units_a, units_b: the two methods' per-unit values, either one array each with a leading seed
+            axis — every seed scored on the same units, which are then drawn once for all seeds — or a
+            list with one array per seed, when each seed has its own test units (its own split): each
+            seed's units are then drawn on their own. Both methods always share units.
+        statistic: ``"mean"`` or ``"rmse"`` (the square root of the mean).
+
+    Returns:
+        (``confidence`` percentile interval of the difference, two-sided p-value — twice the smaller
+        share of draws on either side of zero, counting the observed sample —, units per seed
+        (their mean, rounded, when seeds have their own)).
+    """
+    import numpy as np
+
+    if statistic not in UNIT_STATISTICS:
+        raise ValueError(f"statistic must be one of {UNIT_STATISTICS}, got {statistic!r}")
+    shared = not isinstance(units_a, (list, tuple))
+    per_seed_a = [_as_sums(u) for u in (np.asarray(units_a) if shared else units_a)]
+    per_seed_b = [_as_sums(u) for u in (np.asarray(units_b) if shared else units_b)]
+    if [u.shape for u in per_seed_a] != [u.shape for u in per_seed_b] or min(len(u) for u in per_seed_a) < 2:
+        raise ValueError(f"a paired bootstrap needs both methods' values on the same (seeds, units), at least 2 "
+                         f"units; got {[u.shape for u in per_seed_a]} and {[u.shape for u in per_seed_b]}")
+    rng = np.random.default_rng(seed)
+    draws = np.zeros(resamples)
+    for start in range(0, resamples, 100):                         # 100 draws at a time bound the memory
+        size = min(100, resamples - start)
+        picked = rng.integers(0, len(per_seed_a[0]), size=(size, len(per_seed_a[0]))) if shared else None
+        for a, b in zip(per_seed_a, per_seed_b):
+            chosen = picked if shared else rng.integers(0, len(a), size=(size, len(a)))
+            draws[start:start + size] += _unit_metric(a[chosen], statistic) - _unit_metric(b[chosen], statistic)
+    draws /= len(per_seed_a)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    p = min(1.0, 2 * (1 + min(np.sum(draws <= 0), np.sum(draws >= 0))) / (resamples + 1))
+    return (float(low), float(high)), float(p), round(sum(len(u) for u in per_seed_a) / len(per_seed_a))
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the given order: sorted ascending, the k-th smallest
+    (k = 1 … m) is multiplied by m − k + 1, capped at 1 and made non-decreasing. A pair is
+    significant at level α when its adjusted value is at most α; this controls the chance of any
+    false winner among the m pairs."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_better: bool = True,
+                  units: dict | None = None, statistic: str = "mean", unit_name: str = "test units",
+                  fmt: str = ".4f", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Finding:
+    """The course's comparison rule (see the block comment above): per pair (A, B), fixed in
+    advance, "A ahead of B by d (95 % CI …)" only when Holm's adjusted p-value — of the larger of the
+    seeds' t test and the paired bootstrap over ``units`` — is at most 0.05; otherwise "no measurable
+    difference at this budget". Each clause gives the difference, its 95 % interval over the seeds
+    and, with ``units``, over the test units, and the p-value the decision was made on (with several
+    pairs an interval can clear zero while the adjusted p-value stays above 0.05).
+
+    Args:
+        name: the finding's title.
+        results: method → per-seed values of ``metric`` (the same seeds, in the same order, for all).
+        metric: what the values are ("cold users' RMSE"), named in the sentence.
+        pairs: the (A, B) pairs to compare, chosen before the numbers were seen (no default: a
+            "best test mean against the rest" would pick and test on the same numbers).
+        higher_is_better: whether larger values win.
+        units: method → per-unit values whose ``statistic`` is each seed's value of ``metric``, as
+            :func:`unit_bootstrap` takes them ((seeds, U), or one array per seed); None for a metric
+            with no test-set sampling to judge.
+        unit_name: what the units are ("cold users", "test ratings"), named in the sentence.
+
+    Returns:
+        The :class:`Finding`; its condition says, per pair, whether the adjusted p-value ``q{i}`` was
+        at most ``alpha``, so a rerun whose numbers would flip a clause fails.
+    """
+    if not pairs:
+        raise ValueError(f"finding {name!r}: name the pairs to compare before looking at the numbers")
+    missing = sorted({m for pair in pairs for m in pair} - set(results))
+    if missing:
+        raise ValueError(f"finding {name!r}: no results for {missing}; measured: {sorted(results)}")
+    sign, alpha = (1.0 if higher_is_better else -1.0), round(1 - CONFIDENCE, 10)
+    tested = []
+    for a, b in pairs:
+        d, seed_interval, seed_p = seed_test(results[a], results[b])
+        unit = None
+        if units is not None:
+            unit = unit_bootstrap(units[a], units[b], statistic, resamples=resamples, seed=seed)
+        tested.append((a, b, d, seed_interval, seed_p, unit))
+    adjusted = holm([max(t[4], t[5][1] if t[5] else 0.0) for t in tested])
+    numbers, clauses, conditions = {"alpha": alpha}, [], []
+    for i, ((a, b, d, seed_interval, _, unit), q) in enumerate(zip(tested, adjusted)):
+        numbers.update({f"d{i}": d, f"q{i}": q})
+        spans = [f"over {len(results[a])} seeds {seed_interval[0]:+{fmt}} to {seed_interval[1]:+{fmt}}"]
+        if unit:
+            spans.append(f"over {unit[2]:,} {unit_name} {unit[0][0]:+{fmt}} to {unit[0][1]:+{fmt}}")
+        decided = f"p = {q:.2g}" + (" after Holm" if len(pairs) > 1 else "")
+        interval = "95 % CI of the difference " + "; ".join(spans + [decided])
+        if q <= alpha:
+            ahead, behind = (a, b) if sign * d > 0 else (b, a)
+            clauses.append(f"{ahead} ahead of {behind} by {abs(d):{fmt}} ({a} − {b}: {interval})")
+        else:
+            clauses.append(f"{a} vs {b}: no measurable difference at this budget ({d:+{fmt}}; {interval})")
+        conditions.append(f"q{i} <= alpha" if q <= alpha else f"q{i} > alpha")
+    judged = "Student's t over the seeds" + (f" and a paired bootstrap over the {unit_name}" if units else "")
+    sentence = (f"On {metric}: " + "; ".join(clauses) + f" (95 % two-sided: {judged}"
+                + (f"; Holm's correction over the {len(pairs)} pairs" if len(pairs) > 1 else "") + ").")
+    return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)

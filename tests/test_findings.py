@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from helpers import findings
@@ -142,3 +143,103 @@ def test_a_condition_that_reads_none_of_its_numbers_is_refused():
         findings.choose("vacuous first case", [("len([1]) >= 1", "x is {x}"), ("True", "never")], x=1)
     # "True" is only the otherwise-case of choose, after cases that read the numbers
     assert "otherwise" in str(findings.choose("fallback", [("x > 5", "big"), ("True", "otherwise {x}")], x=1))
+
+
+# ---------------------------------------------------------------- the rule at 95 %
+
+
+def test_t_critical_values_are_students():
+    assert findings.t_critical(3) == pytest.approx(4.3027, abs=1e-4)
+    assert findings.t_critical(5) == pytest.approx(2.7764, abs=1e-4)
+    with pytest.raises(ValueError, match="at least 2 seeds, got 1"):
+        findings.t_critical(1)
+
+
+def test_a_difference_of_two_and_a_half_standard_errors_over_three_seeds_is_no_winner():
+    a, b = [1.0, 1.0, 1.0], [0.8, 0.9, 0.9]          # d = 0.1333, SE = 0.0333: 4.0 SE, under t = 4.30
+    d, (low, high), p = findings.seed_test(a, b)
+    assert d == pytest.approx(0.4 / 3) and low < 0 < high and 0.05 < p < 0.1
+    stated = findings.compare_at_95("t rule", {"A": a, "B": b}, metric="accuracy", pairs=[("A", "B")])
+    assert "no measurable difference at this budget" in stated.sentence
+    assert findings.measurable(*findings.difference(a, b))  # the old 2-SE rule named a winner here
+    clear = findings.compare_at_95("clear", {"A": [1.0, 1.1, 1.2], "B": [0.5, 0.62, 0.69]}, metric="accuracy",
+                                   pairs=[("A", "B")])
+    assert "A ahead of B by 0.4967" in clear.sentence and "95 % CI of the difference over 3 seeds" in clear.sentence
+
+
+def test_a_difference_the_test_units_do_not_support_is_no_winner():
+    """Seeds agree exactly (a fixed test set, deterministic scoring), but the gap rests on a handful
+    of 200 users: the bootstrap over users refuses it; a gap spread over every user passes."""
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 200)) < 0.3
+    lucky = base.copy()
+    lucky[:, :3] = True                                    # three more hits among 200 users
+    noisy = findings.compare_at_95("users", {"A": lucky.mean(1), "B": base.mean(1)}, metric="HR@10", pairs=[("A", "B")],
+                                   units={"A": lucky, "B": base}, unit_name="test users")
+    assert "no measurable difference" in noisy.sentence and "over 200 test users" in noisy.sentence
+    better = base | (rng.random((3, 200)) < 0.4)
+    clear = findings.compare_at_95("users", {"A": better.mean(1), "B": base.mean(1)}, metric="HR@10",
+                                   pairs=[("A", "B")], units={"A": better, "B": base}, unit_name="test users")
+    assert "A ahead of B" in clear.sentence
+
+
+def test_the_rmse_bootstrap_takes_the_root_of_each_resampled_mean():
+    errors_a, errors_b = np.full((2, 50), 0.81), np.full((2, 50), 1.0)   # RMSE 0.9 vs 1.0 on every draw
+    (low, high), p, n = findings.unit_bootstrap(errors_a, errors_b, "rmse", resamples=200)
+    # the same as (sum, count) per user: 50 users with 1 to 3 ratings each
+    counts = np.arange(50) % 3 + 1
+    per_user_a = np.stack([np.column_stack([0.81 * counts, counts])] * 2)
+    per_user_b = np.stack([np.column_stack([1.0 * counts, counts])] * 2)
+    assert findings.unit_bootstrap(per_user_a, per_user_b, "rmse", resamples=200)[0] == pytest.approx((-0.1, -0.1))
+    with pytest.raises(ValueError, match=r"\(U, 2\) \(sum, count\) pairs, got shape \(50, 3\)"):
+        findings.unit_bootstrap([np.ones((50, 3))], [np.ones((50, 3))])
+    assert low == pytest.approx(-0.1) and high == pytest.approx(-0.1) and p == pytest.approx(2 / 201) and n == 50
+    per_seed = findings.unit_bootstrap([errors_a[0], errors_a[1, :30]], [errors_b[0], errors_b[1, :30]], "rmse",
+                                       resamples=200)
+    assert per_seed[0] == pytest.approx((-0.1, -0.1)) and per_seed[2] == 40   # each seed its own units: 50, 30
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        findings.unit_bootstrap(errors_a, errors_b, "median")
+    with pytest.raises(ValueError, match="same \\(seeds, units\\)"):
+        findings.unit_bootstrap(errors_a, errors_b[:, :10])
+    with pytest.raises(ValueError, match="same \\(seeds, units\\)"):
+        findings.unit_bootstrap([errors_a[0], errors_a[1]], [errors_b[0], errors_b[1, :10]])
+
+
+def test_holm_adjusts_in_step_down_order_and_can_withdraw_a_winner():
+    assert findings.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert findings.holm([0.2, 0.001]) == pytest.approx([0.2, 0.002])
+    # each pair alone is named (p ≈ 0.037 and 0.027); together, Holm multiplies the smaller by 2
+    base = [0.5, 0.6, 0.7, 0.8, 0.9]
+    results = {"A": base, "B": [b + d for b, d in zip(base, [0.1, 0.02, 0.1, 0.15, 0.02])],
+               "C": base, "D": [b + d for b, d in zip(base, [0.1, 0.03, 0.1, 0.14, 0.02])]}
+    for pair in (("B", "A"), ("D", "C")):
+        assert f"{pair[0]} ahead of {pair[1]}" in findings.compare_at_95("alone", results, metric="m", pairs=[pair]).sentence
+    together = findings.compare_at_95("together", results, metric="m", pairs=[("B", "A"), ("D", "C")])
+    assert together.sentence.count("no measurable difference") == 2 and together.sentence.count("after Holm") == 2
+    assert "Holm's correction over the 2 pairs" in together.sentence
+
+
+def test_the_rule_needs_pairs_fixed_in_advance_and_known_methods():
+    with pytest.raises(ValueError, match="name the pairs"):
+        findings.compare_at_95("x", {"A": [1, 2, 3], "B": [1, 2, 3]}, metric="m", pairs=None)
+    with pytest.raises(ValueError, match=r"no results for \['C'\]"):
+        findings.compare_at_95("x", {"A": [1, 2, 3], "B": [1, 2, 3]}, metric="m", pairs=[("A", "C")])
+
+
+def test_the_rule_s_condition_fails_when_a_rerun_would_flip_the_clause():
+    stated = findings.compare_at_95("flip", {"A": [1.0, 1.1, 1.2], "B": [0.5, 0.62, 0.69]}, metric="m", pairs=[("A", "B")])
+    assert stated.condition == "q0 <= alpha"
+    assert not findings.holds(stated.condition, {**stated.numbers, "q0": 0.2})
+
+
+def test_shared_units_are_drawn_once_for_all_seeds():
+    """When every seed is scored on the same users, a user who lifts method A in every seed moves
+    every seed's difference together; drawing the users once for all seeds keeps that, drawing
+    them per seed would average it away and understate the test set's noise."""
+    rng = np.random.default_rng(1)
+    gain = rng.normal(0, 1, 100)                                  # each user's own (shared) advantage
+    a = np.stack([gain + rng.normal(0, 0.1, 100) for _ in range(5)])
+    b = np.zeros((5, 100))
+    shared = findings.unit_bootstrap(a, b)[0]
+    separate = findings.unit_bootstrap(list(a), list(b))[0]
+    assert shared[1] - shared[0] > 1.8 * (separate[1] - separate[0])
