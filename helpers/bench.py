@@ -371,9 +371,9 @@ def bench_fedcrossdomain(source: str = "movie", seeds=(0, 1, 2), betas=(0.2, 0.5
     :func:`helpers.lessons.fed_cold_start_settings`): every method's RMSE, MAE, HR@10 and NDCG@10 on
     the cold users' hidden music at each β and each number of ratings already on the device (mean,
     standard error and values over ``seeds``); the paired per-seed differences of the federated
-    mapping against target-only MF and against lesson 06's centralised mapping; rounds chosen on
-    validation, MB up per client per round and seconds per round of each part; what one client's
-    mapping upload reveals. Douban book is the source when movie is unreachable."""
+    mappings (linear, MLP) against target-only MF and against lesson 06's centralised mapping of the
+    same kind; rounds and the mappings' server rates chosen on validation, MB up per client per round
+    and seconds per round of each part; what one client's mapping upload reveals (each kind). Douban book is the source when movie is unreachable."""
     import numpy as np
 
     from helpers import cross_domain as cd
@@ -399,16 +399,20 @@ def bench_fedcrossdomain(source: str = "movie", seeds=(0, 1, 2), betas=(0.2, 0.5
             scores = [runs[beta, seed]["scores"][k] for seed in seeds]
             methods = {method: {metric: summary([s[method][metric] for s in scores]) for metric in scores[0][method]}
                        for method in scores[0]}
-            paired = {"fed_map - fed_tgt": {m: summary([s["fed_map"][m] - s["fed_tgt"][m] for s in scores])
-                                            for m in ("RMSE", "HR@10")}}
-            if central:
-                paired["fed_map RMSE / central_map RMSE - 1"] = summary(
-                    [s["fed_map"]["RMSE"] / s["central_map"]["RMSE"] - 1 for s in scores])
+            paired = {}
+            for plain, _, centralised in fx.MAPPING_METHODS.values():
+                paired[f"{plain} - fed_tgt"] = {m: summary([s[plain][m] - s["fed_tgt"][m] for s in scores])
+                                                for m in ("RMSE", "HR@10")}
+                if central:
+                    paired[f"{plain} RMSE / {centralised} RMSE - 1"] = summary(
+                        [s[plain]["RMSE"] / s[centralised]["RMSE"] - 1 for s in scores])
             per_k[f"revealed={k}"] = {"methods": methods, "paired_over_seeds": paired,
                                       "test_ratings": [runs[beta, seed]["test_ratings"][k] for seed in seeds]}
         first = runs[beta, seeds[0]]
         results[f"beta={beta}"] = {"cold_users": first["cold_users"], **per_k,
-                                   "rounds_chosen_on_validation": {seed: runs[beta, seed]["rounds"] for seed in seeds}}
+                                   "rounds_chosen_on_validation": {seed: runs[beta, seed]["rounds"] for seed in seeds},
+                                   "mapping_server_rates_chosen_on_validation":
+                                       {seed: runs[beta, seed]["server_rates"] for seed in seeds}}
     first = runs[betas[0], seeds[0]]
     return {"benchmark": "fedcrossdomain", "source_domain_used": used, "target_domain": "music", "seeds": list(seeds),
             "users": {"all": domains.n_users, "overlap": int(len(domains.overlap))},

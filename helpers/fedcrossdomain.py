@@ -113,19 +113,135 @@ class DeviceStores:
         return x.astype(np.float64), y.astype(np.float64)
 
 
-def init_mapping(dim: int) -> ServerState:
-    """The identity map on (d + 1)-vectors as the global table (d + 2, d + 1): A = I, w = 0."""
-    return ServerState(np.concatenate([np.eye(dim + 1), np.zeros((1, dim + 1))]).astype(np.float32))
+class LinearMap:
+    """EMCDR's linear map (lesson 06), y = x A + w on D-vectors, as a table (D + 1, D): rows 0 … D − 1
+    are A, row D is w. Starts at the identity (A = I, w = 0); its penalty λ(‖A − I‖² + ‖w‖²) keeps
+    it near there."""
+
+    def rows(self, width: int) -> int:
+        """Rows of the table for D = ``width``: D + 1."""
+        return width + 1
+
+    def init(self, width: int, seed: int = 0) -> np.ndarray:
+        """The identity map: (D + 1, D) float32 (``seed`` is unused; the start is fixed)."""
+        return np.concatenate([np.eye(width), np.zeros((1, width))]).astype(np.float32)
+
+    def apply(self, table: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """x · A + w for x (n, D): (n, D)."""
+        return x @ table[:-1] + table[-1]
+
+    def client_steps(self, tables: np.ndarray, x: np.ndarray, y: np.ndarray, rate: float, steps: int,
+                     l2: float) -> np.ndarray:
+        """K clients at once, each ``steps`` full-batch gradient steps on its own pair x_k, y_k (K, D)
+        from its copy of the table (K, D + 1, D) of the loss mean_j (x A + w − y)_j² + λ(‖A − I‖² + ‖w‖²):
+        the tables after the steps, (K, D + 1, D) float64."""
+        theta = tables.astype(np.float64).copy()
+        width = x.shape[1]
+        for _ in range(steps):
+            residual = np.einsum("kd,kde->ke", x, theta[:, :-1]) + theta[:, -1] - y
+            grad = np.empty_like(theta)
+            grad[:, :-1] = (2.0 / width) * x[:, :, None] * residual[:, None, :]
+            grad[:, -1] = (2.0 / width) * residual
+            grad[:, :-1] += 2.0 * l2 * (theta[:, :-1] - np.eye(width))
+            grad[:, -1] += 2.0 * l2 * theta[:, -1]
+            theta -= rate * grad
+        return theta
+
+    def source_reading(self, delta: np.ndarray) -> np.ndarray:
+        """The server's least-squares reading x̂ of one upload Δ (D + 1, D): Δ_A ≈ x̂ᵀ Δ_w, so
+        x̂ = Δ_A Δ_w / (Δ_w · Δ_w): (D,). With one step and no penalty, every column of Δ_A is x times
+        that column's Δ_w (Δ_A = −η (2/D) xᵀ r, Δ_w = −η (2/D) r), and the reading is exact."""
+        return delta[:-1] @ delta[-1] / max(float(delta[-1] @ delta[-1]), 1e-300)
 
 
-def apply_mapping(params: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """x · A + w for source vectors x (n, d + 1) and the mapping table ``params`` (d + 2, d + 1)."""
-    return x @ params[:-1] + params[-1]
+class MLPMap:
+    """Lesson 06's small MLP, y = tanh(x W₁ + b₁) W₂ + b₂ with H = 2D hidden units, as one table
+    (2H + 3, D) — the width of the linear map's, so the core's hooks see the same rows:
+
+    rows 0 … H − 1 are W₁ᵀ (row j: the weights into hidden unit j), rows H, H + 1 are b₁ (H values
+    as two rows of D), rows H + 2 … 2H + 1 are W₂ (row j: the weights out of hidden unit j), and row
+    2H + 2 is b₂. Weights start Glorot-uniform (seeded, as Keras's Dense), biases at zero; the
+    penalty is λ(‖W₁‖² + ‖W₂‖²)."""
+
+    def rows(self, width: int) -> int:
+        """Rows of the table for D = ``width``: 2H + 3 = 4D + 3."""
+        return 4 * width + 3
+
+    @staticmethod
+    def parts(tables: np.ndarray):
+        """(W₁ᵀ (…, H, D), b₁ (…, H), W₂ (…, H, D), b₂ (…, D)) of one table or a stack of them."""
+        hidden = (tables.shape[-2] - 3) // 2
+        lead = tables.shape[:-2]
+        return (tables[..., :hidden, :], tables[..., hidden:hidden + 2, :].reshape(lead + (hidden,)),
+                tables[..., hidden + 2:2 * hidden + 2, :], tables[..., -1, :])
+
+    def init(self, width: int, seed: int = 0) -> np.ndarray:
+        """Glorot-uniform W₁, W₂ (limit √(6 / (D + H))), zero biases: (4D + 3, D) float32."""
+        hidden = 2 * width
+        limit = np.sqrt(6.0 / (width + hidden))
+        rng = np.random.default_rng([seed, 7])
+        table = np.zeros((self.rows(width), width))
+        table[:hidden] = rng.uniform(-limit, limit, (hidden, width))
+        table[hidden + 2:2 * hidden + 2] = rng.uniform(-limit, limit, (hidden, width))
+        return table.astype(np.float32)
+
+    def apply(self, table: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """tanh(x W₁ + b₁) W₂ + b₂ for x (n, D): (n, D)."""
+        w1t, b1, w2, b2 = self.parts(table)
+        return np.tanh(x @ w1t.T + b1) @ w2 + b2
+
+    def client_steps(self, tables: np.ndarray, x: np.ndarray, y: np.ndarray, rate: float, steps: int,
+                     l2: float) -> np.ndarray:
+        """As :meth:`LinearMap.client_steps`, backpropagating through the tanh layer by hand:
+        with r = out − y, g = (2/D) r, the hidden gradient is (g W₂ᵀ) ⊙ (1 − h²). (K, 4D + 3, D) float64."""
+        theta = tables.astype(np.float64).copy()
+        width = x.shape[1]
+        hidden = 2 * width
+        for _ in range(steps):
+            w1t, b1, w2, b2 = self.parts(theta)
+            h = np.tanh(np.einsum("kd,khd->kh", x, w1t) + b1)                        # (K, H)
+            g_out = (2.0 / width) * (np.einsum("kh,khd->kd", h, w2) + b2 - y)        # (K, D)
+            g_pre = np.einsum("kd,khd->kh", g_out, w2) * (1.0 - h ** 2)              # (K, H)
+            grad = np.empty_like(theta)
+            grad[:, :hidden] = g_pre[:, :, None] * x[:, None, :] + 2.0 * l2 * w1t
+            grad[:, hidden:hidden + 2] = g_pre.reshape(len(x), 2, width)
+            grad[:, hidden + 2:2 * hidden + 2] = h[:, :, None] * g_out[:, None, :] + 2.0 * l2 * w2
+            grad[:, -1] = g_out
+            theta -= rate * grad
+        return theta
+
+    def source_reading(self, delta: np.ndarray) -> np.ndarray:
+        """The server's least-squares reading x̂ of one upload Δ (4D + 3, D): every row j of Δ_W₁ᵀ is x
+        times Δb₁_j (both are −η times hidden unit j's gradient, the first times x), so
+        x̂ = Σ_j Δb₁_j Δ_W₁ᵀ[j] / Σ_j Δb₁_j²: (D,), exact for one step and no penalty."""
+        w1t, b1, _, _ = self.parts(delta)
+        return b1 @ w1t / max(float(b1 @ b1), 1e-300)
+
+
+MAPPINGS = {"linear": LinearMap(), "mlp": MLPMap()}
+
+
+def mapping_kind(kind: str):
+    """The mapping called ``kind`` (``"linear"`` or ``"mlp"``), or a ValueError naming both."""
+    if kind not in MAPPINGS:
+        raise ValueError(f"the mapping must be one of {sorted(MAPPINGS)}, got {kind!r}")
+    return MAPPINGS[kind]
+
+
+def init_mapping(dim: int, kind: str = "linear", seed: int = 0) -> ServerState:
+    """The global mapping table at its start, on (d + 1)-vectors: the identity map (d + 2, d + 1) for
+    ``"linear"``, a seeded Glorot start (4d + 7, d + 1) for ``"mlp"``."""
+    return ServerState(mapping_kind(kind).init(dim + 1, seed))
+
+
+def apply_mapping(params: np.ndarray, x: np.ndarray, kind: str = "linear") -> np.ndarray:
+    """The mapping table ``params`` of ``kind`` applied to source vectors x (n, d + 1): (n, d + 1)."""
+    return mapping_kind(kind).apply(params, x)
 
 
 def mapping_gradient(params: np.ndarray, x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
-    """∇ of each client's loss mean_j (x A + w − y)_j² + λ(‖A − I‖² + ‖w‖²) for clients x, y (K, D):
-    (K, D + 1, D) — per client the gradient of A stacked on that of w (D = d + 1)."""
+    """∇ of each client's linear-map loss mean_j (x A + w − y)_j² + λ(‖A − I‖² + ‖w‖²) for clients x, y
+    (K, D): (K, D + 1, D) — per client the gradient of A stacked on that of w (D = d + 1)."""
     width = x.shape[1]
     residual = apply_mapping(params, x) - y                                        # (K, D)
     grad = np.empty((len(x), width + 1, width))
@@ -137,8 +253,8 @@ def mapping_gradient(params: np.ndarray, x: np.ndarray, y: np.ndarray, l2: float
 
 def mapping_client_update(params: np.ndarray, x: np.ndarray, y: np.ndarray, lr: float, steps: int,
                           l2: float) -> np.ndarray:
-    """One client, written plainly: ``steps`` full-batch gradient steps from the global table on its one
-    pair x, y (D,), then its upload Δ = θ_k − θ: (D + 1, D)."""
+    """One client of the linear map, written plainly: ``steps`` full-batch gradient steps from the global
+    table on its one pair x, y (D,), then its upload Δ = θ_k − θ: (D + 1, D)."""
     theta = params.astype(np.float64).copy()
     for _ in range(steps):
         theta -= lr * mapping_gradient(theta, x[None], y[None], l2)[0]
@@ -147,41 +263,39 @@ def mapping_client_update(params: np.ndarray, x: np.ndarray, y: np.ndarray, lr: 
 
 @dataclass
 class MappingTask:
-    """Step 3: the (d + 2, d + 1) mapping table trained over the warm users (a
+    """Step 3: the mapping table of ``kind`` (:data:`MAPPINGS`) trained over the warm users (a
     :class:`helpers.fedcore.Task`). Each client has one example, its (x_u, y_u) pair, read from its
     own :class:`DeviceStores`; it takes E full-batch gradient steps (E = the config's local epochs,
     η_c its client rate, λ its l2) and sends the whole table's change."""
 
     client_ids: np.ndarray
     dim: int
+    kind: str = "linear"
     statistics_columns = None
+
+    def __post_init__(self):
+        mapping_kind(self.kind)
 
     def num_examples(self, clients: np.ndarray) -> np.ndarray:
         """One pair per client: (K,) ones."""
         return np.ones(len(clients), np.int64)
 
     def table_bytes(self) -> int:
-        """Bytes of the mapping table on the wire: (d + 2)(d + 1) float32, no row indices."""
-        return (self.dim + 2) * fc.row_bytes(self.dim + 1, indexed=False)
+        """Bytes of the mapping table on the wire: its rows of d + 1 float32, no row indices."""
+        return MAPPINGS[self.kind].rows(self.dim + 1) * fc.row_bytes(self.dim + 1, indexed=False)
 
     def download_bytes(self, clients: np.ndarray, width: int) -> np.ndarray:
         """Each client receives the whole table: (K,) int."""
         return np.full(len(clients), self.table_bytes(), np.int64)
 
     def train_clients(self, params, stores: DeviceStores, clients, config: FedConfig, round_num) -> Updates:
-        """Step (2), vectorised over clients: :func:`mapping_client_update` for all of them at once."""
+        """Step (2), vectorised over clients: each client's E steps from the global table
+        (:meth:`LinearMap.client_steps` / :meth:`MLPMap.client_steps`), its change uploaded."""
         clients = np.asarray(clients, dtype=np.int64)
         x, y = stores.pairs(clients)
-        theta = np.broadcast_to(params.astype(np.float64), (len(clients),) + params.shape).copy()
-        rate = config.client_rate(round_num)
-        for _ in range(config.local_epochs):
-            residual = np.einsum("kd,kde->ke", x, theta[:, :-1]) + theta[:, -1] - y
-            grad = np.empty_like(theta)
-            grad[:, :-1] = (2.0 / x.shape[1]) * x[:, :, None] * residual[:, None, :]
-            grad[:, -1] = (2.0 / x.shape[1]) * residual
-            grad[:, :-1] += 2.0 * config.l2 * (theta[:, :-1] - np.eye(x.shape[1]))
-            grad[:, -1] += 2.0 * config.l2 * theta[:, -1]
-            theta -= rate * grad
+        start = np.broadcast_to(params, (len(clients),) + params.shape)
+        theta = MAPPINGS[self.kind].client_steps(start, x, y, config.client_rate(round_num), config.local_epochs,
+                                                 config.l2)
         delta = (theta - params).astype(np.float32)
         rows = params.shape[0]
         return Updates(clients, self.num_examples(clients), np.repeat(np.arange(len(clients)), rows),
@@ -189,43 +303,82 @@ class MappingTask:
                        np.full(len(clients), self.table_bytes(), np.int64))
 
 
-def mapping_mse(params: np.ndarray, stores: DeviceStores, users: np.ndarray) -> float:
-    """mean over ``users`` and the D coordinates of (x A + w − y)²: what held-out warm clients would
+def mapping_mse(params: np.ndarray, stores: DeviceStores, users: np.ndarray, kind: str = "linear") -> float:
+    """mean over ``users`` and the D coordinates of (mapped x − y)²: what held-out warm clients would
     report (each computes its own term; a federated mean adds them)."""
     x, y = stores.pairs(users)
-    return float(np.mean((apply_mapping(params.astype(np.float64), x) - y) ** 2))
+    return float(np.mean((apply_mapping(params.astype(np.float64), x, kind) - y) ** 2))
+
+
+@dataclass
+class MappingFit:
+    """One federated training of the mapping (:func:`train_mapping`).
+
+    Attributes:
+        kind: ``"linear"`` or ``"mlp"``.  server_lr: the server rate it was trained with.
+        table: the table of the round chosen on the held-out warm clients.  best_round: that round
+        (0 = the start).  history: ``valid_mse`` and ``fit_mse`` before round 1 and after every round,
+        and the round costs.  checkpoints: {round: table} for the rounds asked for.
+    """
+
+    kind: str
+    server_lr: float
+    table: np.ndarray
+    best_round: int
+    history: fc.History
+    checkpoints: dict
+
+    @property
+    def valid_mse(self) -> float:
+        """The held-out warm clients' mapping MSE at the chosen round."""
+        return float(self.history.valid_mse[self.best_round])
 
 
 def train_mapping(stores: DeviceStores, fit_users: np.ndarray, valid_users: np.ndarray, config: FedConfig,
-                  rounds: int, dim: int, algorithm: fc.Algorithm = fc.FEDAVG
-                  ) -> tuple[np.ndarray, int, fc.History]:
-    """Federated training of the mapping over ``fit_users``; the round kept is the one with the lowest
-    :func:`mapping_mse` on the held-out warm clients ``valid_users`` (never the cold users).
-
-    Returns (mapping table (d + 2, d + 1) of the chosen round, that round (0 = the identity map),
-    history with ``valid_mse`` and ``fit_mse`` before round 1 and after every round).
+                  rounds: int, dim: int, algorithm: fc.Algorithm = fc.FEDAVG, kind: str = "linear",
+                  checkpoints=()) -> MappingFit:
+    """Federated training of the mapping of ``kind`` over ``fit_users`` (its start seeded by the config's
+    seed); the round kept is the one with the lowest :func:`mapping_mse` on the held-out warm clients
+    ``valid_users`` (never the cold users). The tables after the rounds in ``checkpoints`` are kept too.
     """
-    task = MappingTask(np.sort(np.asarray(fit_users, dtype=np.int64)), dim)
+    task = MappingTask(np.sort(np.asarray(fit_users, dtype=np.int64)), dim, kind)
     tables = []
 
     def evaluate(state, _stores):
         tables.append(state.params.copy())
-        return {"valid_mse": mapping_mse(state.params, stores, valid_users),
-                "fit_mse": mapping_mse(state.params, stores, task.client_ids)}
+        return {"valid_mse": mapping_mse(state.params, stores, valid_users, kind),
+                "fit_mse": mapping_mse(state.params, stores, task.client_ids, kind)}
 
-    _, history = fc.train(task, init_mapping(dim), stores, config, rounds, evaluate, algorithm)
+    _, history = fc.train(task, init_mapping(dim, kind, config.seed), stores, config, rounds, evaluate, algorithm)
     best = int(np.argmin(history.valid_mse))
-    return tables[best], best, history
+    kept = {int(r): tables[r] for r in checkpoints if 0 <= r < len(tables)}
+    return MappingFit(kind, config.server_lr, tables[best], best, history, kept)
+
+
+def choose_mapping(stores: DeviceStores, fit_users: np.ndarray, valid_users: np.ndarray,
+                   settings: "ColdStartSettings", kind: str, seed: int = 0) -> tuple[MappingFit, dict]:
+    """The mapping of ``kind`` trained at every server rate of ``settings.mapping_server_rates``; the
+    rate and round kept are those with the lowest held-out warm clients' MSE. Returns (that
+    :class:`MappingFit`, {server rate: its best held-out MSE})."""
+    config = replace(settings.mapping, clients_per_round=len(fit_users), seed=seed)
+    algorithm = mapping_algorithm(settings.mapping_server)
+    fits = [train_mapping(stores, fit_users, valid_users, replace(config, server_lr=rate), settings.mapping_rounds,
+                          settings.dim, algorithm, kind, settings.mapping_checkpoints)
+            for rate in settings.mapping_server_rates]
+    best = min(fits, key=lambda f: f.valid_mse)
+    return best, {f.server_lr: f.valid_mse for f in fits}
 
 
 # ---------------------------------------------------------------- on the device
 
 
-def map_on_device(params: np.ndarray, source: fed.ClientStore, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each user in ``users`` maps its own [p^s, b^s]: (p^t (n, d), b^t (n,)), computed on its device."""
+def map_on_device(params: np.ndarray, source: fed.ClientStore, users: np.ndarray,
+                  kind: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    """Each user in ``users`` maps its own [p^s, b^s] with the mapping table ``params`` of ``kind``:
+    (p^t (n, d), b^t (n,)), computed on its device."""
     users = np.asarray(users, dtype=np.int64)
     x = np.concatenate([source.user_vec[users], source.user_bias[users, None]], axis=1).astype(np.float64)
-    mapped = apply_mapping(params.astype(np.float64), x)
+    mapped = apply_mapping(params.astype(np.float64), x, kind)
     return mapped[:, :-1], mapped[:, -1]
 
 
@@ -260,22 +413,40 @@ def fine_tune_on_device(mu: float, item_params: np.ndarray, user_vec: np.ndarray
 
 
 def top_k_lists(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int = 10) -> np.ndarray:
-    """Each row's top-k item positions with ties broken against the relevant items (pessimistic) and
-    ``excluded`` items (U, I) bool removed: (U, k) int."""
-    ordered = np.where(excluded, -np.inf, np.nan_to_num(scores, nan=-np.inf))
-    return np.lexsort((relevant, -ordered), axis=1)[:, :k]
+    """Each row's top-k item positions with ties broken against the relevant items (pessimistic), then
+    by item position, and ``excluded`` items (U, I) bool removed: (U, k) int.
+
+    Only the items scoring at least a row's k-th best can enter its list, so each row sorts just
+    those (found by a partition, O(I)); a row with more than ``4k`` of them is sorted whole."""
+    ordered = np.where(excluded | np.isnan(scores), -np.inf, scores)
+    n_items = ordered.shape[1]
+    width = min(n_items, 4 * k)
+    if width == n_items:
+        return np.lexsort((np.arange(n_items)[None].repeat(len(ordered), 0), relevant, -ordered), axis=1)[:, :k]
+    candidates = np.argpartition(-ordered, width - 1, axis=1)[:, :width]       # (U, width): the row's best
+    cand_scores = np.take_along_axis(ordered, candidates, axis=1)
+    kth = -np.partition(-cand_scores, k - 1, axis=1)[:, k - 1]                  # the row's k-th best score
+    crowded = (ordered >= kth[:, None]).sum(axis=1) > width                   # ties beyond the candidates
+    cand_relevant = np.take_along_axis(relevant, candidates, axis=1)
+    order = np.lexsort((candidates, cand_relevant, -cand_scores), axis=1)[:, :k]
+    top = np.take_along_axis(candidates, order, axis=1)
+    for row in np.flatnonzero(crowded):
+        top[row] = np.lexsort((np.arange(n_items), relevant[row], -ordered[row]))[:k]
+    return top
 
 
-def list_metrics(scores: np.ndarray, relevant: np.ndarray, excluded: np.ndarray, k: int = 10) -> tuple[float, float]:
-    """(HR@k, NDCG@k) of full-catalogue lists with several relevant items per user, binary relevance.
+def user_list_scores(scores: np.ndarray, relevant: np.ndarray, excluded: np.ndarray,
+                     k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's hit (1 if a relevant item is in the top k, else 0) and NDCG@k of full-catalogue lists
+    with several relevant items per user, binary relevance: ((U',), (U',)) float64 over the U' users
+    with at least one relevant item.
 
     Args:
         scores: (U, I) higher is better.  relevant: (U, I) bool, the user's liked held-out items.
         excluded: (U, I) bool, items that are not candidates (e.g. those the user rated on the device).
 
-    HR@k is the share of users with at least one relevant item in their top k; NDCG@k is
-    Σ_{top k} rel / log2(rank + 1) over its ideal, min(k, n_relevant) hits at the top. Users with no
-    relevant item are left out; ties count against relevant items.
+    NDCG@k is Σ_{top k} rel / log2(rank + 1) over its ideal, min(k, n_relevant) hits at the top; ties
+    count against relevant items.
     """
     keep = relevant.any(axis=1)
     scores, relevant, excluded = scores[keep], relevant[keep], excluded[keep]
@@ -283,14 +454,28 @@ def list_metrics(scores: np.ndarray, relevant: np.ndarray, excluded: np.ndarray,
     gains = np.take_along_axis(relevant, top, axis=1).astype(np.float64)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.array([discounts[:min(k, n)].sum() for n in relevant.sum(axis=1)])
-    return float(np.mean(gains.any(axis=1))), float(np.mean((gains * discounts).sum(axis=1) / ideal))
+    return gains.any(axis=1).astype(np.float64), (gains * discounts).sum(axis=1) / ideal
+
+
+def list_metrics(scores: np.ndarray, relevant: np.ndarray, excluded: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """(HR@k, NDCG@k): the means of :func:`user_list_scores` over the users with a relevant item (HR@k is
+    the share of them with at least one relevant item in their top k); users with none are left out."""
+    hits, ndcg = user_list_scores(scores, relevant, excluded, k)
+    return (float(hits.mean()), float(ndcg.mean())) if len(hits) else (0.0, 0.0)
 
 
 def score_cold(mu: float, item_params: np.ndarray, users: np.ndarray, user_vec: np.ndarray, user_bias: np.ndarray,
-               test: pd.DataFrame, excluded_pairs: pd.DataFrame | None = None, k: int = 10) -> dict:
+               test: pd.DataFrame, excluded_pairs: pd.DataFrame | None = None, k: int = 10,
+               units: bool = False) -> dict:
     """RMSE and MAE (stars) on the ``test`` ratings of ``users`` and HR@k / NDCG@k of their full music
     ranking (liked = hidden rating ≥ :data:`RELEVANT_RATING`; items in ``excluded_pairs`` — ratings the
-    device already holds — are not candidates)."""
+    device already holds — are not candidates).
+
+    With ``units`` the result also holds "units": what each metric averages, per cold user, for a
+    bootstrap over the test set's users (:func:`helpers.findings.unit_bootstrap`): for RMSE and MAE
+    each user's (summed squared or absolute error, number of test ratings) (U'', 2) — RMSE is the root
+    of Σ sums / Σ counts —, for HR@k and NDCG@k each user's hit and NDCG (U',), float64.
+    """
     predictions = predict_pairs(mu, item_params, users, user_vec, user_bias, test)
     targets = test["rating"].to_numpy()
     scores = mu + user_bias[:, None] + item_params[:, -1][None] + user_vec @ item_params[:, :-1].T
@@ -300,8 +485,20 @@ def score_cold(mu: float, item_params: np.ndarray, users: np.ndarray, user_vec: 
     excluded = np.zeros(scores.shape, bool)
     if excluded_pairs is not None and len(excluded_pairs):
         excluded[np.searchsorted(users, excluded_pairs["user"].to_numpy()), excluded_pairs["item"].to_numpy()] = True
-    hr, ndcg = list_metrics(scores, relevant, excluded, k)
-    return {"RMSE": rmse(predictions, targets), "MAE": mae(predictions, targets), f"HR@{k}": hr, f"NDCG@{k}": ndcg}
+    hits, ndcg = user_list_scores(scores, relevant, excluded, k)
+    result = {"RMSE": rmse(predictions, targets), "MAE": mae(predictions, targets),
+              f"HR@{k}": float(hits.mean()) if len(hits) else 0.0, f"NDCG@{k}": float(ndcg.mean()) if len(hits) else 0.0}
+    if units:
+        owner = np.searchsorted(users, test["user"].to_numpy())
+        counts = np.bincount(owner, minlength=len(users))
+        rated = counts > 0
+
+        def per_user(errors):
+            return np.column_stack([np.bincount(owner, weights=errors, minlength=len(users))[rated], counts[rated]])
+
+        result["units"] = {"RMSE": per_user((predictions - targets) ** 2), "MAE": per_user(np.abs(predictions - targets)),
+                           f"HR@{k}": hits, f"NDCG@{k}": ndcg}
+    return result
 
 
 def reveal_few(test: pd.DataFrame, k: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -318,11 +515,11 @@ def reveal_few(test: pd.DataFrame, k: int, seed: int = 0) -> tuple[pd.DataFrame,
 # ---------------------------------------------------------------- what an update reveals
 
 
-def reconstruct_source_vector(delta: np.ndarray) -> np.ndarray:
-    """The server's reading of one client's mapping upload Δ (D + 1, D): the least-squares x̂ with
-    Δ_A ≈ x̂ᵀ Δ_w, i.e. x̂ = Δ_A Δ_w / (Δ_w · Δ_w) — exact for one pair and no penalty (every column of
-    Δ_A is x times that column's Δ_w), and the best linear reading when noise is added: (D,)."""
-    return delta[:-1] @ delta[-1] / max(float(delta[-1] @ delta[-1]), 1e-300)
+def reconstruct_source_vector(delta: np.ndarray, kind: str = "linear") -> np.ndarray:
+    """The server's reading of one client's mapping upload Δ of ``kind``: the least-squares x̂
+    (:meth:`LinearMap.source_reading`, :meth:`MLPMap.source_reading`) — exact for one pair, one step and
+    no penalty, the best linear reading when noise is added: (D,)."""
+    return mapping_kind(kind).source_reading(delta)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -331,11 +528,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config: FedConfig, group: int = 10,
-            seed: int = 0, clip_norm: float | None = None, noise_multiplier: float = 0.0) -> dict:
+            seed: int = 0, clip_norm: float | None = None, noise_multiplier: float = 0.0,
+            kind: str = "linear") -> dict:
     """How well the server recovers a client's private [p^s, b^s] from mapping uploads (one round of
-    ``config`` from ``params``): cosine of x̂ (:func:`reconstruct_source_vector`) with the true x for
-    each client's own upload, and, when groups of ``group`` clients' uploads are summed before the
-    server sees them (secure aggregation), the best cosine of the group's x̂ with any member's x.
+    ``config`` from the table ``params`` of ``kind``): cosine of x̂ (:func:`reconstruct_source_vector`)
+    with the true x for each client's own upload, and, when groups of ``group`` clients' uploads are
+    summed before the server sees them (secure aggregation), the best cosine of the group's x̂ with
+    any member's x.
 
     With ``clip_norm`` C every upload is first scaled to L2 norm ≤ C, and with ``noise_multiplier`` σ
     what the server sees — one upload, or one group's sum — carries Gaussian noise of standard
@@ -350,7 +549,7 @@ def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config:
                          f"got σ = {noise_multiplier}, C = {clip_norm}")
     users = np.random.default_rng(seed).permutation(np.asarray(users, dtype=np.int64))
     users = users[:len(users) // group * group]
-    task = MappingTask(np.sort(users), params.shape[1] - 1)
+    task = MappingTask(np.sort(users), params.shape[1] - 1, kind)
     updates = task.train_clients(params, stores, users, config, 0)
     norms = updates.norms()
     if clip is not None:
@@ -363,10 +562,10 @@ def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config:
         return view + rng.normal(0.0, noise_std, view.shape) if noise_std > 0 else view
 
     x, _ = stores.pairs(users)
-    single = np.array([cosine(reconstruct_source_vector(seen(d)), v) for d, v in zip(deltas, x)])
+    single = np.array([cosine(reconstruct_source_vector(seen(d), kind), v) for d, v in zip(deltas, x)])
     summed = []
     for start in range(0, len(users), group):
-        guess = reconstruct_source_vector(seen(deltas[start:start + group].sum(axis=0)))
+        guess = reconstruct_source_vector(seen(deltas[start:start + group].sum(axis=0)), kind)
         summed.append(max(cosine(guess, v) for v in x[start:start + group]))
     return {"single_cosine_mean": float(single.mean()), "single_cosine_min": float(single.min()),
             "summed_cosine_mean": float(np.mean(summed)), "group": group, "clients": len(users),
@@ -375,36 +574,43 @@ def leakage(params: np.ndarray, stores: DeviceStores, users: np.ndarray, config:
 
 
 def mapping_under_dp(trained: TrainedParts, settings: ColdStartSettings, clip_norm: float,
-                     noise_multipliers, seed: int = 0, revealed: int = 1) -> pd.DataFrame:
-    """What DP-FedAvg's clipping and noise cost the mapping: for each σ in ``noise_multipliers`` the
-    mapping of ``trained`` is trained again with every fitting warm client clipped to ``clip_norm`` and
-    Gaussian noise σ·C on each round's sum (:func:`helpers.privacy.dp_fedavg`, every client in every
-    round, the server's Adam step on the noisy mean), its round chosen on the held-out warm clients
-    as before. One row per σ, the run's own mapping (no clipping, no noise) first: the held-out warm
-    clients' mapping MSE, the cold users' RMSE (stars, ``revealed`` ratings kept on the device and not
-    scored) and ε at δ = 1 / (fitting clients) for all the rounds run (RDP accountant; inf without noise)."""
+                     noise_multipliers, seed: int = 0, revealed: int = 1, sampling_rates=(1.0,)) -> pd.DataFrame:
+    """What DP-FedAvg's clipping and noise cost the linear mapping: for each sampling rate q in
+    ``sampling_rates`` and σ in ``noise_multipliers`` the linear mapping of ``trained`` is trained
+    again (its server rate as chosen) by :func:`helpers.privacy.dp_fedavg`: each round every fitting
+    warm client takes part with probability q (Poisson), its upload clipped to ``clip_norm``, and
+    Gaussian noise σ·C is added to the round's sum, divided by qN; the round kept is chosen on the
+    held-out warm clients as before. One row per (q, σ), the run's own mapping (no clipping, no
+    noise) first: the held-out warm clients' mapping MSE, the cold users' RMSE (stars, ``revealed``
+    ratings kept on the device and not scored) and ε at δ = 1 / N for all the rounds run (RDP
+    accountant with Poisson sampling; inf without noise), N the fitting clients."""
     from helpers import privacy as pv
 
+    if not all(0 < q <= 1 for q in sampling_rates):
+        raise ValueError(f"sampling rates must lie in (0, 1], got {list(sampling_rates)}")
     stores = DeviceStores(trained.source.store, trained.target.store)
     valid = np.setdiff1d(trained.split.warm, trained.fit_users)
     cold = trained.split.cold
     shown, test = reveal_few(trained.split.test, revealed, seed)
-    config = replace(settings.mapping, clients_per_round=len(trained.fit_users), seed=seed)
-    delta = 1.0 / len(trained.fit_users)
+    plain = trained.mappings["linear"]
+    clients = len(trained.fit_users)
+    config = replace(settings.mapping, clients_per_round=clients, seed=seed, server_lr=plain.server_lr)
+    server = mapping_algorithm(settings.mapping_server).server_optimizer
 
-    def row(label, sigma, table, epsilon):
+    def row(label, q, sigma, table, epsilon):
         vec, bias = map_on_device(table, trained.source.store, cold)
         cold_rmse = score_cold(trained.target.mu, trained.target.item_params, cold, vec, bias, test, shown)["RMSE"]
-        return {"mapping": label, "σ": sigma, "held-out mapping MSE": mapping_mse(table, stores, valid),
+        return {"mapping": label, "q": q, "σ": sigma, "held-out mapping MSE": mapping_mse(table, stores, valid),
                 "cold RMSE": cold_rmse, "ε": epsilon}
 
-    rows = [row("no clipping, no noise", 0.0, trained.mapping, float("inf"))]
-    for sigma in noise_multipliers:
-        dp = pv.DPConfig(clip_norm, sigma, len(trained.fit_users), seed)
-        algorithm = replace(pv.dp_fedavg(dp, 1.0), server_optimizer=mapping_algorithm(settings.mapping_server).server_optimizer)
-        table, _, _ = train_mapping(stores, trained.fit_users, valid, config, settings.mapping_rounds, settings.dim, algorithm)
-        epsilon = pv.epsilon(sigma, 1.0, settings.mapping_rounds, delta) if sigma > 0 else float("inf")
-        rows.append(row(f"C = {clip_norm:.3g}, σ = {sigma:g}", sigma, table, epsilon))
+    rows = [row("no clipping, no noise", 1.0, 0.0, plain.table, float("inf"))]
+    for q in sampling_rates:
+        for sigma in noise_multipliers:
+            dp = pv.DPConfig(clip_norm, sigma, q * clients, seed)
+            algorithm = replace(pv.dp_fedavg(dp, q), server_optimizer=server)
+            fit = train_mapping(stores, trained.fit_users, valid, config, settings.mapping_rounds, settings.dim, algorithm)
+            epsilon = pv.epsilon(sigma, q, settings.mapping_rounds, 1.0 / clients) if sigma > 0 else float("inf")
+            rows.append(row(f"q = {q:g}, C = {clip_norm:.3g}, σ = {sigma:g}", q, sigma, fit.table, epsilon))
     return pd.DataFrame(rows).set_index("mapping")
 
 
@@ -431,8 +637,11 @@ class ColdStartSettings:
         domain: the :class:`helpers.fedcore.FedConfig` of both domains' federated MF;
             ``domain_rounds`` the most rounds it runs (the round kept is chosen on validation).
         mapping: the mapping's config; its K is ignored — every fitting warm client takes part in every
-            round; ``mapping_rounds`` the most rounds, ``mapping_server`` ``"sgd"`` or ``"adam"``.
-        mapping_valid_share: warm clients held out of the mapping to choose its round.
+            round — and so is its server rate: ``mapping_server_rates`` are tried and the one with the
+            lowest held-out MSE kept (:func:`choose_mapping`); ``mapping_rounds`` the most rounds,
+            ``mapping_server`` ``"sgd"`` or ``"adam"``.
+        mapping_valid_share: warm clients held out of the mapping to choose its rate and round.
+        mapping_checkpoints: rounds at which the chosen mappings are also scored, for a panel.
         revealed: for each k, the music ratings a cold user has already given on the device (users
             with more than k reveal k; the others none); every method is scored on the rest.
         tune_steps, tune_lr: the on-device fine-tuning of step 5, fixed in advance.
@@ -444,7 +653,9 @@ class ColdStartSettings:
     mapping: FedConfig
     mapping_rounds: int
     mapping_server: str = "sgd"
+    mapping_server_rates: tuple[float, ...] = (0.1,)
     mapping_valid_share: float = 0.2
+    mapping_checkpoints: tuple[int, ...] = (0, 10, 25, 50, 100, 200)
     revealed: tuple[int, ...] = (1, 3, 5)
     tune_steps: int = 20
     tune_lr: float = 0.1
@@ -453,11 +664,17 @@ class ColdStartSettings:
 METHODS = {
     "fed_bias": "federated bias baseline (μ + b_i)",
     "fed_tgt": "federated target-only MF",
-    "fed_map": "federated mapping",
+    "fed_map": "federated linear mapping",
+    "fed_map_mlp": "federated MLP mapping",
     "fed_tgt_tuned": "target-only + on-device tuning",
-    "fed_map_tuned": "federated mapping + on-device tuning",
-    "central_map": "centralised mapping (lesson 06)",
+    "fed_map_tuned": "federated linear mapping + on-device tuning",
+    "fed_map_mlp_tuned": "federated MLP mapping + on-device tuning",
+    "central_map": "centralised linear mapping (lesson 06)",
+    "central_map_mlp": "centralised MLP mapping (lesson 06)",
 }
+# the methods of each mapping kind: (federated, federated + tuning, centralised)
+MAPPING_METHODS = {"linear": ("fed_map", "fed_map_tuned", "central_map"),
+                   "mlp": ("fed_map_mlp", "fed_map_mlp_tuned", "central_map_mlp")}
 
 
 def mapping_algorithm(server: str) -> fc.Algorithm:
@@ -473,17 +690,20 @@ def train_source(domains, settings: ColdStartSettings, seed: int = 0, progress: 
                         settings.domain_rounds, settings.dim, seed, progress=progress, desc="source rounds")
 
 
-def central_mapping(domains, split, seed: int, dim: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+def central_mapping(domains, split, seed: int, dim: int) -> tuple[float, np.ndarray, dict]:
     """Lesson 06's centralised pipeline (:func:`helpers.cross_domain.train_domain_mf` on each domain,
-    20 epochs; the full-batch linear mapping fitted on every warm user), the reference: (μ, the
-    music table (I, d + 1), the cold users' mapped p (C, d) and b (C,))."""
+    20 epochs; the full-batch linear and MLP mappings fitted on every warm user), the reference:
+    (μ, the music table (I, d + 1), {"linear" | "mlp": the cold users' mapped p (C, d) and b (C,)})."""
     from helpers import cross_domain as cd
     source = cd.train_domain_mf(domains.source, domains.n_users, domains.n_source_items, dim, 20, seed)
     target = cd.train_domain_mf(split.train, domains.n_users, domains.n_target_items, dim, 20, seed)
-    mapping = cd.fit_mapping(source, target, split.warm, "map_linear", seed)
-    mapped = np.asarray(mapping(cd.user_parameters(source, split.cold)))
+    mapped = {}
+    for kind in MAPPINGS:
+        mapping = cd.fit_mapping(source, target, split.warm, f"map_{kind}", seed)
+        values = np.asarray(mapping(cd.user_parameters(source, split.cold)))
+        mapped[kind] = (values[:, :dim], values[:, dim])
     items = np.concatenate([target.item_vec.numpy(), target.item_bias.numpy()[:, None]], axis=1)
-    return target.mu, items, mapped[:, :dim], mapped[:, dim]
+    return target.mu, items, mapped
 
 
 @dataclass
@@ -493,14 +713,16 @@ class TrainedParts:
     Attributes:
         split: the :class:`helpers.cross_domain.ColdStartSplit` (warm, cold users; train, hidden test).
         source, target: the two domains' :class:`DomainModel` s.
-        mapping: the mapping table (d + 2, d + 1) of the round chosen on validation.
-        fit_users: the warm clients the mapping was trained on (sorted).
+        mappings: {"linear" | "mlp": its :class:`MappingFit`, rate and round chosen on validation}.
+        rate_mse: {"linear" | "mlp": {server rate: best held-out MSE}}, what the rate was chosen on.
+        fit_users: the warm clients the mappings were trained on (sorted).
     """
 
     split: object
     source: DomainModel
     target: DomainModel
-    mapping: np.ndarray
+    mappings: dict
+    rate_mse: dict
     fit_users: np.ndarray
 
 
@@ -515,13 +737,17 @@ def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSetti
     Args:
         domains: a :class:`helpers.cross_domain.CrossDomain`.  source: step 1 already run for this
             ``seed`` (:func:`train_source`), or None to run it.  central: also run lesson 06's
-            centralised mapping (Keras; a few seconds).
+            centralised mappings (Keras; a few seconds).
 
     Returns:
-        {"scores": {k: {method: {"RMSE", "MAE", "HR@10", "NDCG@10"}}}, "test_ratings": {k: count},
-        "rounds": {"source", "target", "mapping"} chosen on validation, "mb_up_per_client":
-        {"source", "target", "mapping"} mean MB a client uploads per round, "seconds_per_round" (the
-        same parts), "cold_users", "leakage": :func:`leakage`, "trained": :class:`TrainedParts`}.
+        {"scores": {k: {method: {"RMSE", "MAE", "HR@10", "NDCG@10"}}}, "units": {k: {method: the
+        per-rating and per-user values each score averages (:func:`score_cold`)}}, "test_ratings": {k: count},
+        "curve": one record per (mapping kind, checkpoint round, k, tuned) with the held-out
+        ``valid_mse`` and the four scores of the mapping stopped there, "rounds": {"source", "target",
+        "mapping", "mapping_mlp"} and "server_rates": {"linear", "mlp"} chosen on validation,
+        "mb_up_per_client": {"source", "target", "mapping", "mapping_mlp"} mean MB a client uploads per
+        round, "seconds_per_round" (the same parts), "cold_users", "leakage": {"linear" | "mlp":
+        :func:`leakage`}, "trained": :class:`TrainedParts`}.
     """
     from helpers import cross_domain as cd
     split = cd.cold_start_split(domains, beta, seed)
@@ -532,16 +758,14 @@ def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSetti
     warm = np.random.default_rng(seed).permutation(split.warm)
     n_valid = max(1, int(round(settings.mapping_valid_share * len(warm))))
     fit, valid = np.sort(warm[n_valid:]), np.sort(warm[:n_valid])
-    config = replace(settings.mapping, clients_per_round=len(fit), seed=seed)
-    table, mapping_round, mapping_history = train_mapping(stores, fit, valid, config, settings.mapping_rounds,
-                                                          settings.dim, mapping_algorithm(settings.mapping_server))
+    chosen = {kind: choose_mapping(stores, fit, valid, settings, kind, seed) for kind in MAPPINGS}
+    mappings = {kind: fit_ for kind, (fit_, _) in chosen.items()}
     cold, dim = split.cold, settings.dim
     zeros_vec, zeros_bias = np.zeros((len(cold), dim)), np.zeros(len(cold))
-    mapped_vec, mapped_bias = map_on_device(table, source.store, cold)
     mu_b, bias_b = federated_bias_baseline(split.train, domains.n_target_items)
     bias_table = np.concatenate([np.zeros((domains.n_target_items, dim)), bias_b[:, None]], axis=1)
     reference = central_mapping(domains, split, seed, dim) if central else None
-    scores, test_ratings = {}, {}
+    scores, units, test_ratings, curve = {}, {}, {}, []
     for k in settings.revealed:
         revealed, test = reveal_few(split.test, k, seed)
         slot = np.searchsorted(cold, revealed["user"].to_numpy())
@@ -551,16 +775,29 @@ def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSetti
             return fine_tune_on_device(target.mu, target.item_params, vec, bias, slot, items, ratings,
                                        settings.tune_steps, settings.tune_lr, settings.domain.l2)
 
-        def score(mu, table_, vec, bias):
-            return score_cold(mu, table_, cold, vec, bias, test, revealed)
+        def score(mu, table_, vec, bias, keep_units=True):
+            return score_cold(mu, table_, cold, vec, bias, test, revealed, units=keep_units)
+
+        def mapped(table_, kind):
+            return map_on_device(table_, source.store, cold, kind)
 
         scores[k] = {"fed_bias": score(mu_b, bias_table, zeros_vec, zeros_bias),
                      "fed_tgt": score(target.mu, target.item_params, zeros_vec, zeros_bias),
-                     "fed_map": score(target.mu, target.item_params, mapped_vec, mapped_bias),
-                     "fed_tgt_tuned": score(target.mu, target.item_params, *tuned(zeros_vec, zeros_bias)),
-                     "fed_map_tuned": score(target.mu, target.item_params, *tuned(mapped_vec, mapped_bias))}
-        if reference is not None:
-            scores[k]["central_map"] = score(*reference)
+                     "fed_tgt_tuned": score(target.mu, target.item_params, *tuned(zeros_vec, zeros_bias))}
+        for kind, (plain, with_tuning, centralised) in MAPPING_METHODS.items():
+            vec, bias = mapped(mappings[kind].table, kind)
+            scores[k][plain] = score(target.mu, target.item_params, vec, bias)
+            scores[k][with_tuning] = score(target.mu, target.item_params, *tuned(vec, bias))
+            if reference is not None:
+                scores[k][centralised] = score(reference[0], reference[1], *reference[2][kind])
+            for round_, table_ in mappings[kind].checkpoints.items():
+                vec, bias = mapped(table_, kind)
+                valid_mse = float(mappings[kind].history.valid_mse[round_])
+                for is_tuned, values in ((False, (vec, bias)), (True, tuned(vec, bias))):
+                    curve.append({"mapping": kind, "round": round_, "revealed": k, "tuned": is_tuned,
+                                  "valid_mse": valid_mse, **score(target.mu, target.item_params, *values,
+                                                                     keep_units=False)})
+        units[k] = {method: result.pop("units") for method, result in scores[k].items()}
         test_ratings[k] = len(test)
 
     def per_client_and_round(history: fc.History) -> tuple[float, float]:
@@ -568,16 +805,21 @@ def cold_start_methods(domains, beta: float, seed: int, settings: ColdStartSetti
         return (float(sum(r.bytes_up for r in history.reports) / trained / 1e6),
                 float(sum(r.seconds for r in history.reports) / len(history.reports)))
 
-    costs = {part: per_client_and_round(model.history)
-             for part, model in (("source", source), ("target", target))}
-    costs["mapping"] = per_client_and_round(mapping_history)
-    return {"scores": scores, "test_ratings": test_ratings,
-            "rounds": {"source": source.best_round, "target": target.best_round, "mapping": mapping_round},
+    parts = {"source": source.history, "target": target.history, "mapping": mappings["linear"].history,
+             "mapping_mlp": mappings["mlp"].history}
+    costs = {part: per_client_and_round(history) for part, history in parts.items()}
+    one_step = replace(settings.mapping, clients_per_round=len(fit), local_epochs=1, l2=0.0, seed=seed)
+    return {"scores": scores, "units": units, "test_ratings": test_ratings, "curve": curve,
+            "rounds": {"source": source.best_round, "target": target.best_round,
+                       "mapping": mappings["linear"].best_round, "mapping_mlp": mappings["mlp"].best_round},
+            "server_rates": {kind: fit_.server_lr for kind, fit_ in mappings.items()},
             "mb_up_per_client": {part: mb for part, (mb, _) in costs.items()},
             "seconds_per_round": {part: seconds for part, (_, seconds) in costs.items()},
             "cold_users": len(cold),
-            "leakage": leakage(table, stores, fit, replace(config, local_epochs=1, l2=0.0), seed=seed),
-            "trained": TrainedParts(split, source, target, table, fit)}
+            "leakage": {kind: leakage(fit_.table, stores, fit, one_step, seed=seed, kind=kind)
+                        for kind, fit_ in mappings.items()},
+            "trained": TrainedParts(split, source, target, mappings, {kind: mse for kind, (_, mse) in chosen.items()},
+                                    fit)}
 
 
 def run_grid(domains, settings: ColdStartSettings, betas, seeds, central: bool = True,
@@ -599,3 +841,34 @@ def scores_frame(runs: dict) -> pd.DataFrame:
             for (beta, seed), run in runs.items() for k, per_method in run["scores"].items()
             for method, metrics in per_method.items()]
     return pd.DataFrame(rows).sort_values(["beta", "revealed", "method", "seed"], ignore_index=True)
+
+
+def curve_frame(runs: dict) -> pd.DataFrame:
+    """One row per (β, seed, mapping kind, checkpoint round, revealed k, tuned) with the held-out
+    ``valid_mse`` and the cold users' RMSE, MAE, HR@10 and NDCG@10 of the mapping stopped at that
+    round, from :func:`run_grid`'s runs."""
+    rows = [{"beta": beta, "seed": seed, **record} for (beta, seed), run in runs.items() for record in run["curve"]]
+    return pd.DataFrame(rows).sort_values(["beta", "mapping", "round", "revealed", "tuned", "seed"], ignore_index=True)
+
+
+def scores_at_round(scores: pd.DataFrame, curve: pd.DataFrame, kind: str, round_: int) -> pd.DataFrame:
+    """:func:`scores_frame`'s rows with the federated mapping of ``kind`` (and its tuned version) stopped
+    at checkpoint ``round_`` in place of the validation-chosen one; the other kind's mapping rows are
+    dropped. Raises ValueError for a kind or round the runs did not keep."""
+    mapping_kind(kind)
+    kept = sorted(int(r) for r in curve.loc[curve["mapping"] == kind, "round"].unique())
+    if round_ not in kept:
+        raise ValueError(f"round {round_} of the {kind} mapping was not kept; the checkpoints are {kept}")
+    plain, with_tuning, centralised = MAPPING_METHODS[kind]
+    others = {m for other, methods in MAPPING_METHODS.items() if other != kind for m in methods}
+    base = scores[~scores["method"].isin(others | {plain, with_tuning})]
+    at = curve[(curve["mapping"] == kind) & (curve["round"] == round_)]
+    at = at.assign(method=np.where(at["tuned"], with_tuning, plain))[list(scores.columns)]
+    return pd.concat([base, at]).sort_values(["beta", "revealed", "method", "seed"], ignore_index=True)
+
+
+def unit_values(runs: dict, beta: float, k: int, method: str, metric: str, seeds) -> list:
+    """The per-user values behind ``metric`` of ``method`` at (β, k), one array per seed of ``seeds``
+    (each seed has its own cold users): (summed squared error, ratings) per cold user for RMSE, a hit
+    per cold user for HR@10, ... — what :func:`helpers.findings.compare_at_95` resamples."""
+    return [runs[beta, seed]["units"][k][method][metric] for seed in seeds]

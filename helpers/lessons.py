@@ -80,14 +80,16 @@ def mf_config(**changes):
 # book → music run at β = 50 %, seed 0 (the grid and what it gave: the closing note of the session
 # that chose them): both domains' MF as lesson 03's FedAvg with K = 100 and η_s = 20 (lowest
 # validation RMSE of the grid K ∈ {50, 100}, E ∈ {1, 2}, η_s ∈ {10, 20}, λ ∈ {0.02, 0.05}), up to
-# 500 rounds, the round kept by each domain's validation ratings; the mapping by FedAdam (η_s = 0.1,
-# every fitting warm client, one full-batch step of η_c = 1 each), up to 200 rounds, the round kept
-# by held-out warm clients; on-device fine-tuning 10 steps of 0.05 (lowest validation RMSE of steps
-# {5, 10, 20, 50} × rates {0.02, 0.05, 0.1, 0.3} on held-out warm clients treated as cold).
+# 500 rounds, the round kept by each domain's validation ratings; each mapping (linear, MLP) by
+# FedAdam (every fitting warm client, one full-batch step of η_c = 1 each), up to 200 rounds, its
+# server rate (0.01, 0.03, 0.1, 0.3 or 1) and round kept by held-out warm clients in every run;
+# on-device fine-tuning 10 steps of 0.05 (lowest validation RMSE of steps {5, 10, 20, 50} × rates
+# {0.02, 0.05, 0.1, 0.3} on held-out warm clients treated as cold).
 FED_COLD_START = dict(dim=16, domain=dict(clients_per_round=100, local_epochs=1, batch_size=16, client_lr=0.05,
                                           server_lr=20.0, l2=0.02),
                       domain_rounds=500, mapping=dict(local_epochs=1, batch_size=0, client_lr=1.0, server_lr=0.1),
-                      mapping_rounds=200, mapping_server="adam", revealed=(1, 3, 5), tune_steps=10, tune_lr=0.05)
+                      mapping_rounds=200, mapping_server="adam",
+                      mapping_server_rates=(0.01, 0.03, 0.1, 0.3, 1.0), revealed=(1, 3, 5), tune_steps=10, tune_lr=0.05)
 
 
 def fed_cold_start_settings(**changes):

@@ -261,13 +261,23 @@ def cold_start_controls(render: Callable[[float, str, int], object]):
     )
 
 
-def fed_cold_start_controls(render: Callable[[float, int, str], object], betas, revealed):
-    """The measured β values, ratings already on the device and the metric → ``render`` (every
-    combination was computed before the panel appears: nothing retrains)."""
+CHOSEN_ON_VALIDATION = "validation"  # lesson 08's mapping-rounds menu: the round each run chose on validation
+
+
+def fed_cold_start_controls(render: Callable[[float, str, int | str, int, str], object], betas, mappings,
+                            rounds, revealed):
+    """The measured β values, the mapping kind, the mapping round (:data:`CHOSEN_ON_VALIDATION` — the
+    round each run chose on validation — or a kept checkpoint), ratings already on the device and the
+    metric → ``render`` (every combination was computed before the panel appears: nothing retrains)."""
     return explained_interact(
         render, name="fed_cold_start",
         beta=widgets.Dropdown(options=[(f"{b:.0%}", b) for b in betas], value=betas[len(betas) // 2],
                               description="β (cold share)", style=LABEL_STYLE),
+        mapping=widgets.Dropdown(options=[("linear" if m == "linear" else m.upper(), m) for m in mappings],
+                                 value=mappings[0], description="mapping", style=LABEL_STYLE),
+        mapping_round=widgets.Dropdown(options=[("chosen on validation", CHOSEN_ON_VALIDATION)]
+                                       + [(str(r), r) for r in rounds],
+                                       value=CHOSEN_ON_VALIDATION, description="mapping rounds", style=LABEL_STYLE),
         revealed=widgets.Dropdown(options=list(revealed), value=revealed[0],
                                   description="music ratings on the device", style=LABEL_STYLE),
         metric=widgets.Dropdown(options=["RMSE", "MAE", "HR@10", "NDCG@10"], value="RMSE",
