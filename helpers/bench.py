@@ -372,13 +372,14 @@ def bench_fedcrossdomain(source: str = "movie", seeds=(0, 1, 2), betas=(0.2, 0.5
     the cold users' hidden music at each β and each number of ratings already on the device (mean,
     standard error and values over ``seeds``); the paired per-seed differences of the federated
     mappings (linear, MLP) against target-only MF and against lesson 06's centralised mapping of the
-    same kind; rounds and the mappings' server rates chosen on validation, MB up per client per round
+    same kind, and lesson 08's pairs decided by the course's 95 % rule
+    (:func:`helpers.findings.decide_pairs`); rounds and the mappings' server rates chosen on validation, MB up per client per round
     and seconds per round of each part; what one client's mapping upload reveals (each kind). Douban book is the source when movie is unreachable."""
     import numpy as np
 
     from helpers import cross_domain as cd
     from helpers import fedcrossdomain as fx
-    from helpers import lessons
+    from helpers import findings, lessons
     from helpers.data import load_douban
 
     used, source_data = cd.choose_source(preferred=source, fallback="book")
@@ -391,6 +392,21 @@ def bench_fedcrossdomain(source: str = "movie", seeds=(0, 1, 2), betas=(0.2, 0.5
         se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
         return {"mean": round(float(values.mean()), 4), "standard_error": None if se is None else round(se, 4),
                 "values": [round(float(v), 4) for v in values]}
+
+    pairs = [(plain, other) for plain, _, centralised in fx.MAPPING_METHODS.values()
+             for other in ("fed_tgt", "fed_bias") + ((centralised,) if central else ())] + [("fed_map_mlp", "fed_map")]
+
+    def decided_at_95(beta, k) -> dict:
+        """Lesson 08's pairs under the course's rule (seeds and a bootstrap over cold users, Holm)."""
+        verdicts = {}
+        for metric, higher, statistic in (("RMSE", False, "rmse"), ("HR@10", True, "mean")):
+            frame = {m: [runs[beta, seed]["scores"][k][m][metric] for seed in seeds] for m in fx.METHODS
+                     if m in runs[beta, seeds[0]]["scores"][k]}
+            units = {m: fx.unit_values(runs, beta, k, m, metric, seeds) for m in frame}
+            verdicts[metric] = {f"{d.a} - {d.b}": {"difference": round(d.difference, 4), "p_after_holm": round(d.p, 4),
+                                                   "winner": d.winner}
+                                for d in findings.decide_pairs(frame, pairs, higher, units, statistic)}
+        return verdicts
 
     results = {}
     for beta in betas:
@@ -407,6 +423,7 @@ def bench_fedcrossdomain(source: str = "movie", seeds=(0, 1, 2), betas=(0.2, 0.5
                     paired[f"{plain} RMSE / {centralised} RMSE - 1"] = summary(
                         [s[plain]["RMSE"] / s[centralised]["RMSE"] - 1 for s in scores])
             per_k[f"revealed={k}"] = {"methods": methods, "paired_over_seeds": paired,
+                                      "decided_at_95": decided_at_95(beta, k),
                                       "test_ratings": [runs[beta, seed]["test_ratings"][k] for seed in seeds]}
         first = runs[beta, seeds[0]]
         results[f"beta={beta}"] = {"cold_users": first["cold_users"], **per_k,

@@ -294,6 +294,7 @@ def compare(name: str, results: dict, /, metric: str, higher_is_better: bool = T
 # step-down method, and a winner is named only when the corrected p-value is at most 0.05.
 
 CONFIDENCE = 0.95
+ALPHA = round(1 - CONFIDENCE, 10)  # a winner needs p ≤ 0.05 after Holm
 BOOTSTRAP_RESAMPLES = 1000  # p-values down to 0.002: enough for Holm over 20 pairs at 0.05
 UNIT_STATISTICS = ("mean", "rmse")  # a metric is the units' mean (Σ sum / Σ count), or its square root
 
@@ -405,6 +406,53 @@ def holm(p_values) -> list[float]:
     return adjusted
 
 
+@dataclass(frozen=True)
+class PairDecision:
+    """One pair's verdict under the course's rule (:func:`decide_pairs`).
+
+    Attributes:
+        a, b: the methods.  difference: mean over seeds of a − b (the metric's units).
+        seeds: how many.  seed_interval: its 95 % Student-t interval over the seeds.
+        unit_interval: its 95 % paired-bootstrap interval over the test units (None without units).
+        units: test units per seed (None without units).  p: the p-value decided on, after Holm's
+        correction over the pairs judged together.  winner: a or b when p ≤ 0.05, else None.
+    """
+
+    a: str
+    b: str
+    difference: float
+    seeds: int
+    seed_interval: tuple
+    unit_interval: tuple | None
+    units: int | None
+    p: float
+    winner: str | None
+
+
+def decide_pairs(results: dict, pairs, higher_is_better: bool = True, units: dict | None = None,
+                 statistic: str = "mean", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[PairDecision]:
+    """The course's rule (see the block comment above) for ``pairs`` judged together: per pair the
+    seeds' paired t test and, with ``units``, the paired bootstrap over the test units; the larger
+    p-value, corrected by Holm over the pairs; a winner only at p ≤ 0.05. Arguments as
+    :func:`compare_at_95`."""
+    if not pairs:
+        raise ValueError("name the pairs to compare before looking at the numbers")
+    missing = sorted({m for pair in pairs for m in pair} - set(results))
+    if missing:
+        raise ValueError(f"no results for {missing}; measured: {sorted(results)}")
+    sign = 1.0 if higher_is_better else -1.0
+    tested = []
+    for a, b in pairs:
+        d, seed_interval, seed_p = seed_test(results[a], results[b])
+        unit = unit_bootstrap(units[a], units[b], statistic, resamples=resamples, seed=seed) if units else None
+        tested.append((a, b, d, seed_interval, seed_p, unit))
+    adjusted = holm([max(seed_p, unit[1] if unit else 0.0) for *_, seed_p, unit in tested])
+    return [PairDecision(a, b, d, len(results[a]), seed_interval, unit[0] if unit else None,
+                         unit[2] if unit else None, q,
+                         ((a if sign * d > 0 else b) if q <= ALPHA else None))
+            for (a, b, d, seed_interval, _, unit), q in zip(tested, adjusted)]
+
+
 def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_better: bool = True,
                   units: dict | None = None, statistic: str = "mean", unit_name: str = "test units",
                   fmt: str = ".4f", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Finding:
@@ -431,35 +479,27 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
         The :class:`Finding`; its condition says, per pair, whether the adjusted p-value ``q{i}`` was
         at most ``alpha``, so a rerun whose numbers would flip a clause fails.
     """
-    if not pairs:
-        raise ValueError(f"finding {name!r}: name the pairs to compare before looking at the numbers")
-    missing = sorted({m for pair in pairs for m in pair} - set(results))
-    if missing:
-        raise ValueError(f"finding {name!r}: no results for {missing}; measured: {sorted(results)}")
-    sign, alpha = (1.0 if higher_is_better else -1.0), round(1 - CONFIDENCE, 10)
-    tested = []
-    for a, b in pairs:
-        d, seed_interval, seed_p = seed_test(results[a], results[b])
-        unit = None
-        if units is not None:
-            unit = unit_bootstrap(units[a], units[b], statistic, resamples=resamples, seed=seed)
-        tested.append((a, b, d, seed_interval, seed_p, unit))
-    adjusted = holm([max(t[4], t[5][1] if t[5] else 0.0) for t in tested])
-    numbers, clauses, conditions = {"alpha": alpha}, [], []
-    for i, ((a, b, d, seed_interval, _, unit), q) in enumerate(zip(tested, adjusted)):
+    try:
+        decisions = decide_pairs(results, pairs, higher_is_better, units, statistic, resamples, seed)
+    except ValueError as error:
+        raise ValueError(f"finding {name!r}: {error}") from error
+    numbers, clauses, conditions = {"alpha": ALPHA}, [], []
+    for i, decision in enumerate(decisions):
+        a, b, d, q = decision.a, decision.b, decision.difference, decision.p
         numbers.update({f"d{i}": d, f"q{i}": q})
-        spans = [f"over {len(results[a])} seeds {seed_interval[0]:+{fmt}} to {seed_interval[1]:+{fmt}}"]
-        if unit:
-            spans.append(f"over {unit[2]:,} {unit_name} {unit[0][0]:+{fmt}} to {unit[0][1]:+{fmt}}")
-        decided = f"p = {q:.2g}" + (" after Holm" if len(pairs) > 1 else "")
+        spans = [f"over {decision.seeds} seeds {decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}"]
+        if decision.unit_interval:
+            spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
+                         f"{decision.unit_interval[1]:+{fmt}}")
+        decided = f"p = {q:.2g}" + (" after Holm" if len(decisions) > 1 else "")
         interval = "95 % CI of the difference " + "; ".join(spans + [decided])
-        if q <= alpha:
-            ahead, behind = (a, b) if sign * d > 0 else (b, a)
-            clauses.append(f"{ahead} ahead of {behind} by {abs(d):{fmt}} ({a} − {b}: {interval})")
+        if decision.winner:
+            behind = b if decision.winner == a else a
+            clauses.append(f"{decision.winner} ahead of {behind} by {abs(d):{fmt}} ({a} − {b}: {interval})")
         else:
             clauses.append(f"{a} vs {b}: no measurable difference at this budget ({d:+{fmt}}; {interval})")
-        conditions.append(f"q{i} <= alpha" if q <= alpha else f"q{i} > alpha")
+        conditions.append(f"q{i} <= alpha" if decision.winner else f"q{i} > alpha")
     judged = "Student's t over the seeds" + (f" and a paired bootstrap over the {unit_name}" if units else "")
     sentence = (f"On {metric}: " + "; ".join(clauses) + f" (95 % two-sided: {judged}"
-                + (f"; Holm's correction over the {len(pairs)} pairs" if len(pairs) > 1 else "") + ").")
+                + (f"; Holm's correction over the {len(decisions)} pairs" if len(decisions) > 1 else "") + ").")
     return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)

@@ -293,6 +293,11 @@ def test_the_bench_reports_every_method_beta_and_k_with_paired_differences(monke
     assert difference["values"] == pytest.approx([m - t for m, t in zip(fed_map["values"], fed_tgt["values"])], abs=2e-4)
     assert difference["standard_error"] is not None and len(fed_map["values"]) == 2
     assert report["mb_up_per_client_per_round"]["mapping"] == pytest.approx(5 * 4 * 4 / 1e6)
+    decided = result["decided_at_95"]["RMSE"]
+    assert set(decided) == {"fed_map - fed_tgt", "fed_map - fed_bias", "fed_map - central_map", "fed_map_mlp - fed_tgt",
+                            "fed_map_mlp - fed_bias", "fed_map_mlp - central_map_mlp", "fed_map_mlp - fed_map"}
+    assert all(v["winner"] is None for v in decided.values())  # two seeds: t has one degree of freedom, no claim
+    assert decided["fed_map - fed_tgt"]["difference"] == pytest.approx(np.mean(difference["values"]), abs=2e-4)
 
 
 def test_the_grid_trains_each_seeds_source_once_and_the_frame_has_one_row_per_score(monkeypatch):

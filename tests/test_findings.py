@@ -243,3 +243,13 @@ def test_shared_units_are_drawn_once_for_all_seeds():
     shared = findings.unit_bootstrap(a, b)[0]
     separate = findings.unit_bootstrap(list(a), list(b))[0]
     assert shared[1] - shared[0] > 1.8 * (separate[1] - separate[0])
+
+
+def test_decide_pairs_names_the_winner_in_the_metric_s_direction():
+    results = {"A": [0.80, 0.81, 0.82, 0.80, 0.81], "B": [0.90, 0.92, 0.91, 0.90, 0.93]}
+    lower, = findings.decide_pairs(results, [("A", "B")], higher_is_better=False)
+    higher, = findings.decide_pairs(results, [("A", "B")], higher_is_better=True)
+    assert lower.winner == "A" and higher.winner == "B" and lower.p == higher.p < 0.05
+    assert lower.difference == pytest.approx(-0.104) and lower.seeds == 5 and lower.unit_interval is None
+    with pytest.raises(ValueError, match="name the pairs"):
+        findings.decide_pairs(results, [])
