@@ -43,3 +43,34 @@ def test_widget_bench_times_every_panel_a_notebook_shows(tmp_path):
     assert report["all_within_budget"] and report["panels_within_budget"] == "1 of 1"
     with pytest.raises(ValueError, match="no lesson notebook"):
         bench.bench_widgets(["09"], folder=tmp_path)
+
+
+def test_the_federated_bench_reads_test_rmse_where_validation_chose(monkeypatch):
+    """Each run's test RMSE is the one at its validation-chosen round, not the lowest test RMSE."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from helpers import federated as fl
+    from helpers import lessons, mf
+
+    rng = np.random.default_rng(0)
+    ratings = pd.DataFrame({"user_idx": np.repeat(np.arange(80), 6), "item_idx": rng.integers(0, 20, 480),
+                            "rating": rng.integers(1, 6, 480).astype(np.float32)})
+    part = np.tile([0, 0, 0, 0, 1, 2], 80)                      # per user: 4 training, 1 validation, 1 test rating
+    federation = fl.Federation(ratings[part == 0], ratings[part == 2], 80, 20, mu=3.0, valid=ratings[part == 1])
+    monkeypatch.setattr(lessons, "movielens_federation",
+                        lambda variant, validation=False: (SimpleNamespace(name="tiny", n_users=80, n_items=20), federation))
+    central = SimpleNamespace(valid_rmse=[1.2, 1.0, 1.1], test_rmse=[1.3, 1.05, 0.9])
+    monkeypatch.setattr(mf, "train_mf", lambda *a, **k: central)
+    run = SimpleNamespace(valid_rmse=[1.1, 0.95, 1.0, 0.97], test_rmse=[1.2, 1.0, 0.93, 0.99], mb=[0, 1.0],
+                          mb_up=[0, 0.5], mb_dense=[0, 2.0], clients_trained=[5, 5], client_examples=[0, 1e6])
+    monkeypatch.setattr(fl, "train_federated", lambda *a, **k: (None, None, run))
+    monkeypatch.setattr(lessons, "mf_drift_remedies", lambda: {})
+    report = bench.bench_federated("tiny", rounds=3)
+    assert report["centralised"] == {"epoch_chosen_on_validation": 1, "valid_rmse": 1.0, "test_rmse": 1.05}
+    fedavg = report["methods"]["fedavg"]
+    assert fedavg["round_chosen_on_validation"] == 1 and fedavg["test_rmse"] == 1.0   # not the lowest test, 0.93
+    assert fedavg["gap_to_centralised"] == pytest.approx(1.0 / 1.05 - 1)
+    assert "best_test_rmse" not in fedavg
