@@ -132,6 +132,27 @@ def cold_start_split(domains: CrossDomain, beta: float, seed: int = 0) -> ColdSt
                           domains.target[is_cold].reset_index(drop=True), cold, np.setdiff1d(domains.overlap, cold))
 
 
+def validation_split(split: ColdStartSplit, share: float = 0.25, seed: int = 0) -> ColdStartSplit:
+    """The same protocol one level down, to choose methods without the test users: a ``share`` of the
+    warm users (seeded; at least one, and at least one left warm) have their target ratings hidden
+    and become this split's cold users; the rest stay warm. The real cold users' ratings stay out
+    of it entirely.
+
+    Raises:
+        ValueError: ``share`` outside (0, 1), or fewer than two warm users.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the validation share of warm users must lie in (0, 1), got {share}")
+    if len(split.warm) < 2:
+        raise ValueError(f"a validation split needs at least 2 warm users, got {len(split.warm)}")
+    rng = np.random.default_rng([seed, 5])
+    size = min(max(1, int(round(share * len(split.warm)))), len(split.warm) - 1)
+    held = np.sort(rng.choice(split.warm, size, replace=False))
+    is_held = split.train["user"].isin(held).to_numpy()
+    return ColdStartSplit(split.train[~is_held].reset_index(drop=True), split.train[is_held].reset_index(drop=True),
+                          held, np.setdiff1d(split.warm, held))
+
+
 # ------------------------------------------------------------------ building blocks
 
 
@@ -228,7 +249,8 @@ def predict_mapped(source_params: mf.MFParams, target_params: mf.MFParams, mappi
 
 def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int = 16, epochs: int = 20,
                      source_params: mf.MFParams | None = None, methods=tuple(METHODS),
-                     target_params: mf.MFParams | None = None) -> list[dict]:
+                     target_params: mf.MFParams | None = None, split: ColdStartSplit | None = None,
+                     units: bool = False) -> list[dict]:
     """Train every method for one (β, seed) and score it on the cold users' hidden ratings.
 
     Args:
@@ -236,11 +258,16 @@ def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int 
             trained here when None.
         target_params: the target-domain MF of this (β, seed, dim) already trained on the
             split's training ratings; trained here when None.
+        split: the split to train and score on — :func:`cold_start_split` of (β, seed) when None;
+            a :func:`validation_split` of it to choose methods on validation users.
+        units: also return each cold user's (summed squared error, hidden ratings), (C, 2), under
+            ``"units"``: what :func:`helpers.findings.compare_at_95` resamples (RMSE is the root of
+            Σ sums / Σ counts).
 
     Returns:
-        One dict per method: ``method, beta, seed, MAE, RMSE, cold_users, test_ratings``.
+        One dict per method: ``method, beta, seed, MAE, RMSE, cold_users, test_ratings`` (and ``units``).
     """
-    split = cold_start_split(domains, beta, seed)
+    split = cold_start_split(domains, beta, seed) if split is None else split
     test, targets = split.test, split.test["rating"].to_numpy()
     if source_params is None:
         source_params = train_domain_mf(domains.source, domains.n_users, domains.n_source_items, dim, epochs, seed)
@@ -277,9 +304,17 @@ def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int 
                                 init=start)
         predictions["finetune"] = _predict(mu_t, tuned.user_vec.numpy(), tuned.user_bias.numpy(),
                                            tuned.item_vec.numpy(), tuned.item_bias.numpy(), test)
-    return [{"method": m, "beta": beta, "seed": seed, "MAE": mae(predictions[m], targets),
-             "RMSE": rmse(predictions[m], targets), "cold_users": len(split.cold), "test_ratings": len(test)}
-            for m in methods]
+    owner = np.searchsorted(split.cold, test["user"].to_numpy())
+    counts = np.bincount(owner, minlength=len(split.cold))
+    rows = []
+    for m in methods:
+        row = {"method": m, "beta": beta, "seed": seed, "MAE": mae(predictions[m], targets),
+               "RMSE": rmse(predictions[m], targets), "cold_users": len(split.cold), "test_ratings": len(test)}
+        if units:
+            squared = np.bincount(owner, weights=(predictions[m] - targets) ** 2, minlength=len(split.cold))
+            row["units"] = np.column_stack([squared, counts])[counts > 0]
+        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------ no shared users: transfer a function

@@ -109,6 +109,34 @@ def test_cold_start_split_never_leaks_and_is_seeded():
             cd.cold_start_split(domains, beta)
 
 
+def test_the_validation_split_hides_some_warm_users_and_never_the_cold_ones():
+    domains = synthetic_domains()
+    split = cd.cold_start_split(domains, 0.5, seed=3)
+    valid = cd.validation_split(split, 0.25, seed=3)
+    assert len(valid.cold) == round(0.25 * len(split.warm)) and np.isin(valid.cold, split.warm).all()
+    assert not np.isin(split.cold, valid.cold).any() and not valid.train["user"].isin(split.cold).any()
+    assert not valid.train["user"].isin(valid.cold).any() and set(valid.test["user"]) == set(valid.cold)
+    assert len(valid.train) + len(valid.test) == len(split.train)
+    assert np.array_equal(np.sort(np.concatenate([valid.cold, valid.warm])), split.warm)
+    assert np.array_equal(valid.cold, cd.validation_split(split, 0.25, seed=3).cold)
+    with pytest.raises(ValueError, match=r"share of warm users must lie in \(0, 1\), got 1.0"):
+        cd.validation_split(split, 1.0)
+    one_warm = cd.ColdStartSplit(split.train, split.test, split.cold, split.warm[:1])
+    with pytest.raises(ValueError, match="at least 2 warm users, got 1"):
+        cd.validation_split(one_warm)
+
+
+def test_methods_score_a_given_split_and_return_each_cold_user_s_errors():
+    domains = synthetic_domains()
+    valid = cd.validation_split(cd.cold_start_split(domains, 0.2, seed=0), 0.2, seed=0)
+    rows = cd.evaluate_methods(domains, 0.2, seed=0, dim=2, epochs=5, methods=("bias", "tgt"), split=valid, units=True)
+    for row in rows:
+        sums = row["units"]
+        assert row["cold_users"] == len(valid.cold) and row["test_ratings"] == len(valid.test) == sums[:, 1].sum()
+        assert np.sqrt(sums[:, 0].sum() / sums[:, 1].sum()) == pytest.approx(row["RMSE"], rel=1e-6)
+    assert "units" not in cd.evaluate_methods(domains, 0.5, seed=0, dim=2, epochs=5, methods=("bias",))[0]
+
+
 def test_linear_map_starts_at_identity():
     x = np.random.default_rng(0).normal(size=(5, 9)).astype(np.float32)
     assert np.allclose(cd.linear_map(9)(x), x)
