@@ -376,6 +376,16 @@ def interaction_rmse(model: InteractionModel, test: pd.DataFrame) -> float:
     return rmse(keras.ops.convert_to_numpy(model(pairs)), test["rating"].to_numpy())
 
 
+def interaction_user_errors(model: InteractionModel, test: pd.DataFrame) -> np.ndarray:
+    """Each test user's (summed squared error, test ratings) on ``test``, in user order: (U, 2) —
+    :func:`interaction_rmse` is the root of Σ sums / Σ counts; what a bootstrap over users resamples."""
+    pairs = test[["user_idx", "item_idx"]].to_numpy(np.int32)
+    squared = (keras.ops.convert_to_numpy(model(pairs)).astype(np.float64) - test["rating"].to_numpy()) ** 2
+    users, owner = np.unique(test["user_idx"].to_numpy(), return_inverse=True)
+    return np.column_stack([np.bincount(owner, weights=squared, minlength=len(users)),
+                            np.bincount(owner, minlength=len(users))])
+
+
 class ColdStartPlayground:
     """The lesson's widget: bias baseline, TGT and one mapping at a chosen β and size.
 

@@ -345,7 +345,8 @@ def _unit_metric(sums, statistic: str):
 
 
 def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float = CONFIDENCE,
-                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[tuple[float, float], float, int]:
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                   paired: bool = True) -> tuple[tuple[float, float], float, int]:
     """The paired bootstrap over test units: the units are drawn with replacement, and on each draw
     both methods' metric is recomputed, per seed, on the same units; the statistic is the mean over
     seeds of the difference a − b.
@@ -360,8 +361,11 @@ def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float 
         units_a, units_b: the two methods' per-unit values, either one array each with a leading seed
             axis — every seed scored on the same units, which are then drawn once for all seeds — or a
             list with one array per seed, when each seed has its own test units (its own split): each
-            seed's units are then drawn on their own. Both methods always share units.
+            seed's units are then drawn on their own. Both methods share units unless ``paired`` is
+            False.
         statistic: ``"mean"`` or ``"rmse"`` (the square root of the mean).
+        paired: False when the two methods were scored on different test units (e.g. the cold users
+            of two different β): each method's units are then drawn on their own.
 
     Returns:
         (``confidence`` percentile interval of the difference, two-sided p-value — twice the smaller
@@ -375,22 +379,30 @@ def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float 
     shared = not isinstance(units_a, (list, tuple))
     per_seed_a = [_as_sums(u) for u in (np.asarray(units_a) if shared else units_a)]
     per_seed_b = [_as_sums(u) for u in (np.asarray(units_b) if shared else units_b)]
-    if [u.shape for u in per_seed_a] != [u.shape for u in per_seed_b] or min(len(u) for u in per_seed_a) < 2:
-        raise ValueError(f"a paired bootstrap needs both methods' values on the same (seeds, units), at least 2 "
-                         f"units; got {[u.shape for u in per_seed_a]} and {[u.shape for u in per_seed_b]}")
+    same = [u.shape for u in per_seed_a] == [u.shape for u in per_seed_b]
+    if (paired and not same) or len(per_seed_a) != len(per_seed_b) \
+            or min(len(u) for u in per_seed_a + per_seed_b) < 2:
+        raise ValueError(f"a {'paired ' if paired else ''}bootstrap needs both methods' values on the same "
+                         f"{'(seeds, units)' if paired else 'seeds'}, at least 2 units; got "
+                         f"{[u.shape for u in per_seed_a]} and {[u.shape for u in per_seed_b]}")
     rng = np.random.default_rng(seed)
     draws = np.zeros(resamples)
     for start in range(0, resamples, 100):                         # 100 draws at a time bound the memory
         size = min(100, resamples - start)
-        picked = rng.integers(0, len(per_seed_a[0]), size=(size, len(per_seed_a[0]))) if shared else None
+        picked = rng.integers(0, len(per_seed_a[0]), size=(size, len(per_seed_a[0]))) if shared and paired else None
         for a, b in zip(per_seed_a, per_seed_b):
-            chosen = picked if shared else rng.integers(0, len(a), size=(size, len(a)))
-            draws[start:start + size] += _unit_metric(a[chosen], statistic) - _unit_metric(b[chosen], statistic)
+            if paired:
+                chosen = picked if shared else rng.integers(0, len(a), size=(size, len(a)))
+                draws[start:start + size] += _unit_metric(a[chosen], statistic) - _unit_metric(b[chosen], statistic)
+            else:
+                draws[start:start + size] += (_unit_metric(a[rng.integers(0, len(a), size=(size, len(a)))], statistic)
+                                              - _unit_metric(b[rng.integers(0, len(b), size=(size, len(b)))], statistic))
     draws /= len(per_seed_a)
     tail = (1 - confidence) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     p = min(1.0, 2 * (1 + min(np.sum(draws <= 0), np.sum(draws >= 0))) / (resamples + 1))
-    return (float(low), float(high)), float(p), round(sum(len(u) for u in per_seed_a) / len(per_seed_a))
+    every = per_seed_a + ([] if paired else per_seed_b)
+    return (float(low), float(high)), float(p), round(sum(len(u) for u in every) / len(every))
 
 
 def holm(p_values) -> list[float]:
@@ -430,7 +442,8 @@ class PairDecision:
 
 
 def decide_pairs(results: dict, pairs, higher_is_better: bool = True, units: dict | None = None,
-                 statistic: str = "mean", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[PairDecision]:
+                 statistic: str = "mean", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                 paired_units: bool = True) -> list[PairDecision]:
     """The course's rule (see the block comment above) for ``pairs`` judged together: per pair the
     seeds' paired t test and, with ``units``, the paired bootstrap over the test units; the larger
     p-value, corrected by Holm over the pairs; a winner only at p ≤ 0.05. Arguments as
@@ -444,7 +457,8 @@ def decide_pairs(results: dict, pairs, higher_is_better: bool = True, units: dic
     tested = []
     for a, b in pairs:
         d, seed_interval, seed_p = seed_test(results[a], results[b])
-        unit = unit_bootstrap(units[a], units[b], statistic, resamples=resamples, seed=seed) if units else None
+        unit = (unit_bootstrap(units[a], units[b], statistic, resamples=resamples, seed=seed, paired=paired_units)
+                if units else None)
         tested.append((a, b, d, seed_interval, seed_p, unit))
     adjusted = holm([max(seed_p, unit[1] if unit else 0.0) for *_, seed_p, unit in tested])
     return [PairDecision(a, b, d, len(results[a]), seed_interval, unit[0] if unit else None,
@@ -455,7 +469,8 @@ def decide_pairs(results: dict, pairs, higher_is_better: bool = True, units: dic
 
 def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_better: bool = True,
                   units: dict | None = None, statistic: str = "mean", unit_name: str = "test units",
-                  fmt: str = ".4f", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Finding:
+                  fmt: str = ".4f", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                  paired_units: bool = True) -> Finding:
     """The course's comparison rule (see the block comment above): per pair (A, B), fixed in
     advance, "A ahead of B by d (95 % CI …)" only when Holm's adjusted p-value — of the larger of the
     seeds' t test and the paired bootstrap over ``units`` — is at most 0.05; otherwise "no measurable
@@ -474,13 +489,15 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
             :func:`unit_bootstrap` takes them ((seeds, U), or one array per seed); None for a metric
             with no test-set sampling to judge.
         unit_name: what the units are ("cold users", "test ratings"), named in the sentence.
+        paired_units: False when the pairs were scored on different test units (each method's
+            units are then resampled on their own; :func:`unit_bootstrap`).
 
     Returns:
         The :class:`Finding`; its condition says, per pair, whether the adjusted p-value ``q{i}`` was
         at most ``alpha``, so a rerun whose numbers would flip a clause fails.
     """
     try:
-        decisions = decide_pairs(results, pairs, higher_is_better, units, statistic, resamples, seed)
+        decisions = decide_pairs(results, pairs, higher_is_better, units, statistic, resamples, seed, paired_units)
     except ValueError as error:
         raise ValueError(f"finding {name!r}: {error}") from error
     numbers, clauses, conditions = {"alpha": ALPHA}, [], []
@@ -499,7 +516,8 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
         else:
             clauses.append(f"{a} vs {b}: no measurable difference at this budget ({d:+{fmt}}; {interval})")
         conditions.append(f"q{i} <= alpha" if decision.winner else f"q{i} > alpha")
-    judged = "Student's t over the seeds" + (f" and a paired bootstrap over the {unit_name}" if units else "")
+    judged = "Student's t over the seeds" + (f" and a {'paired ' if paired_units else ''}bootstrap over the {unit_name}"
+                                              if units else "")
     sentence = (f"On {metric}: " + "; ".join(clauses) + f" (95 % two-sided: {judged}"
                 + (f"; Holm's correction over the {len(decisions)} pairs" if len(decisions) > 1 else "") + ").")
     return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)

@@ -358,7 +358,8 @@ def plot_domains(source, target, overlap: int, source_name: str, target_name: st
 
 
 def plot_method_bars(results, metric: str, methods: dict, title: str):
-    """Grouped bars: one group per β, one bar per method, mean ± std over seeds.
+    """Grouped bars from zero: one group per β, one bar per method, its mean over seeds with an error
+    bar of ± one standard deviation over the seeds (said in the axis label).
 
     Args:
         results: frame with columns ``method, beta, <metric>`` (one row per run).
@@ -373,9 +374,8 @@ def plot_method_bars(results, metric: str, methods: dict, title: str):
         ax.bar(np.arange(len(betas)) + (j - (len(methods) - 1) / 2) * width, part["mean"], width,
                yerr=part["std"].fillna(0), capsize=2, label=label)
     ax.set_xticks(np.arange(len(betas)), [f"β = {b:.0%} cold" for b in betas])
-    low = stats["mean"].min()
-    ax.set_ylim(low - 0.03, stats["mean"].max() + 0.02)
-    ax.set(ylabel=f"{metric} on cold users' hidden ratings (stars)", title=title)
+    ax.set_ylim(0, (stats["mean"] + stats["std"].fillna(0)).max() * 1.08)
+    ax.set(ylabel=f"{metric} on cold users' hidden ratings (stars;\nmean ± std over seeds)", title=title)
     ax.legend(fontsize=8, ncol=4)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()

@@ -189,3 +189,26 @@ def test_warming_every_beta_makes_a_new_beta_reuse_its_target_mf():
     warmed = playground._target[(0.6, 4)]
     playground.run(0.6, "map_linear", 4)
     assert playground._target[(0.6, 4)] is warmed and len(playground._target) == 2   # nothing retrained
+
+
+def test_interaction_user_errors_add_up_to_the_rmse():
+    rng = np.random.default_rng(1)
+    ratings = pd.DataFrame({"user_idx": rng.integers(0, 15, 300), "item_idx": rng.integers(0, 10, 300),
+                            "rating": rng.integers(1, 6, 300).astype(np.float32)})
+    model = cd.train_interaction(ratings.iloc[:250], 15, 10, dim=4, epochs=1)
+    test = ratings.iloc[250:]
+    sums = cd.interaction_user_errors(model, test)
+    assert sums.shape == (test["user_idx"].nunique(), 2) and sums[:, 1].sum() == len(test)
+    assert np.sqrt(sums[:, 0].sum() / sums[:, 1].sum()) == pytest.approx(cd.interaction_rmse(model, test), rel=1e-5)
+
+
+def test_the_method_bars_start_at_zero():
+    import matplotlib.pyplot as plt
+
+    from helpers import plots
+
+    results = pd.DataFrame([{"method": m, "beta": b, "seed": s, "RMSE": 0.85 + 0.01 * s}
+                            for m in ("bias", "tgt") for b in (0.2, 0.8) for s in range(3)])
+    fig = plots.plot_method_bars(results, "RMSE", {"bias": "bias", "tgt": "TGT"}, "t")
+    assert fig.axes[0].get_ylim()[0] == 0 and "mean ± std over seeds" in fig.axes[0].get_ylabel()
+    plt.close(fig)

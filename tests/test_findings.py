@@ -253,3 +253,18 @@ def test_decide_pairs_names_the_winner_in_the_metric_s_direction():
     assert lower.difference == pytest.approx(-0.104) and lower.seeds == 5 and lower.unit_interval is None
     with pytest.raises(ValueError, match="name the pairs"):
         findings.decide_pairs(results, [])
+
+
+def test_an_unpaired_bootstrap_compares_different_test_sets():
+    """Two β have different cold users: each method's users are drawn on their own, and the noise
+    of both test sets widens the interval."""
+    rng = np.random.default_rng(2)
+    small = [rng.normal(1.0, 0.5, 40) for _ in range(3)]
+    large = [rng.normal(1.1, 0.5, 400) for _ in range(3)]
+    (low, high), p, n = findings.unit_bootstrap(small, large, paired=False)
+    assert low < -0.1 < high and n == 220                                   # (3 × 40 + 3 × 400) / 6 units per seed
+    with pytest.raises(ValueError, match="paired bootstrap needs"):
+        findings.unit_bootstrap(small, large)
+    stated = findings.compare_at_95("β", {"A": [s.mean() for s in small], "B": [s.mean() for s in large]}, metric="m",
+                                    pairs=[("A", "B")], units={"A": small, "B": large}, paired_units=False)
+    assert "and a bootstrap over the test units" in stated.sentence
