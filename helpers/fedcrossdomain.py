@@ -1,4 +1,4 @@
-"""Federated cross-domain cold start: Douban users as clients holding two domains (lesson 07).
+"""Federated cross-domain cold start: Douban users as clients holding two domains (lesson 08).
 
 Lesson 06 maps a user's book parameters to music parameters *centrally*. Here no rating and no
 user vector leaves a device. Every Douban user is a client holding their own book and music
@@ -11,20 +11,23 @@ ratings, and every global part is trained by :func:`helpers.fedcore.run_round`:
   3. **the mapping** θ_t = θ_s · A + w (EMCDR-style, lesson 06), a task of its own
      (:class:`MappingTask`) over the warm overlapping users: client u holds x_u = [p_u^s, b_u^s]
      and y_u = [p_u^t, b_u^t], both from its own stores, and sends the change of (A, w) after a
-     full-batch gradient step on L_u = mean_j (x_u A + w − y_u)_j² + λ(‖A − I‖² + ‖w‖²);
+     full-batch gradient step on L_u = mean_j (x_u A + w − y_u)_j² + λ(‖A − I‖² + ‖w‖²) — or,
+     the same way, lesson 06's small MLP (:class:`MLPMap`, backpropagated by hand);
   4. **on the device**, a cold user maps its own source vector and scores the global music
      table, r̂_ui = μ_t + b_u + b_i + p_u · q_i with (p_u, b_u) = x_u A + w;
   5. **fine-tuning on the device**: a cold user who has rated a few albums refines the mapped
      (p_u, b_u) on them with the music table fixed; nothing is sent.
 
-The global mapping table is (d + 2, d + 1): rows 0 … d are A, row d + 1 is w. A client's upload
-is the whole table, (d + 2)(d + 1) float32 values with no row indices.
+The global linear mapping table is (d + 2, d + 1): rows 0 … d are A, row d + 1 is w (the MLP's is
+(4d + 7, d + 1), :class:`MLPMap`). A client's upload is the whole table, float32 values with no
+row indices.
 
 What a mapping update reveals: with one local step the change of A is −η_c (2/D) x_uᵀ r_u and the
 change of w is −η_c (2/D) r_u (D = d + 1, penalty aside), so Δ_A[:, c] / Δ_w[c] = x_u exactly:
 the server reads the client's private source vector off its update
 (:func:`reconstruct_source_vector`). Summing many clients' updates before the server sees them
-(secure aggregation) mixes the vectors (:func:`leakage`).
+(secure aggregation) mixes the vectors (:func:`leakage`). The MLP's upload gives x_u away the same
+way: each row of Δ(W₁ᵀ) is x_u times that hidden unit's Δb₁.
 """
 
 from __future__ import annotations
