@@ -33,7 +33,7 @@ import pandas as pd
 from helpers import mf
 from helpers.data import RatingsData
 from helpers.download import DataUnavailableError
-from helpers.metrics import ITEM_BIAS_SHRINKAGE, damped_item_bias, mae, rmse
+from helpers.metrics import ITEM_BIAS_SHRINKAGE, damped_item_bias, mae, rmse, unit_sums
 from helpers.progress import progress as progress_bar
 
 METHODS = {
@@ -305,14 +305,12 @@ def evaluate_methods(domains: CrossDomain, beta: float, seed: int = 0, dim: int 
         predictions["finetune"] = _predict(mu_t, tuned.user_vec.numpy(), tuned.user_bias.numpy(),
                                            tuned.item_vec.numpy(), tuned.item_bias.numpy(), test)
     owner = np.searchsorted(split.cold, test["user"].to_numpy())
-    counts = np.bincount(owner, minlength=len(split.cold))
     rows = []
     for m in methods:
         row = {"method": m, "beta": beta, "seed": seed, "MAE": mae(predictions[m], targets),
                "RMSE": rmse(predictions[m], targets), "cold_users": len(split.cold), "test_ratings": len(test)}
         if units:
-            squared = np.bincount(owner, weights=(predictions[m] - targets) ** 2, minlength=len(split.cold))
-            row["units"] = np.column_stack([squared, counts])[counts > 0]
+            row["units"] = unit_sums(owner, (predictions[m] - targets) ** 2, len(split.cold))
         rows.append(row)
     return rows
 
@@ -382,8 +380,7 @@ def interaction_user_errors(model: InteractionModel, test: pd.DataFrame) -> np.n
     pairs = test[["user_idx", "item_idx"]].to_numpy(np.int32)
     squared = (keras.ops.convert_to_numpy(model(pairs)).astype(np.float64) - test["rating"].to_numpy()) ** 2
     users, owner = np.unique(test["user_idx"].to_numpy(), return_inverse=True)
-    return np.column_stack([np.bincount(owner, weights=squared, minlength=len(users)),
-                            np.bincount(owner, minlength=len(users))])
+    return unit_sums(owner, squared, len(users))
 
 
 class ColdStartPlayground:

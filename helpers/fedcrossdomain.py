@@ -40,7 +40,7 @@ import pandas as pd
 from helpers import fedcore as fc
 from helpers import federated as fed
 from helpers.fedcore import FedConfig, ServerState, Updates
-from helpers.metrics import damped_item_bias, mae, rmse
+from helpers.metrics import damped_item_bias, mae, rmse, unit_sums
 from helpers.progress import progress as progress_bar
 from helpers.splits import per_user_split
 
@@ -493,13 +493,8 @@ def score_cold(mu: float, item_params: np.ndarray, users: np.ndarray, user_vec: 
               f"HR@{k}": float(hits.mean()) if len(hits) else 0.0, f"NDCG@{k}": float(ndcg.mean()) if len(hits) else 0.0}
     if units:
         owner = np.searchsorted(users, test["user"].to_numpy())
-        counts = np.bincount(owner, minlength=len(users))
-        rated = counts > 0
-
-        def per_user(errors):
-            return np.column_stack([np.bincount(owner, weights=errors, minlength=len(users))[rated], counts[rated]])
-
-        result["units"] = {"RMSE": per_user((predictions - targets) ** 2), "MAE": per_user(np.abs(predictions - targets)),
+        result["units"] = {"RMSE": unit_sums(owner, (predictions - targets) ** 2, len(users)),
+                           "MAE": unit_sums(owner, np.abs(predictions - targets), len(users)),
                            f"HR@{k}": hits, f"NDCG@{k}": ndcg}
     return result
 

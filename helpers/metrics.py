@@ -87,6 +87,26 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+def unit_sums(owner: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
+    """Each unit's (sum of its values, number of values), for the units that have any, in unit order.
+
+    What a bootstrap over test users resamples for a metric pooled over ratings: RMSE is the root of
+    Σ sums / Σ counts over the drawn users when ``values`` are squared errors, MAE the ratio itself when
+    they are absolute errors.
+
+    Args:
+        owner: (n,) int unit index in [0, n_units) of each value.  values: (n,) float (e.g. stars²).
+        n_units: how many units there are.
+    Returns:
+        (U', 2) float64: column 0 the sum, column 1 the count, one row per unit with count ≥ 1.
+    """
+    owner = np.asarray(owner)
+    counts = np.bincount(owner, minlength=n_units)
+    sums = np.bincount(owner, weights=np.asarray(values, dtype=np.float64), minlength=n_units)
+    present = counts > 0
+    return np.column_stack([sums[present], counts[present].astype(np.float64)])
+
+
 ITEM_BIAS_SHRINKAGE = 5.0  # the course's item-mean baseline (lessons 06 and 09)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.metrics import hit_rate_at_k, mae, ndcg_at_k, rank_of_targets, rmse
+from helpers.metrics import hit_rate_at_k, mae, ndcg_at_k, rank_of_targets, rmse, unit_sums
 from helpers.splits import leave_last_out, per_user_split, random_split
 
 
@@ -81,6 +81,17 @@ def test_hit_rate_and_ndcg_by_hand():
 def test_rmse_mae():
     assert rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
     assert mae([1, 2, 3], [1, 2, 5]) == pytest.approx(2 / 3)
+
+
+def test_unit_sums_pool_each_unit_and_drop_units_with_nothing():
+    owner = np.array([2, 0, 2, 2, 4])
+    values = np.array([1.0, 4.0, 0.5, 2.0, 3.0])
+    sums = unit_sums(owner, values, 6)
+    # units 1, 3 and 5 have no value: they are not rows at all (a user with no test rating is no unit)
+    np.testing.assert_array_equal(sums, [[4.0, 1.0], [3.5, 3.0], [3.0, 1.0]])
+    assert sums.dtype == np.float64
+    # pooled back, the rows give the mean over all values: what RMSE and MAE over ratings are made of
+    assert sums[:, 0].sum() / sums[:, 1].sum() == pytest.approx(values.mean())
 
 
 def test_accuracy_and_column_labels():
