@@ -38,7 +38,7 @@ import pandas as pd
 
 from helpers import fedcore as fc
 from helpers.fedcore import FedConfig, ServerState, Updates
-from helpers.metrics import ITEM_BIAS_SHRINKAGE, damped_item_bias
+from helpers.metrics import ITEM_BIAS_SHRINKAGE, damped_item_bias, unit_sums
 
 
 @dataclass
@@ -302,13 +302,27 @@ def per_client_rmse(state: ServerState, store: ClientStore, federation: Federati
     return np.sqrt(squared.groupby(level=0).mean()).rename("rmse")
 
 
-def evaluate_rmse(federation: Federation, state: ServerState, store: ClientStore) -> dict:
+def user_error_sums(state: ServerState, store: ClientStore, federation: Federation, frame: pd.DataFrame) -> np.ndarray:
+    """Each client's (Σ (r − r̂)² in stars², rows) of :func:`predict` on its rows of ``frame``, for the
+    clients present, in client order: (U', 2) float64 (:func:`helpers.metrics.unit_sums`) — what a
+    bootstrap over test or validation users resamples; the RMSE is the root of Σ column 0 / Σ column 1."""
+    squared = (frame["rating"].to_numpy() - predict(state, store, federation, frame)).astype(np.float64) ** 2
+    return unit_sums(frame["user_idx"].to_numpy(), squared, len(store.user_bias))
+
+
+def evaluate_rmse(federation: Federation, state: ServerState, store: ClientStore, units: bool = False) -> dict:
     """What every MF run records before round 1 and after each round: ``test_rmse``,
-    ``train_rmse`` and, when the federation holds validation ratings, ``valid_rmse`` (stars)."""
+    ``train_rmse`` and, when the federation holds validation ratings, ``valid_rmse`` (stars). With
+    ``units`` also ``test_units`` (and ``valid_units``): :func:`user_error_sums` on those ratings,
+    (U, 2) per round, so that a round chosen on validation can be judged over the users."""
     scores = {"test_rmse": federated_rmse(state, store, federation, federation.test),
               "train_rmse": federated_rmse(state, store, federation, federation.train)}
     if federation.valid is not None:
         scores["valid_rmse"] = federated_rmse(state, store, federation, federation.valid)
+    if units:
+        scores["test_units"] = user_error_sums(state, store, federation, federation.test)
+        if federation.valid is not None:
+            scores["valid_units"] = user_error_sums(state, store, federation, federation.valid)
     return scores
 
 
@@ -336,10 +350,23 @@ def item_bias_rmse(federation: Federation, frame: pd.DataFrame | None = None,
     (:func:`helpers.metrics.damped_item_bias`, lesson 06's bias baseline). What a model is worth
     without any per-user signal — the floor a private model (DP, attacks) must beat to be worth it."""
     frame = federation.test if frame is None else frame
+    return float(np.sqrt(np.mean(_item_bias_errors(federation, frame, shrinkage) ** 2)))
+
+
+def item_bias_user_errors(federation: Federation, frame: pd.DataFrame | None = None,
+                          shrinkage: float = ITEM_BIAS_SHRINKAGE) -> np.ndarray:
+    """:func:`item_bias_rmse`'s errors per user: each user's (Σ squared error in stars², ratings) on
+    ``frame`` (default the test ratings), (U', 2) as :func:`user_error_sums` gives a trained model's,
+    so that the two can be compared over the same users."""
+    frame = federation.test if frame is None else frame
+    return unit_sums(frame["user_idx"].to_numpy(), _item_bias_errors(federation, frame, shrinkage) ** 2, federation.n_users)
+
+
+def _item_bias_errors(federation: Federation, frame: pd.DataFrame, shrinkage: float) -> np.ndarray:
+    """r − (μ + b_i) on every row of ``frame``, b_i the damped item means of the training ratings: (N,) stars."""
     bias = damped_item_bias(federation.train["item_idx"].to_numpy(),
                             federation.train["rating"].to_numpy() - federation.mu, federation.n_items, shrinkage)
-    error = frame["rating"].to_numpy() - (federation.mu + bias[frame["item_idx"].to_numpy()])
-    return float(np.sqrt(np.mean(error**2)))
+    return (frame["rating"].to_numpy() - (federation.mu + bias[frame["item_idx"].to_numpy()])).astype(np.float64)
 
 
 def without_private(store: ClientStore) -> ClientStore:
@@ -361,11 +388,11 @@ def refit_private(state: ServerState, store: ClientStore, federation: Federation
 class RunCache(fc.RunCache):
     """:class:`helpers.fedcore.RunCache` of lesson 03's MF runs: every run starts from the same
     seeded tables and records :func:`evaluate_rmse` after every round (the numbers of
-    :func:`train_federated`)."""
+    :func:`train_federated`; with ``units`` each user's errors too)."""
 
-    def __init__(self, federation: Federation, dim: int = 32, init_seed: int = 0):
+    def __init__(self, federation: Federation, dim: int = 32, init_seed: int = 0, units: bool = False):
         super().__init__(lambda key: (federation, *init_state(federation, dim, init_seed)),
-                         lambda task, state, store: evaluate_rmse(task, state, store))
+                         lambda task, state, store: evaluate_rmse(task, state, store, units))
 
 
 PANEL_ALGORITHMS = ("FedAvg", "FedSGD")  # what lesson 03's panel offers

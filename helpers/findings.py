@@ -504,7 +504,8 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
     for i, decision in enumerate(decisions):
         a, b, d, q = decision.a, decision.b, decision.difference, decision.p
         numbers.update({f"d{i}": d, f"q{i}": q})
-        spans = [f"over {decision.seeds} seeds {decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}"]
+        spans = [f"over {decision.seeds} seeds {decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}"
+                 if decision.seeds > 1 else "over 1 seed unknown (one seed)"]
         if decision.unit_interval:
             spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
                          f"{decision.unit_interval[1]:+{fmt}}")
@@ -521,3 +522,51 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
     sentence = (f"On {metric}: " + "; ".join(clauses) + f" (95 % two-sided: {judged}"
                 + (f"; Holm's correction over the {len(decisions)} pairs" if len(decisions) > 1 else "") + ").")
     return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)
+
+
+def close_at_95(name: str, results: dict, /, a: str, b: str, tolerance: float, metric: str,
+                units: dict | None = None, statistic: str = "mean", unit_name: str = "test units",
+                fmt: str = ".4f", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                paired_units: bool = True) -> Finding:
+    """"A is as good as B", under the course's rule: A is within ± ``tolerance`` (a share of B's mean)
+    of B only when the difference's 95 % interval over the seeds and, with ``units``, its 95 %
+    interval over the test units both lie inside that band; otherwise the sentence says the
+    closeness cannot be shown at this budget and how far the intervals reach. One seed never shows
+    it (its spread over seeds is unknown). Arguments as :func:`compare_at_95`; ``tolerance`` e.g.
+    0.01 for 1 %, fixed before the numbers are seen.
+
+    Returns:
+        The :class:`Finding`; its condition is whether both intervals lie inside the band, so a rerun
+        whose numbers would flip the sentence fails.
+    """
+    if not 0 < tolerance < 1:
+        raise ValueError(f"finding {name!r}: tolerance is a share of {b}'s mean in (0, 1), got {tolerance}")
+    try:
+        decision = decide_pairs(results, [(a, b)], units=units, statistic=statistic, resamples=resamples, seed=seed,
+                                paired_units=paired_units)[0]
+    except ValueError as error:
+        raise ValueError(f"finding {name!r}: {error}") from error
+    reference = sum(map(float, results[b])) / len(results[b])
+    intervals = [decision.seed_interval] + ([decision.unit_interval] if decision.unit_interval else [])
+    low, high = min(i[0] for i in intervals) / abs(reference), max(i[1] for i in intervals) / abs(reference)
+    spans = [f"over {decision.seeds} seed{'s' if decision.seeds > 1 else ''} "
+             + (f"{decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}" if decision.seeds > 1
+                else "unknown (one seed)")]
+    if decision.unit_interval:
+        spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
+                     f"{decision.unit_interval[1]:+{fmt}}")
+    said = (f"{a} − {b} = {decision.difference:+{fmt}} ({decision.difference / abs(reference):+.2%} of {b}'s "
+            f"{reference:{fmt}}); 95 % CI " + "; ".join(spans))
+    judged = "Student's t over the seeds" + (f" and a {'paired ' if paired_units else ''}bootstrap over the {unit_name}"
+                                              if units else "")
+    numbers = {"low": low, "high": high, "tolerance": tolerance}
+    inside = "-tolerance <= low and high <= tolerance"
+    if -tolerance <= low and high <= tolerance:
+        sentence = (f"On {metric}, {a} is within ±{tolerance:.0%} of {b}: {said} — every interval inside "
+                    f"±{tolerance:.0%} (95 % two-sided: {judged}).")
+        return check(name, sentence.replace("{", "{{").replace("}", "}}"), inside, **numbers)
+    reach = (f"the intervals reach {low:+.2%} to {high:+.2%} of {b}'s value" if decision.seeds > 1
+             else "with one seed the spread over seeds is unknown")
+    sentence = (f"On {metric}, {a} cannot be shown within ±{tolerance:.0%} of {b} at this budget: {said} — {reach} "
+                f"(95 % two-sided: {judged}).")
+    return check(name, sentence.replace("{", "{{").replace("}", "}}"), f"not ({inside})", **numbers)

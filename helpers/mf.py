@@ -24,6 +24,8 @@ from helpers.tf_quiet import tf  # first: TensorFlow without its start-up lines
 import numpy as np
 import pandas as pd
 
+from helpers.metrics import unit_sums
+
 
 @dataclass
 class MFParams:
@@ -159,6 +161,9 @@ class History:
     Attributes:
         train_rmse, test_rmse: RMSE in stars after each epoch (index 0 = before training).
         valid_rmse: the same on the validation ratings, when :func:`train_mf` was given them (else empty).
+        test_units: with ``user_units=True``, each test user's (Σ squared error in stars², test ratings)
+            after each epoch, (U, 2) per epoch (:func:`user_error_sums`), for the bootstrap over test
+            users; else empty.
         seconds: cumulative wall-clock seconds of training after each epoch (0 first).
         updates: cumulative number of parameter updates after each epoch.
         diverged: True if the loss became non-finite or exploded; training stopped.
@@ -170,6 +175,16 @@ class History:
     updates: list[int] = field(default_factory=list)
     diverged: bool = False
     valid_rmse: list[float] = field(default_factory=list)
+    test_units: list[np.ndarray] = field(default_factory=list)
+
+
+def user_error_sums(params: MFParams, frame_tensors) -> np.ndarray:
+    """Each user's (Σ (r − r̂)² in stars², ratings) on (users, items, ratings) tensors, for the users
+    present, in user order: (U', 2) float64 (:func:`helpers.metrics.unit_sums`); the RMSE is the root
+    of Σ column 0 / Σ column 1."""
+    users, items, ratings = frame_tensors
+    squared = (ratings - predict(params, users, items)).numpy().astype(np.float64) ** 2
+    return unit_sums(users.numpy(), squared, int(params.user_vec.shape[0]))
 
 
 def train_mf(
@@ -184,6 +199,7 @@ def train_mf(
     optimizer=None,
     seed: int = 0,
     valid: pd.DataFrame | None = None,
+    user_units: bool = False,
 ) -> History:
     """Train ``params`` in place for ``epochs`` passes with batches of ``batch_size``.
 
@@ -192,7 +208,9 @@ def train_mf(
     epoch with a seeded generator. With ``optimizer`` (a Keras optimizer) the step
     uses it instead of the hand-written update (``learning_rate`` is then the
     optimizer's own). With ``valid`` (ratings held out of ``train``) the RMSE on it is
-    recorded after every epoch too, to choose the epoch on (``History.valid_rmse``).
+    recorded after every epoch too, to choose the epoch on (``History.valid_rmse``). With
+    ``user_units`` each test user's summed squared error is recorded after every epoch as well
+    (``History.test_units``), so that the epoch chosen on validation can be judged over test users.
 
     Raises:
         ValueError: learning rate ≤ 0, batch size < 1 or larger than the data, epochs < 1.
@@ -205,6 +223,8 @@ def train_mf(
     history = History([rmse_on(params, train_t)], [rmse_on(params, test_t)], [0.0], [0])
     if valid_t is not None:
         history.valid_rmse.append(rmse_on(params, valid_t))
+    if user_units:
+        history.test_units.append(user_error_sums(params, test_t))
     per_epoch = -(-len(train) // batch_size)
     for _ in range(epochs):
         order = tf.constant(rng.permutation(len(train)).astype(np.int32))
@@ -220,11 +240,16 @@ def train_mf(
             history.test_rmse.append(float("nan"))
             if valid_t is not None:
                 history.valid_rmse.append(float("nan"))
+            if user_units:
+                history.test_units.append(np.column_stack([np.full(len(history.test_units[-1]), np.nan),
+                                                           history.test_units[-1][:, 1]]))
             break
         history.train_rmse.append(train_rmse)
         history.test_rmse.append(rmse_on(params, test_t))
         if valid_t is not None:
             history.valid_rmse.append(rmse_on(params, valid_t))
+        if user_units:
+            history.test_units.append(user_error_sums(params, test_t))
     return history
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import fedcore as fc
-from helpers.federated import ClientStore, Federation, item_table, train_federated
+from helpers.federated import ClientStore, Federation, item_table, train_federated, user_error_sums
 from helpers.progress import progress as progress_bar
 
 AGGREGATORS = ("mean", "clip", "median", "trimmed", "median_all")
@@ -193,7 +193,9 @@ def defence_table(federation: Federation, config_for_seed, rounds: int, dim: int
             the same seed also draws who attacks and who drops out.
     Returns:
         pandas DataFrame, one row per run: ``aggregator``, ``condition`` (:data:`DEFENCE_CONDITIONS`),
-        ``seed``, ``test RMSE`` (stars, after the last round), ``target hit rate`` (:func:`hit_rate`, 0–1).
+        ``seed``, ``test RMSE`` (stars, after the last round), ``test units`` (each test user's
+        (Σ squared error, ratings), (U, 2): :func:`helpers.federated.user_error_sums`, for the bootstrap
+        over test users), ``target hit rate`` (:func:`hit_rate`, 0–1).
     """
     attacks = {"clean": {}, "scaling attack": dict(attacker_share=attacker_share, attack="scale"),
                "push attack": dict(attacker_share=attacker_share, attack="push", target_item=target_item)}
@@ -206,5 +208,6 @@ def defence_table(federation: Federation, config_for_seed, rounds: int, dim: int
                                                         algorithm=threatened(threat))
                 rows.append({"aggregator": aggregator, "condition": condition, "seed": seed,
                              "test RMSE": history.test_rmse[-1],
+                             "test units": user_error_sums(state, store, federation, federation.test),
                              "target hit rate": hit_rate(state, store, federation, target_item)})
     return pd.DataFrame(rows)

@@ -188,6 +188,8 @@ def test_item_bias_rmse_is_the_damped_item_mean_model():
     assert np.isclose(fl.item_bias_rmse(federation, shrinkage=1.0), expected)
     undamped = np.sqrt(((2.0 - 1.5) ** 2 + 1.0) / 2)  # b_1 = −1.5, the plain mean residual
     assert np.isclose(fl.item_bias_rmse(federation, test, shrinkage=0.0), undamped)
+    # per user: user 2 holds both test ratings, errors 0 and 1 → one row (0 + 1, 2)
+    np.testing.assert_allclose(fl.item_bias_user_errors(federation, shrinkage=1.0), [[1.0, 2.0]])
     with pytest.raises(ValueError, match="shrinkage"):
         fl.item_bias_rmse(federation, shrinkage=-1.0)
 
@@ -248,3 +250,38 @@ def test_fed_curves_plot_the_metric_asked_for(federation):
     with pytest.raises(ValueError, match="metric"):
         plot_fed_curves({"run": history}, 1.0, "t", metric="accuracy")
     matplotlib.pyplot.close("all")
+
+
+def test_runs_with_units_record_each_users_errors_that_pool_back_to_the_rmse():
+    plain = planted_federation()
+    valid = plain.test.groupby("user_idx").head(1).reset_index(drop=True)
+    test = plain.test.groupby("user_idx").tail(1).reset_index(drop=True)
+    federation = fl.Federation(plain.train, test, plain.n_users, plain.n_items, plain.mu, valid=valid)
+    config = fl.FedConfig(10, 1, 4, 0.1, 1.0)
+    with_units = fl.RunCache(federation, dim=4, units=True).get(config).first(3)
+    without = fl.RunCache(federation, dim=4).get(config).first(3)
+    assert with_units.test_rmse == without.test_rmse and "test_units" not in without.metrics
+    for name in ("test", "valid"):
+        rmse_values, units = with_units.metrics[f"{name}_rmse"], with_units.metrics[f"{name}_units"]
+        assert len(units) == len(rmse_values) == 4
+        for value, sums in zip(rmse_values, units):   # one row per user, and they pool back to the RMSE
+            assert sums.shape == (federation.n_users, 2) and sums[:, 1].sum() == len(test)
+            assert np.sqrt(sums[:, 0].sum() / sums[:, 1].sum()) == pytest.approx(value, rel=1e-5)
+    assert not np.allclose(with_units.test_units[0], with_units.test_units[-1])   # each round its own
+
+
+def test_centralised_training_records_each_test_users_errors_per_epoch(federation):
+    def run(**extra):
+        params = mf.init_mf(federation.n_users, federation.n_items, 4, federation.mu, seed=0)
+        return mf.train_mf(params, federation.train, federation.test, batch_size=8, epochs=3, learning_rate=0.1, **extra)
+
+    with_units, without = run(user_units=True), run()
+    assert with_units.test_rmse == without.test_rmse and without.test_units == []
+    assert len(with_units.test_units) == 4
+    for value, sums in zip(with_units.test_rmse, with_units.test_units):
+        assert sums[:, 1].sum() == len(federation.test)
+        assert np.sqrt(sums[:, 0].sum() / sums[:, 1].sum()) == pytest.approx(value, rel=1e-5)
+    exploded = mf.train_mf(mf.init_mf(federation.n_users, federation.n_items, 4, federation.mu, seed=0),
+                           federation.train, federation.test, batch_size=8, epochs=3, learning_rate=1e4, user_units=True)
+    assert exploded.diverged and len(exploded.test_units) == len(exploded.test_rmse)
+    assert np.isnan(exploded.test_units[-1][:, 0]).all()

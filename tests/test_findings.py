@@ -268,3 +268,37 @@ def test_an_unpaired_bootstrap_compares_different_test_sets():
     stated = findings.compare_at_95("β", {"A": [s.mean() for s in small], "B": [s.mean() for s in large]}, metric="m",
                                     pairs=[("A", "B")], units={"A": small, "B": large}, paired_units=False)
     assert "and a bootstrap over the test units" in stated.sentence
+
+
+def test_close_at_95_shows_closeness_only_when_every_interval_lies_inside_the_band():
+    rng = np.random.default_rng(0)
+    units_b = rng.normal(1.0, 0.1, size=(3, 400))
+    units_a = units_b + 0.001 + rng.normal(0, 0.0005, size=(3, 400))   # 0.1 % worse, tightly paired
+    results = {"A": list(units_a.mean(axis=1)), "B": list(units_b.mean(axis=1))}
+    close = findings.close_at_95("close", results, a="A", b="B", tolerance=0.01, metric="m",
+                                 units={"A": units_a, "B": units_b}, unit_name="users")
+    assert "A is within ±1% of B" in close.sentence and "400 users" in close.sentence
+    assert "high <= tolerance" in close.condition and close.numbers["high"] < 0.01
+    # the same means from one seed: the spread over seeds is unknown, so closeness is not shown
+    one = findings.close_at_95("one seed", {"A": results["A"][:1], "B": results["B"][:1]}, a="A", b="B",
+                               tolerance=0.01, metric="m")
+    assert "cannot be shown within ±1%" in one.sentence and "unknown (one seed)" in one.sentence
+    # tight seeds but a test set too small and noisy to bound the gap: not shown either
+    noisy_b = rng.normal(1.0, 0.5, size=(3, 20))
+    noisy_a = noisy_b + rng.normal(0.0, 0.3, size=(3, 20))
+    seeds_only = {"A": [1.0, 1.0001, 1.0002], "B": [1.0, 1.0, 1.0001]}
+    wide = findings.close_at_95("wide", seeds_only, a="A", b="B", tolerance=0.01, metric="m",
+                                units={"A": noisy_a, "B": noisy_b})
+    assert "cannot be shown" in wide.sentence and max(-wide.numbers["low"], wide.numbers["high"]) > 0.01
+    with pytest.raises(FindingError):   # a rerun whose intervals left the band would fail, not flip silently
+        findings.check("flip", "x", close.condition, **{**close.numbers, "high": 0.02})
+    with pytest.raises(ValueError, match="tolerance"):
+        findings.close_at_95("bad", results, a="A", b="B", tolerance=1.5, metric="m")
+    with pytest.raises(ValueError, match="no results"):
+        findings.close_at_95("bad", results, a="A", b="C", tolerance=0.01, metric="m")
+
+
+def test_one_seed_names_no_winner_and_says_its_spread_is_unknown():
+    single = findings.compare_at_95("one", {"A": [1.0], "B": [0.5]}, metric="m", pairs=[("A", "B")])
+    assert "no measurable difference" in single.sentence and "over 1 seed unknown (one seed)" in single.sentence
+    assert "inf" not in single.sentence

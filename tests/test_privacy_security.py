@@ -188,6 +188,9 @@ def test_defence_table_runs_every_aggregator_condition_and_seed(federation):
     _, _, direct = fl.train_federated(federation, fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02, seed=1), 2, dim=4)
     assert np.isclose(clean[clean["seed"] == 1]["test RMSE"].item(), direct.test_rmse[-1])  # no attack = FedAvg
     assert table.groupby("seed")["test RMSE"].nunique().min() > 1  # the attacks change the outcome
+    for rmse_value, units in zip(table["test RMSE"], table["test units"]):   # each user's errors pool back to it
+        assert units[:, 1].sum() == len(federation.test)
+        assert np.sqrt(units[:, 0].sum() / units[:, 1].sum()) == pytest.approx(rmse_value, rel=1e-5)
 
 
 def test_privacy_utility_plot_draws_error_bars_and_the_baseline():
