@@ -5,7 +5,7 @@
 # (the package and its pinned dependencies from pyproject.toml) once; they reinstall only when either
 # changes. PYTEST_ARGS narrows a test run, e.g. `make test PYTEST_ARGS=tests`. `make mutation
 # MODULE=fedcore` mutation-tests one helpers module (tools/mutation.py; installs mutmut on first use),
-# stopped after MUTATION_TIMEOUT seconds.
+# stopped after MUTATION_TIMEOUT seconds (MUTATION_ARGS=--all-tests adds the slow whole-lesson suites).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,6 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 MODULE ?= fedcore
 MUTATION_TIMEOUT ?= 1800
+MUTATION_ARGS ?=
 
 .PHONY: lab test test-full site mutation clean
 
@@ -38,7 +39,7 @@ site: $(STAMP)
 
 mutation: $(STAMP)
 	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[mutation]"
-	$(BIN)/python tools/mutation.py $(MODULE) --timeout $(MUTATION_TIMEOUT) --survivors
+	$(BIN)/python tools/mutation.py $(MODULE) --timeout $(MUTATION_TIMEOUT) --survivors $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build

@@ -270,3 +270,110 @@ def test_an_extended_runs_history_keeps_its_notes(federation):
     assert first.notes == {"source accuracy": 0.75}
     first.notes["other"] = 1.0                                   # a copy: the run's own notes stay as they were
     assert run.history.notes == {"source accuracy": 0.75}
+
+
+# ---------------------------------------------------------------- what mutation testing found unchecked
+
+
+def three_clients():
+    """Clients 10, 11, 12 with rows {0, 2}, {2}, {1, 3} of a (4, 2) table."""
+    return fc.Updates(np.array([10, 11, 12]), np.array([30, 10, 20]), np.array([0, 0, 1, 2, 2]),
+                      np.array([0, 2, 2, 1, 3]), np.arange(10, dtype=np.float32).reshape(5, 2),
+                      np.array([100, 200, 300]))
+
+
+def test_keep_carries_every_field_of_the_kept_clients_in_client_order():
+    kept = three_clients().keep([2, 0])                      # positions in any order: kept in client order
+    assert kept.clients.tolist() == [10, 12] and kept.num_examples.tolist() == [30, 20]
+    assert kept.upload_bytes.tolist() == [100, 300]
+    assert kept.slot.tolist() == [0, 0, 1, 1] and kept.rows.tolist() == [0, 2, 1, 3]
+    assert kept.values.tolist() == [[0, 1], [2, 3], [6, 7], [8, 9]]
+    empty = fc.Updates.empty(3)
+    assert empty.values.shape == (0, 3) and empty.values.dtype == np.float32
+    assert not fc.weighted_mean(empty, (2, 3)).any()
+
+
+def test_server_optimisers_carry_their_state_from_round_to_round():
+    params, delta, config = np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32), fl.FedConfig(server_lr=0.5)
+    adam = fc.server_adam(0.9, 0.99, 1e-3)
+    first, state = adam(params, delta, {}, config)
+    second, state = adam(first, delta, state, config)
+    m, v = 0.9 * 0.1 + 0.1, 0.99 * 0.01 + 0.01                      # second round: m = 0.19, v = 0.0199
+    assert second[0, 0] == pytest.approx(first[0, 0] + 0.5 * m / (np.sqrt(v) + 1e-3), rel=1e-5)
+    assert state["m"][0, 0] == pytest.approx(m) and state["v"][0, 0] == pytest.approx(v)
+    assert second.dtype == np.float32
+    plain, _ = fc.server_adam(0.0, 0.0, 1e-3)(params, delta, {}, config)   # β = 0 allowed: sign-like steps
+    assert plain[0, 0] == pytest.approx(0.5 / (1 + 1e-3), rel=1e-5)
+    velocity, _ = fc.server_momentum(0.0)(params, delta, {}, config)      # β = 0 is plain server SGD
+    assert velocity.tolist() == fc.server_sgd(params, delta, {}, config)[0].tolist()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: fc.server_momentum(1.0), r"momentum β must lie in \[0, 1\), got 1.0"),
+    (lambda: fc.server_momentum(-0.1), "momentum β"),
+    (lambda: fc.server_adam(beta1=1.0), "need 0 ≤ β₁, β₂ < 1 and τ > 0, got β₁ = 1.0"),
+    (lambda: fc.server_adam(beta1=1.5), "β₁ = 1.5"),
+    (lambda: fc.server_adam(beta2=1.0), "β₂ = 1.0"),
+    (lambda: fc.server_adam(beta2=1.5), "β₂ = 1.5"),
+    (lambda: fc.poisson(1.5), r"sampling rate q = clients per round / N must lie in \(0, 1\], got 1.5"),
+    (lambda: fc.poisson(0.0), "sampling rate"),
+    (lambda: fc.with_dropout(fc.uniform, 1.0), r"dropout share must lie in \[0, 1\), got 1.0"),
+    (lambda: fc.with_dropout(fc.uniform, 1.5), "dropout share"),
+    (lambda: fc.noisy_sum(-1.0, 5.0), "noise standard deviation must be ≥ 0, got -1.0"),
+    (lambda: fc.noisy_sum(1.0, 0.0), r"the denominator \(expected clients per round\) must be > 0, got 0.0"),
+])
+def test_impossible_hook_settings_are_explained(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_hooks_accept_their_boundary_values():
+    ids, config = np.arange(50), fl.FedConfig(clients_per_round=5, seed=3)
+    assert fc.poisson(1.0)(ids, config, 0).reporting.tolist() == ids.tolist()   # q = 1: everyone, every round
+    assert fc.with_dropout(fc.uniform, 0.0)(ids, config, 0).reporting.size == 5  # no dropout: all asked report
+    context = fc.RoundContext(fc.ServerState(np.zeros((4, 2), np.float32), 0), None, None, config)
+    noiseless = fc.noisy_sum(0.0, 0.5)(three_clients(), (4, 2), context)         # σ = 0 allowed, q·N below 1 too
+    assert noiseless.dtype == np.float32
+    np.testing.assert_allclose(noiseless, fc.sum_rows(three_clients(), (4, 2), np.ones(3)) / 0.5)
+
+
+def test_dropout_is_seeded_by_seed_and_round():
+    ids, config = np.arange(200), fl.FedConfig(clients_per_round=100)
+    drop = fc.with_dropout(fc.uniform, 0.5, seed=4)
+    assert drop(ids, config, 3).reporting.tolist() == drop(ids, config, 3).reporting.tolist()
+    assert drop(ids, config, 3).reporting.tolist() != drop(ids, config, 4).reporting.tolist()
+    assert drop(ids, config, 3).reporting.tolist() != fc.with_dropout(fc.uniform, 0.5, seed=5)(ids, config, 3).reporting.tolist()
+
+
+def test_clip_keeps_float32_values():
+    clipped = fc.clip(0.5)(three_clients(), None)
+    assert clipped.values.dtype == np.float32 and np.all(clipped.norms() <= 0.5 + 1e-6)
+
+
+def test_fedsgd_config_keeps_its_penalty_and_seed():
+    config = fc.FedConfig.fedsgd(20, learning_rate=3.0)
+    assert (config.local_epochs, config.batch_size, config.l2, config.seed) == (1, 0, 0.02, 0)
+    assert config.client_lr == 0.1     # the rate of the private vectors' step on the device
+    assert config.client_lr * config.server_lr == pytest.approx(3.0)
+    assert fc.FedConfig.fedsgd(20, 3.0, l2=0.1, seed=7).l2 == 0.1
+    assert fc.FedConfig.fedsgd(20, 3.0, seed=7).seed == 7
+
+
+def test_a_run_grows_by_exactly_the_rounds_asked_and_training_prints_nothing_by_default(federation, capsys):
+    cache = fl.RunCache(federation, dim=4)
+    run = cache.get(CONFIG)
+    run.first(1)
+    assert run.rounds_run == 1
+    run.first(2)                                                   # one missing round is trained, not skipped
+    assert run.rounds_run == 2 and len(run.first(2).test_rmse) == 3
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    fc.train(federation, state, store, CONFIG, 2, lambda s, c: {"rmse": 0.0})
+    printed = capsys.readouterr()
+    assert printed.err == "" and printed.out == ""               # no progress bar unless asked for
+    with pytest.raises(ValueError, match="a run with its own algorithm needs a key that names its settings"):
+        cache.get(CONFIG, fc.Algorithm(server_optimizer=fc.server_adam()))
+    history = run.first(2)
+    assert history.seconds == pytest.approx([0.0, *np.cumsum([r.seconds for r in history.reports])])
+    assert history.mb_up == pytest.approx([0.0, *np.cumsum([r.bytes_up / 1e6 for r in history.reports])])
+    with pytest.raises(AttributeError, match="History has no attribute or metric 'nothing'"):
+        fc.History().nothing

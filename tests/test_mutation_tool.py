@@ -88,7 +88,7 @@ def test_prepare_copies_what_the_tests_need_and_replaces_an_old_run(tmp_path):
     (work / "mutants").mkdir(parents=True)
     (work / "mutants" / "stale").write_text("from a previous run")
     tests = mutation.prepare("compression", work)
-    assert tests == mutation.tests_importing("compression") and "tests/test_fedcore.py" in tests
+    assert tests == mutation.chosen_tests("compression") and "tests/test_fedcore.py" in tests
     assert not (work / "mutants").exists()
     for path in ("helpers/compression.py", *tests, "conftest.py", "notebooks"):
         assert (work / path).exists(), path
@@ -127,3 +127,18 @@ def test_command_line_refuses_impossible_values(argv, capsys):
         mutation.main(argv)
     assert stop.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_chosen_tests_leave_out_the_slow_whole_lesson_suites_that_are_not_the_module_s_own():
+    every = mutation.tests_importing("fedcore")
+    chosen = mutation.chosen_tests("fedcore")
+    assert "tests/test_flower.py" in every and "tests/test_fedsoftmax.py" in every
+    assert "tests/test_fedcore.py" in chosen and "tests/test_federated.py" in chosen
+    assert not {"tests/test_flower.py", "tests/test_fedsoftmax.py", "tests/test_federated_transfer.py",
+                "tests/test_fedcrossdomain.py"} & set(chosen)
+    assert mutation.chosen_tests("fedcore", every=True) == every
+    # a suite stays for the module it is the own test of
+    assert "tests/test_fedsoftmax.py" in mutation.chosen_tests("fedsoftmax")
+    assert "tests/test_federated_transfer.py" in mutation.chosen_tests("federated_vision")
+    for module in mutation.MODULES:            # every listed module keeps at least one test file
+        assert mutation.chosen_tests(module), module

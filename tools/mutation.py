@@ -1,7 +1,8 @@
 """Mutation testing of one helpers module, bounded: ``python tools/mutation.py MODULE [--timeout S]``.
 
 mutmut (pyproject's ``[tool.mutmut]``) changes one thing at a time in ``helpers/MODULE.py`` and runs
-the tests that import that module; a mutant no test notices "survived". Each run happens in its own
+the tests that import that module — leaving out the slow whole-lesson suites that are not the
+module's own (:data:`INTEGRATION_TESTS`; ``--all-tests`` keeps them); a mutant no test notices "survived". Each run happens in its own
 folder, ``build/mutation/MODULE/`` (a copy of ``helpers/``, ``tests/``, ``conftest.py`` and
 ``pyproject.toml`` whose ``[tool.mutmut]`` names the module and its tests), so runs over different
 modules never share state and the checkout is never touched.
@@ -36,6 +37,13 @@ DEFAULT_TIMEOUT_SECONDS = 1800
 # the modules whose mutation scores issue 41 asks for: the federated core and everything built on it
 MODULES = ("fedcore", "federated", "federated_vision", "fedsoftmax", "compression", "privacy", "security",
            "cross_domain")
+# Test files that reach most modules only through a whole lesson's pipeline — Flower processes, CNN
+# clients, softmax over the catalogue, the cold-start pipeline, the benchmarks — at up to a minute per
+# mutant. A module's mutants run against such a file only when it is the module's own (named here) or
+# when ``--all-tests`` asks for every importing file: so a run over the core ends within its timeout.
+INTEGRATION_TESTS = {"test_flower.py": ("flower_rounds", "flower_deploy"), "test_fedsoftmax.py": ("fedsoftmax",),
+                     "test_federated_transfer.py": ("federated_vision",), "test_fedcrossdomain.py": ("fedcrossdomain",),
+                     "test_bench.py": ("bench",)}
 # mutmut's own exit-code meaning (mutmut.stats.status_by_exit_code), kept here so that reading a
 # summary does not need mutmut installed
 STATUS_BY_EXIT_CODE = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
@@ -62,6 +70,15 @@ def tests_importing(module: str, tests_dir: Path = ROOT / "tests") -> list[str]:
     return found
 
 
+def chosen_tests(module: str, tests_dir: Path = ROOT / "tests", every: bool = False) -> list[str]:
+    """The test files a module's mutants run against: :func:`tests_importing`, without the
+    :data:`INTEGRATION_TESTS` that are not the module's own (all of them with ``every``)."""
+    found = tests_importing(module, tests_dir)
+    if every:
+        return found
+    return [t for t in found if module in INTEGRATION_TESTS.get(Path(t).name, (module,))]
+
+
 def module_config(pyproject_text: str, module: str, tests: list[str]) -> str:
     """``pyproject.toml`` for one module's run: the project's own with ``[tool.mutmut]`` extended by the
     module to mutate (``only_mutate``) and the tests to run (``pytest_add_cli_args_test_selection``)."""
@@ -74,13 +91,14 @@ def module_config(pyproject_text: str, module: str, tests: list[str]) -> str:
     return text
 
 
-def prepare(module: str, workdir: Path) -> list[str]:
+def prepare(module: str, workdir: Path, every: bool = False) -> list[str]:
     """Copy what the tests need into ``workdir`` (emptied first) with the module's config; returns the
-    test files chosen. Raises ``ValueError`` for a module that does not exist or that no test imports."""
+    test files chosen (:func:`chosen_tests`). Raises ``ValueError`` for a module that does not exist
+    or that no test imports."""
     source = ROOT / "helpers" / f"{module}.py"
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", module) or not source.is_file():
         raise ValueError(f"no module helpers/{module}.py; choose one of: " + ", ".join(MODULES))
-    tests = tests_importing(module, ROOT / "tests")
+    tests = chosen_tests(module, ROOT / "tests", every)
     if not tests:
         raise ValueError(f"no test file imports helpers.{module}: there is nothing to kill its mutants")
     if workdir.exists():
@@ -123,11 +141,11 @@ def survivors(module: str, workdir: Path) -> list[str]:
     return sorted(name for name, code in exit_codes(module, workdir).items() if code == 0)
 
 
-def run(module: str, timeout: float, max_children: int) -> dict:
+def run(module: str, timeout: float, max_children: int, every: bool = False) -> dict:
     """Prepare, run mutmut under a wall-clock ``timeout`` (s; its whole process group is killed
-    then) and summarise."""
+    then) and summarise; ``every``: against every test file importing the module."""
     workdir = ROOT / "build" / "mutation" / module
-    tests = prepare(module, workdir)
+    tests = prepare(module, workdir, every)
     print(f"helpers/{module}.py: mutants run against {', '.join(tests)}; at most {timeout:.0f} s", flush=True)
     env = {**os.environ, "COURSE_ROOT": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
@@ -146,6 +164,7 @@ def run(module: str, timeout: float, max_children: int) -> dict:
             process.wait()
     summary = summarise(module, workdir, time.monotonic() - start, stopped)
     summary["mutmut_exit_code"] = process.returncode
+    summary["tests"] = tests
     (workdir.parent / f"{module}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -158,11 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1,
                         help="mutants tested at once (default: the number of cores)")
     parser.add_argument("--survivors", action="store_true", help="also list the surviving mutants' names")
+    parser.add_argument("--all-tests", action="store_true",
+                        help="run the mutants against every test file importing the module, the slow whole-lesson "
+                             "ones too (default: only the module's own among those)")
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.max_children < 1:
         parser.error("--timeout must be > 0 s and --max-children ≥ 1")
     try:
-        summary = run(args.module, args.timeout, args.max_children)
+        summary = run(args.module, args.timeout, args.max_children, args.all_tests)
     except ValueError as error:
         parser.error(str(error))
     print(json.dumps(summary))
