@@ -47,7 +47,7 @@ import pandas as pd
 
 from helpers import fedcore as fc
 from helpers.fedcore import FedConfig, ServerState, Updates
-from helpers.metrics import excluded_mask, hit_rate_at_k, ndcg_at_k, ranks_among, trailing_mean
+from helpers.metrics import excluded_mask, hit_rate_at_k, ndcg_at_k, ranks_among, trailing_mean, user_hits, user_ndcg
 from helpers.splits import leave_last_out
 
 FORMS = {
@@ -443,18 +443,25 @@ class Evaluator:
         return ranks_among(user_scores[rows[:, None], candidates], np.zeros(len(targets), np.int64),
                            np.eye(1, candidates.shape[1], dtype=bool).repeat(len(targets), axis=0))
 
-    def metrics(self, user_scores: np.ndarray, on: str, protocol: str = "full") -> dict:
-        """``{"HR@k": …, "NDCG@k": …}``; ``user_scores`` (U_on, I), or (I,) for a non-personalised model."""
+    def metrics(self, user_scores: np.ndarray, on: str, protocol: str = "full", units: bool = False) -> dict:
+        """``{"HR@k": …, "NDCG@k": …}``; ``user_scores`` (U_on, I), or (I,) for a non-personalised model.
+        With ``units`` also ``"units"``: each held-out user's hit and NDCG, ``{"HR@k": (U_on,), "NDCG@k":
+        (U_on,)}`` (:func:`helpers.metrics.user_hits`, :func:`~helpers.metrics.user_ndcg`), in held-out
+        row order — what a bootstrap over test users resamples."""
         frame = self.split.held_out(on)
         user_scores = np.asarray(user_scores)
         if user_scores.ndim == 1:
             user_scores = np.broadcast_to(user_scores, (len(frame), len(user_scores)))
         ranks = self.ranks(user_scores, on, protocol)
-        return {f"HR@{self.k}": hit_rate_at_k(ranks, self.k), f"NDCG@{self.k}": ndcg_at_k(ranks, self.k)}
+        result = {f"HR@{self.k}": hit_rate_at_k(ranks, self.k), f"NDCG@{self.k}": ndcg_at_k(ranks, self.k)}
+        if units:
+            result["units"] = {f"HR@{self.k}": user_hits(ranks, self.k), f"NDCG@{self.k}": user_ndcg(ranks, self.k)}
+        return result
 
-    def of_state(self, state: ServerState, store: UserVectors, on: str, protocol: str = "full") -> dict:
+    def of_state(self, state: ServerState, store: UserVectors, on: str, protocol: str = "full",
+                 units: bool = False) -> dict:
         """:meth:`metrics` of the federated model: each device scores with the table and its own vector."""
-        return self.metrics(scores(state, store, self.split.held_out(on)["user_idx"].to_numpy()), on, protocol)
+        return self.metrics(scores(state, store, self.split.held_out(on)["user_idx"].to_numpy()), on, protocol, units)
 
     def popularity(self, on: str, protocol: str = "full") -> dict:
         """Most-popular: every user gets the items ranked by training interactions."""

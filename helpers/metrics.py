@@ -50,16 +50,26 @@ def ranks_among(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -
     return np.count_nonzero(ahead, axis=1)
 
 
+def user_hits(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each user's hit, 1.0 when the held-out item's 0-based rank is below k, else 0.0: (U,) float64
+    — the units a bootstrap over test users resamples for HR@k."""
+    return (np.asarray(ranks) < k).astype(np.float64)
+
+
+def user_ndcg(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each user's NDCG@k with one relevant item, 1/log2(rank + 2) inside the top-k, else 0: (U,) float64."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
 def hit_rate_at_k(ranks: np.ndarray, k: int = 10) -> float:
-    """Fraction of users whose held-out item is in their top-k (rank < k)."""
-    return float(np.mean(np.asarray(ranks) < k))
+    """Fraction of users whose held-out item is in their top-k (rank < k): the mean of :func:`user_hits`."""
+    return float(np.mean(user_hits(ranks, k)))
 
 
 def ndcg_at_k(ranks: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k with one relevant item: 1/log2(rank + 2) inside the top-k, else 0."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
-    return float(np.mean(gains))
+    """Mean NDCG@k with one relevant item: the mean of :func:`user_ndcg`."""
+    return float(np.mean(user_ndcg(ranks, k)))
 
 
 def rmse(predictions: np.ndarray, targets: np.ndarray) -> float:

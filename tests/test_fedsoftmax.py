@@ -194,3 +194,17 @@ def test_the_panel_s_runs_are_cached_extended_and_warmed_one_move_at_a_time(spli
     for setting in settings[1:]:
         moved = [name for name in w.SOFTMAX_PANEL if setting[name] != w.SOFTMAX_PANEL[name]]
         assert len(moved) == 1 and setting[moved[0]] in w.SOFTMAX_PANEL_OPTIONS[moved[0]]
+
+
+def test_metrics_can_give_each_held_out_user_s_hit_and_ndcg(split, evaluator):
+    state, store = fs.init_state(split, 6, seed=0)
+    for protocol in ("full", "sampled"):
+        plain = evaluator.of_state(state, store, "test", protocol)
+        with_units = evaluator.of_state(state, store, "test", protocol, units=True)
+        assert "units" not in plain and {k: v for k, v in with_units.items() if k != "units"} == plain
+        hits, ndcg = with_units["units"]["HR@10"], with_units["units"]["NDCG@10"]
+        assert hits.shape == ndcg.shape == (len(split.held_out("test")),)
+        assert set(np.unique(hits)) <= {0.0, 1.0} and np.all((ndcg > 0) == (hits > 0))
+        assert hits.mean() == pytest.approx(plain["HR@10"]) and ndcg.mean() == pytest.approx(plain["NDCG@10"])
+    popular = evaluator.metrics(split.item_counts.astype(np.float64), "valid", units=True)
+    assert popular["units"]["HR@10"].mean() == pytest.approx(popular["HR@10"])

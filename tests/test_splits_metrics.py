@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.metrics import hit_rate_at_k, mae, ndcg_at_k, rank_of_targets, rmse, unit_sums
+from helpers.metrics import hit_rate_at_k, mae, ndcg_at_k, rank_of_targets, rmse, unit_sums, user_hits, user_ndcg
 from helpers.splits import leave_last_out, per_user_split, random_split
 
 
@@ -76,6 +76,9 @@ def test_hit_rate_and_ndcg_by_hand():
     expected = (1 / np.log2(2) + 1 / np.log2(3) + 1 / np.log2(11) + 0) / 4
     assert ndcg_at_k(ranks, 10) == pytest.approx(expected)
     assert hit_rate_at_k(ranks, 1) == 0.25
+    # per user: what a bootstrap over users resamples, and whose means are the two metrics
+    assert user_hits(ranks, 10).tolist() == [1.0, 1.0, 1.0, 0.0]
+    np.testing.assert_allclose(user_ndcg(ranks, 10), [1.0, 1 / np.log2(3), 1 / np.log2(11), 0.0])
 
 
 def test_rmse_mae():
