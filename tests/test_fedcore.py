@@ -370,10 +370,55 @@ def test_a_run_grows_by_exactly_the_rounds_asked_and_training_prints_nothing_by_
     fc.train(federation, state, store, CONFIG, 2, lambda s, c: {"rmse": 0.0})
     printed = capsys.readouterr()
     assert printed.err == "" and printed.out == ""               # no progress bar unless asked for
-    with pytest.raises(ValueError, match="a run with its own algorithm needs a key that names its settings"):
+    with pytest.raises(ValueError, match="^a run with its own algorithm needs a key that names its settings$"):
         cache.get(CONFIG, fc.Algorithm(server_optimizer=fc.server_adam()))
     history = run.first(2)
     assert history.seconds == pytest.approx([0.0, *np.cumsum([r.seconds for r in history.reports])])
     assert history.mb_up == pytest.approx([0.0, *np.cumsum([r.bytes_up / 1e6 for r in history.reports])])
     with pytest.raises(AttributeError, match="History has no attribute or metric 'nothing'"):
         fc.History().nothing
+
+
+def test_local_steps_count_every_epoch_and_none_for_an_empty_client():
+    full_batch = fc.FedConfig(local_epochs=3, batch_size=0)
+    assert full_batch.local_steps([0, 1, 5]).tolist() == [0, 3, 3]     # one full batch per epoch, if any data
+    batches = fc.FedConfig(local_epochs=2, batch_size=4)
+    assert batches.local_steps([0, 1, 4, 5, 9]).tolist() == [0, 2, 2, 4, 6]   # E · ⌈n / B⌉
+
+
+def test_weighted_mean_of_one_example_is_that_client_s_update():
+    one = fc.Updates(np.array([7]), np.array([1]), np.array([0]), np.array([1]), np.array([[2.0, -4.0]], np.float32),
+                     np.array([8]))
+    assert fc.weighted_mean(one, (3, 2)).tolist() == [[0.0, 0.0], [2.0, -4.0], [0.0, 0.0]]
+
+
+def test_defaults_are_the_documented_ones():
+    ids, config = np.arange(100), fl.FedConfig(clients_per_round=40)
+    params, delta, step_config = np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32), fl.FedConfig(server_lr=1.0)
+    state = fc.server_momentum()(params, delta, {}, step_config)[1]
+    assert fc.server_momentum()(params, delta, state, step_config)[0][0, 0] == pytest.approx(1.9)  # v = 0.9 · 1 + 1
+    assert fc.with_dropout(fc.uniform, 0.5)(ids, config, 2).reporting.tolist() == \
+        fc.with_dropout(fc.uniform, 0.5, seed=0)(ids, config, 2).reporting.tolist()
+    context = fc.RoundContext(fc.ServerState(np.zeros((4, 2), np.float32), 3), None, None, config)
+    np.testing.assert_array_equal(fc.noisy_sum(1.0, 2.0)(three_clients(), (4, 2), context),
+                                  fc.noisy_sum(1.0, 2.0, seed=0)(three_clients(), (4, 2), context))
+
+
+def test_training_refuses_impossible_rounds_and_shows_progress_when_asked(federation, capsys):
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    for rounds in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"^rounds must be a whole number ≥ 1, got {rounds}$"):
+            fc.train(federation, state, store, CONFIG, rounds, lambda s, c: {"rmse": 0.0})
+    fc.train(federation, state, store, CONFIG, 1, lambda s, c: {"rmse": 0.0}, progress=True)
+    assert "rounds" in capsys.readouterr().err                     # the bar, named
+    fl.RunCache(federation, dim=4).get(CONFIG).first(1, progress=True)
+    assert "rounds" in capsys.readouterr().err
+
+
+def test_a_cached_run_uses_its_own_algorithm(federation):
+    cache = fl.RunCache(federation, dim=4)
+    adam = fc.Algorithm(server_optimizer=fc.server_adam())
+    plain = cache.get(CONFIG).first(2)
+    with_adam = cache.get(CONFIG, adam, key="FedAdam").first(2)
+    direct = fl.train_federated(federation, CONFIG, 2, dim=4, algorithm=adam)[2]
+    assert with_adam.test_rmse == direct.test_rmse != plain.test_rmse
