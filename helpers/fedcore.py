@@ -104,8 +104,8 @@ class FedConfig:
         """Raise ValueError for settings that cannot run (on ``n_clients`` clients, if given)."""
         k = self.clients_per_round
         if int(k) != k or k < 1 or (n_clients is not None and k > n_clients):
-            upper = f"1..{n_clients}" if n_clients is not None else "≥ 1"
-            raise ValueError(f"clients per round must be a whole number in {upper}, got {k}")
+            allowed = f"in 1..{n_clients}" if n_clients is not None else "≥ 1"
+            raise ValueError(f"clients per round must be a whole number {allowed}, got {k}")
         if int(self.local_epochs) != self.local_epochs or self.local_epochs < 1:
             raise ValueError(f"local epochs must be a whole number ≥ 1, got {self.local_epochs}")
         if self.batch_size < 0:

@@ -422,3 +422,34 @@ def test_a_cached_run_uses_its_own_algorithm(federation):
     with_adam = cache.get(CONFIG, adam, key="FedAdam").first(2)
     direct = fl.train_federated(federation, CONFIG, 2, dim=4, algorithm=adam)[2]
     assert with_adam.test_rmse == direct.test_rmse != plain.test_rmse
+
+
+def test_sum_rows_takes_its_dense_shortcut_only_for_whole_tables_in_row_order():
+    # two clients, each sending every row of a (2, 1) table, but the second in reverse order: no shortcut
+    shuffled = fc.Updates(np.array([1, 2]), np.array([1, 1]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]),
+                          np.array([[1.0], [2.0], [10.0], [20.0]], np.float32), np.array([8, 8]))
+    assert fc.sum_rows(shuffled, (2, 1), np.ones(2)).ravel().tolist() == [21.0, 12.0]
+    in_order = dataclasses.replace(shuffled, rows=np.array([0, 1, 0, 1]))
+    assert fc.sum_rows(in_order, (2, 1), np.ones(2)).ravel().tolist() == [11.0, 22.0]
+    for updates in (shuffled, in_order):                           # both paths honour the dtype asked for
+        assert fc.sum_rows(updates, (2, 1), np.ones(2), np.float64).dtype == np.float64
+        assert fc.sum_rows(updates, (2, 1), np.ones(2)).dtype == np.float32
+    wide = dataclasses.replace(in_order, rows=np.array([0, 1, 0, 1]), values=np.ones((4, 2), np.float32))
+    assert fc.sum_rows(wide, (2, 2), np.array([1.0, 2.0])).tolist() == [[3.0, 3.0], [3.0, 3.0]]
+
+
+def test_norms_cover_every_client_and_row_bytes_count_the_index():
+    silent = fc.Updates(np.array([1, 2, 3]), np.array([1, 1, 1]), np.array([0, 1]), np.array([0, 0]),
+                        np.array([[3.0, 4.0], [0.0, 1.0]], np.float32), np.zeros(3, int))
+    assert silent.norms().tolist() == [5.0, 1.0, 0.0]             # the third client sent no row
+    assert fc.row_bytes(3) == 3 * 4 + 4 and fc.row_bytes(3, indexed=False) == 12
+
+
+def test_a_round_reports_its_own_round_and_time_and_keeps_the_optimiser_state(federation):
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    state = fc.ServerState(state.params, 5)
+    new, report = fc.run_round(state, federation, store, CONFIG, fc.Algorithm(server_optimizer=fc.server_adam()))
+    assert report.round == 5 and new.round == 6 and 0 <= report.seconds < 60
+    assert set(new.optimizer) == {"m", "v"} and report.trained.dtype == np.int64
+    with pytest.raises(ValueError, match="clients per round must be a whole number ≥ 1"):
+        dataclasses.replace(CONFIG, clients_per_round=0).check()
