@@ -467,6 +467,23 @@ def decide_pairs(results: dict, pairs, higher_is_better: bool = True, units: dic
             for (a, b, d, seed_interval, _, unit), q in zip(tested, adjusted)]
 
 
+def _interval_spans(decision: PairDecision, fmt: str, unit_name: str) -> list[str]:
+    """A decision's 95 % intervals as words: over the seeds ("unknown" with one seed) and, if
+    measured, over the test units."""
+    spans = [f"over {decision.seeds} seeds {decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}"
+             if decision.seeds > 1 else "over 1 seed unknown (one seed)"]
+    if decision.unit_interval:
+        spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
+                     f"{decision.unit_interval[1]:+{fmt}}")
+    return spans
+
+
+def _judged_by(units, unit_name: str, paired_units: bool) -> str:
+    """What a decision was judged on, in words, for the sentence's closing parenthesis."""
+    return "Student's t over the seeds" + (f" and a {'paired ' if paired_units else ''}bootstrap over the {unit_name}"
+                                          if units else "")
+
+
 def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_better: bool = True,
                   units: dict | None = None, statistic: str = "mean", unit_name: str = "test units",
                   fmt: str = ".4f", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
@@ -504,11 +521,7 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
     for i, decision in enumerate(decisions):
         a, b, d, q = decision.a, decision.b, decision.difference, decision.p
         numbers.update({f"d{i}": d, f"q{i}": q})
-        spans = [f"over {decision.seeds} seeds {decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}"
-                 if decision.seeds > 1 else "over 1 seed unknown (one seed)"]
-        if decision.unit_interval:
-            spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
-                         f"{decision.unit_interval[1]:+{fmt}}")
+        spans = _interval_spans(decision, fmt, unit_name)
         decided = f"p = {q:.2g}" + (" after Holm" if len(decisions) > 1 else "")
         interval = "95 % CI of the difference " + "; ".join(spans + [decided])
         if decision.winner:
@@ -517,8 +530,7 @@ def compare_at_95(name: str, results: dict, /, metric: str, pairs, higher_is_bet
         else:
             clauses.append(f"{a} vs {b}: no measurable difference at this budget ({d:+{fmt}}; {interval})")
         conditions.append(f"q{i} <= alpha" if decision.winner else f"q{i} > alpha")
-    judged = "Student's t over the seeds" + (f" and a {'paired ' if paired_units else ''}bootstrap over the {unit_name}"
-                                              if units else "")
+    judged = _judged_by(units, unit_name, paired_units)
     sentence = (f"On {metric}: " + "; ".join(clauses) + f" (95 % two-sided: {judged}"
                 + (f"; Holm's correction over the {len(decisions)} pairs" if len(decisions) > 1 else "") + ").")
     return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)
@@ -549,16 +561,9 @@ def close_at_95(name: str, results: dict, /, a: str, b: str, tolerance: float, m
     reference = sum(map(float, results[b])) / len(results[b])
     intervals = [decision.seed_interval] + ([decision.unit_interval] if decision.unit_interval else [])
     low, high = min(i[0] for i in intervals) / abs(reference), max(i[1] for i in intervals) / abs(reference)
-    spans = [f"over {decision.seeds} seed{'s' if decision.seeds > 1 else ''} "
-             + (f"{decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}" if decision.seeds > 1
-                else "unknown (one seed)")]
-    if decision.unit_interval:
-        spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
-                     f"{decision.unit_interval[1]:+{fmt}}")
     said = (f"{a} − {b} = {decision.difference:+{fmt}} ({decision.difference / abs(reference):+.2%} of {b}'s "
-            f"{reference:{fmt}}); 95 % CI " + "; ".join(spans))
-    judged = "Student's t over the seeds" + (f" and a {'paired ' if paired_units else ''}bootstrap over the {unit_name}"
-                                              if units else "")
+            f"{reference:{fmt}}); 95 % CI " + "; ".join(_interval_spans(decision, fmt, unit_name)))
+    judged = _judged_by(units, unit_name, paired_units)
     numbers = {"low": low, "high": high, "tolerance": tolerance}
     inside = "-tolerance <= low and high <= tolerance"
     if -tolerance <= low and high <= tolerance:

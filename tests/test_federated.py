@@ -209,11 +209,17 @@ def test_panel_history_answers_from_the_cache_and_reports_divergence_without_war
         fl.panel_history(runs, 3, "FedAvg", 0, 1, 0.05, 10.0)
 
 
-def test_runs_on_a_federation_with_validation_ratings_record_and_stop_on_them():
+def validated_federation():
+    """The planted federation with each user's two held-out ratings split: one validation, one test."""
     plain = planted_federation()
     valid = plain.test.groupby("user_idx").head(1).reset_index(drop=True)
     test = plain.test.groupby("user_idx").tail(1).reset_index(drop=True)
-    federation = fl.Federation(plain.train, test, plain.n_users, plain.n_items, plain.mu, valid=valid)
+    return plain, fl.Federation(plain.train, test, plain.n_users, plain.n_items, plain.mu, valid=valid)
+
+
+def test_runs_on_a_federation_with_validation_ratings_record_and_stop_on_them():
+    plain, federation = validated_federation()
+    valid = federation.valid
     config = fl.FedConfig(10, 1, 4, 0.1, 1.0)
     _, _, history = fl.train_federated(federation, config, 4, dim=4)
     assert len(history.valid_rmse) == len(history.test_rmse) == 5
@@ -253,10 +259,8 @@ def test_fed_curves_plot_the_metric_asked_for(federation):
 
 
 def test_runs_with_units_record_each_users_errors_that_pool_back_to_the_rmse():
-    plain = planted_federation()
-    valid = plain.test.groupby("user_idx").head(1).reset_index(drop=True)
-    test = plain.test.groupby("user_idx").tail(1).reset_index(drop=True)
-    federation = fl.Federation(plain.train, test, plain.n_users, plain.n_items, plain.mu, valid=valid)
+    _, federation = validated_federation()
+    test = federation.test
     config = fl.FedConfig(10, 1, 4, 0.1, 1.0)
     with_units = fl.RunCache(federation, dim=4, units=True).get(config).first(3)
     without = fl.RunCache(federation, dim=4).get(config).first(3)
