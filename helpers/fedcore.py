@@ -38,7 +38,8 @@ change the server adds as it is, whatever the server optimiser; None for a task 
 course's tasks: :class:`helpers.federated.Federation` (biased MF),
 :class:`helpers.fedsoftmax.SoftmaxFederation` (the softmax recommender),
 :class:`helpers.federated_vision.ImageTask` (a Keras CNN), :class:`helpers.federated_vision.HeadTask`
-(a linear head on frozen features) and :class:`helpers.flower_rounds.NodeFederation` (step (2) over
+(a linear head on frozen features), :class:`helpers.fedcrossdomain.MappingTask` (a cross-domain mapping),
+:class:`helpers.fedinteraction.InteractionTask` (MF with a shared interaction network) and :class:`helpers.flower_rounds.NodeFederation` (step (2) over
 Flower's network). **Client state** is any object with a ``residual`` dict (client id → its
 compression residual); the task keeps its private per-client values there too (MF: user vectors
 and biases). Only the client-update function and the transforms write to it, each where its

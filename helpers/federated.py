@@ -228,8 +228,14 @@ def _compiled_training():
     return _train_clients
 
 
-def _flat_batch(federation: Federation, config: FedConfig, clients: np.ndarray, round_num: int):
-    """The sampled clients' ratings as one flat batch, and the (E, S, W) step layout."""
+def flat_batch(federation, config: FedConfig, clients: np.ndarray, round_num: int):
+    """The sampled clients' ratings as one flat batch, and the (E, S, K × B) step layout of
+    :func:`local_training` (also the interaction task's, :mod:`helpers.fedinteraction`).
+
+    ``federation``: anything with ``num_examples(clients)`` and ``client_data(client)`` as
+    :class:`Federation`. Returns (slot (R,) int32 — each rating's client 0..K-1 —, items (R,), ratings
+    (R,), rows (E, S, K × B) int32 — index R pads —, weight (E, S, K × B) float32 — 1/batch size, 0 for
+    padding —, active (E, S, K) float32 — 1 where the client takes a step)."""
     counts = federation.num_examples(clients)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     total = int(offsets[-1])
@@ -259,7 +265,7 @@ def local_training(federation: Federation, params: np.ndarray, store: ClientStor
     from helpers.tf_quiet import tf
 
     config.check()
-    slot, items, ratings, rows, weight, active = _flat_batch(federation, config, clients, round_num)
+    slot, items, ratings, rows, weight, active = flat_batch(federation, config, clients, round_num)
     delta, p, bu = _compiled_training()(
         tf.constant(params), tf.constant(store.user_vec[clients]), tf.constant(store.user_bias[clients]),
         tf.constant(slot), tf.constant(items), tf.constant(ratings), tf.constant(rows), tf.constant(weight),
