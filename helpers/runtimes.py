@@ -100,6 +100,37 @@ def deadline_for(name: str, fast: bool, times: dict | None = None) -> float:
     return UNTIMED_DEADLINE_SECONDS if recorded is None else 3 * recorded + 300
 
 
+POLL_SLICE_SECONDS = 1.0
+
+
+def poll_in_slices(channel, slice_seconds: float = POLL_SLICE_SECONDS) -> None:
+    """Make ``channel.get_msg(timeout=T)`` wait in slices of ``slice_seconds``, asking again after each,
+    until a message comes or T has passed (then ``queue.Empty``, as before; T = None waits forever).
+
+    nbclient waits for a cell's reply with one ``get_msg`` on the shell channel (and for its output on
+    the IOPub channel); after a cell that shows widgets that wait sometimes never wakes although the
+    reply has arrived and the kernel is idle (jupyter/nbclient#312), and a notebook run then sits until
+    its deadline. Asking again each second picks the reply up.
+    """
+    from queue import Empty
+
+    from jupyter_core.utils import ensure_async
+
+    original = channel.get_msg
+
+    async def get_msg(timeout: float | None = None, **kwargs):
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = slice_seconds if end is None else max(0.0, min(slice_seconds, end - time.monotonic()))
+            try:
+                return await ensure_async(original(timeout=wait, **kwargs))
+            except Empty:
+                if end is not None and time.monotonic() >= end:
+                    raise
+
+    channel.get_msg = get_msg
+
+
 def _stop_with_stack(client, dump: Path) -> str:
     """Ask the kernel of ``client`` for its threads' stacks (SIGUSR1 → ``dump``), kill it; the stacks."""
     import signal
@@ -149,6 +180,8 @@ def execute(path: Path, fast: bool, timeout: int = 1200, save: bool | None = Non
             client.reset_execution_trackers()
             start = time.perf_counter()
             with client.setup_kernel():
+                poll_in_slices(client.kc.shell_channel)
+                poll_in_slices(client.kc.iopub_channel)
                 for index, cell in enumerate(notebook.cells):
                     if cell.cell_type != "code":
                         continue

@@ -105,3 +105,35 @@ def test_the_deadline_follows_the_recorded_run_time():
     assert runtimes.deadline_for("03_x.ipynb", fast=False, times=times) == 600
     assert runtimes.deadline_for("03_x.ipynb", fast=True, times=times) == 360
     assert runtimes.deadline_for("99_new.ipynb", fast=True, times=times) == runtimes.UNTIMED_DEADLINE_SECONDS
+
+
+class _Channel:
+    """A channel whose message arrives on the n-th ask; records each ask's timeout."""
+
+    def __init__(self, ready_on: int | None):
+        self.ready_on, self.asks = ready_on, []
+
+    async def get_msg(self, timeout=None):
+        from queue import Empty
+        import asyncio
+
+        self.asks.append(timeout)
+        if self.ready_on is not None and len(self.asks) >= self.ready_on:
+            return {"msg": "reply"}
+        await asyncio.sleep(timeout or 0)
+        raise Empty
+
+
+def test_a_wait_for_a_reply_asks_again_every_slice_until_the_reply_or_the_timeout():
+    import asyncio
+    from queue import Empty
+
+    channel = _Channel(ready_on=3)
+    runtimes.poll_in_slices(channel, slice_seconds=0.01)
+    assert asyncio.run(channel.get_msg(timeout=None)) == {"msg": "reply"}
+    assert channel.asks[:3] == [0.01, 0.01, 0.01]           # waiting forever, one slice at a time
+    never = _Channel(ready_on=None)
+    runtimes.poll_in_slices(never, slice_seconds=0.01)
+    with pytest.raises(Empty):
+        asyncio.run(never.get_msg(timeout=0.05))
+    assert len(never.asks) >= 2 and all(t <= 0.01 for t in never.asks)  # and gives up at the timeout
