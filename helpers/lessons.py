@@ -303,10 +303,10 @@ def softmax_methods(split, evaluator, rounds: int | None = None, forms: tuple = 
 # plain server SGD diverged on Last.fm at η_s = 20 and 50 (K = 100) and gained little at η_s = 10
 # (K = 50); a per-row mean with η_s = 1 never left the start; FedAdam with τ = 1e-3 moved the item rows
 # too little. FedAdam with τ = 1e-6, K = 100: η_s = 0.01 beat 0.003 on Last.fm and 0.03 on MovieLens.
-# The most rounds: 120 on MovieLens, 80 on Last.fm (their best validation rounds were 77 and 43 of 100).
+# The most rounds: 100 on MovieLens, 60 on Last.fm (their best validation rounds were 77 and 43 of 100).
 FED_INTERACTION = dict(dim=16, config=dict(clients_per_round=100, local_epochs=1, batch_size=32, client_lr=0.05,
                                            server_lr=0.01, l2=0.02),
-                       source_rounds=120, target_rounds=80, adam_tau=1e-6)
+                       source_rounds=100, target_rounds=60, adam_tau=1e-6)
 
 
 def fed_interaction_settings(**changes):
