@@ -59,7 +59,6 @@ def interaction_rows(dim: int, hidden: int = HIDDEN_UNITS) -> int:
 def interaction_parts(rows: np.ndarray, hidden: int = HIDDEN_UNITS):
     """(W₁ (…, d, H), b₁ (…, H), w₂ (…, H), b₂ (…,)) of g's rows (…, G, d + 1), one table or a stack."""
     lead = rows.shape[:-2]
-    width = rows.shape[-1]
     w1 = np.swapaxes(rows[..., :hidden, :-1], -1, -2)
     tail = rows[..., hidden:, :].reshape(lead + (-1,))
     return w1, rows[..., :hidden, -1], tail[..., :hidden], tail[..., hidden]

@@ -289,3 +289,57 @@ def test_centralised_training_records_each_test_users_errors_per_epoch(federatio
                            federation.train, federation.test, batch_size=8, epochs=3, learning_rate=1e4, user_units=True)
     assert exploded.diverged and len(exploded.test_units) == len(exploded.test_rmse)
     assert np.isnan(exploded.test_units[-1][:, 0]).all()
+
+
+def test_reference_and_vectorised_updates_agree_with_user_biases_and_a_cosine_schedule(federation):
+    """From non-zero private biases and in a round where the cosine schedule has moved η_c."""
+    config = fl.FedConfig(clients_per_round=10, local_epochs=2, batch_size=4, client_lr=0.2, l2=0.02, cosine_rounds=4)
+    states = []
+    for _ in range(2):
+        state, store = fl.init_state(federation, dim=4, seed=2)
+        store.user_bias[:] = np.random.default_rng(3).normal(0, 0.5, len(store.user_bias))
+        states.append((dataclasses.replace(state, round=2), store))
+    (fast, fast_store), (slow, slow_store) = states
+    fast, _ = fc.run_round(fast, federation, fast_store, config)
+    slow, _ = fc.run_round(slow, federation, slow_store, config, REFERENCE)
+    np.testing.assert_allclose(fast.params, slow.params, atol=1e-5)
+    np.testing.assert_allclose(fast_store.user_bias, slow_store.user_bias, atol=1e-5)
+    plain, plain_store = fl.init_state(federation, dim=4, seed=2)  # the same round at a constant η_c moves otherwise
+    plain_store.user_bias[:] = np.random.default_rng(3).normal(0, 0.5, len(plain_store.user_bias))
+    plain, _ = fc.run_round(dataclasses.replace(plain, round=2), federation, plain_store,
+                            dataclasses.replace(config, cosine_rounds=0))
+    assert np.abs(plain.params - slow.params).max() > 1e-4
+
+
+def test_item_bias_scores_the_frame_given_and_its_user_sums_pool_to_its_rmse(federation):
+    other = federation.train.iloc[::3]
+    assert fl.item_bias_rmse(federation, other) != pytest.approx(fl.item_bias_rmse(federation))
+    sums = fl.item_bias_user_errors(federation, other)
+    assert sums[:, 1].sum() == len(other)
+    assert np.sqrt(sums[:, 0].sum() / sums[:, 1].sum()) == pytest.approx(fl.item_bias_rmse(federation, other))
+
+
+def test_initial_tables_follow_their_seed_and_scale_and_runs_their_init_seed(federation):
+    state, store = fl.init_state(federation, dim=8, seed=0, scale=0.5)
+    assert 0.4 < np.std(state.params[:, :-1]) < 0.6 and 0.4 < np.std(store.user_vec) < 0.6
+    default, _ = fl.init_tables(federation.n_users, federation.n_items, 8)
+    given, _ = fl.init_tables(federation.n_users, federation.n_items, 8, seed=0, scale=0.1)
+    np.testing.assert_array_equal(default.params, given.params)
+    config = fl.FedConfig(5, 1, 4, 0.1, 1.0)
+    _, _, first = fl.train_federated(federation, config, 1, dim=4, init_seed=0)
+    _, _, second = fl.train_federated(federation, config, 1, dim=4, init_seed=1)
+    assert first.test_rmse[0] != second.test_rmse[0]
+    cached = fl.RunCache(federation, dim=4, init_seed=1).get(config).first(1, progress=False)
+    assert cached.test_rmse == second.test_rmse
+    assert len(fl.train_federated(federation, config, 1)[1].user_vec[0]) == 32  # d = 32 unless asked
+    assert "test_units" not in fl.evaluate_rmse(federation, *fl.init_state(federation, 4))
+
+
+def test_a_clients_data_keeps_the_order_of_the_frame():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 3, 300)
+    frame = pd.DataFrame({"user_idx": users, "item_idx": np.arange(300), "rating": np.ones(300, np.float32)})
+    federation = fl.Federation(frame, frame.iloc[:0], 3, 300, mu=1.0)
+    for u in range(3):
+        items, _ = federation.client_data(u)
+        np.testing.assert_array_equal(items, np.flatnonzero(users == u))
