@@ -228,3 +228,34 @@ def test_dp_noise_is_fresh_every_round_and_seeded_by_seed_and_round():
         assert np.allclose(at(round_number), expected, atol=1e-6)
     assert np.array_equal(at(3), at(3))
     assert np.abs(at(0) - at(1)).min() > 0   # every coordinate gets different noise in another round
+
+
+def test_noise_for_epsilon_asks_its_own_accountant_at_both_ends_of_the_search():
+    """At q = 0.05, T = 50 PLD's ε at σ = 0.3 is under 50 and RDP's over it; at q = 0.5, T = 10 PLD reaches
+    ε = 0.048 by σ = 100 and RDP does not."""
+    assert pv.noise_for_epsilon(50.0, 0.05, 50, 1e-5, "pld") == 0.3
+    assert pv.noise_for_epsilon(50.0, 0.05, 50, 1e-5, "rdp") > 0.3
+    assert pv.noise_for_epsilon(0.048, 0.5, 10, 1e-5, "pld") < 100.0
+    with pytest.raises(ValueError, match="needs σ >"):
+        pv.noise_for_epsilon(0.048, 0.5, 10, 1e-5, "rdp")
+
+
+def test_dp_fedavg_refuses_impossible_settings_and_clips_then_adds_seeded_noise(federation):
+    for clip_norm, sigma in [(0.0, 1.0), (1.0, -0.5), (0.0, -0.5)]:
+        with pytest.raises(ValueError, match="clipping norm must be > 0 and noise multiplier ≥ 0"):
+            pv.dp_fedavg(pv.DPConfig(clip_norm, sigma, 8), 0.5)
+    config = fl.FedConfig(8, 1, 4, 0.5, 1.0)
+    state, store = fl.init_state(federation, dim=4, seed=0)
+    quiet = pv.DPConfig(clip_norm=1e-3, noise_multiplier=0.0, expected_clients=4)
+    new, report = fc.run_round(state, federation, store, config, pv.dp_fedavg(quiet, 0.5))
+    assert len(report.trained) and report.update_norms.max() > 1e-3     # the raw updates exceed C …
+    change = np.sqrt(((new.params - state.params).astype(np.float64) ** 2).sum())
+    assert change <= len(report.trained) * 1e-3 / 4 * (1 + 1e-4)          # … the server sees them clipped
+    noisy = [fc.run_round(state, federation, fl.init_state(federation, 4, 0)[1], config,
+                          pv.dp_fedavg(pv.DPConfig(1.0, 1.0, 4, seed=s), 0.5))[0].params for s in (0, 0, 1)]
+    assert np.array_equal(noisy[0], noisy[1]) and not np.allclose(noisy[0], noisy[2])
+
+
+def test_precision_and_recall_of_nothing_guessed_or_nothing_true():
+    assert pv.precision_recall(np.array([]), np.array([1, 2])) == (1.0, 0.0)
+    assert pv.precision_recall(np.array([1]), np.array([])) == (0.0, 1.0)
