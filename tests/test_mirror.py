@@ -118,4 +118,4 @@ def test_download_all_fails_only_for_required_archives_and_says_which_lessons_ca
     monkeypatch.setitem(outcome, "lastfm-2k", "not reachable")
     assert data_main(["download-all"]) == 1
     out = capsys.readouterr().out
-    assert "lastfm-2k        FAILED (lesson 06 needs it): not reachable" in out and "failed: lastfm-2k" in out
+    assert "lastfm-2k        FAILED (lessons 06, 08 need it): not reachable" in out and "failed: lastfm-2k" in out
