@@ -343,3 +343,68 @@ def test_a_clients_data_keeps_the_order_of_the_frame():
     for u in range(3):
         items, _ = federation.client_data(u)
         np.testing.assert_array_equal(items, np.flatnonzero(users == u))
+
+
+@pytest.fixture(scope="module")
+def trained(federation):
+    """A few FedAvg rounds on the planted federation: (state, store) with non-zero private rows."""
+    state, store, _ = fl.train_federated(federation, fl.FedConfig(10, 1, 4, 0.1, 3.0), rounds=5, dim=4)
+    return state, store
+
+
+def test_per_client_rmse_is_each_users_own_rmse_on_the_frame(federation, trained):
+    state, store = trained
+    frame = federation.test.iloc[::-1]  # rows out of user order: the Series still comes back by user
+    table = fl.per_client_rmse(state, store, federation, frame)
+    assert table.name == "rmse" and list(table.index) == sorted(frame["user_idx"].unique())
+    error = frame["rating"].to_numpy() - fl.predict(state, store, federation, frame)
+    for user in (0, 7, 24):
+        mine = (frame["user_idx"] == user).to_numpy()
+        assert table[user] == pytest.approx(np.sqrt(np.mean(error[mine] ** 2)), rel=1e-6)
+    subset = frame[frame["user_idx"] < 5]
+    assert list(fl.per_client_rmse(state, store, federation, subset).index) == [0, 1, 2, 3, 4]
+
+
+def test_squared_error_sums_of_groups_pool_to_the_rmse_of_all_their_rows(federation, trained):
+    state, store = trained
+    frame = federation.test
+    half = frame["user_idx"] < 12
+    parts = [fl.squared_error_sum(state, store, federation, frame[mask]) for mask in (half, ~half)]
+    assert [count for _, count in parts] == [int(half.sum()), int((~half).sum())]
+    error = frame["rating"].to_numpy()[half.to_numpy()] - fl.predict(state, store, federation, frame[half])
+    assert parts[0][0] == pytest.approx(float(np.sum(error.astype(np.float64) ** 2)), rel=1e-9)
+    pooled = np.sqrt(sum(s for s, _ in parts) / sum(c for _, c in parts))
+    assert pooled == pytest.approx(fl.federated_rmse(state, store, federation, frame), rel=1e-6)
+
+
+def test_without_private_predicts_from_the_global_part_and_leaves_the_store(federation, trained):
+    state, store = trained
+    before = store.user_vec.copy()
+    bare = fl.without_private(store)
+    assert bare.user_vec.shape == store.user_vec.shape and bare.user_bias.shape == store.user_bias.shape
+    assert not bare.user_vec.any() and not bare.user_bias.any()
+    np.testing.assert_array_equal(store.user_vec, before)
+    _, item_bias = fl.item_table(state.params)
+    frame = federation.test
+    np.testing.assert_allclose(fl.predict(state, bare, federation, frame),
+                               federation.mu + item_bias[frame["item_idx"].to_numpy()], rtol=1e-6)
+
+
+def test_refit_private_trains_every_clients_private_rows_at_the_states_round_and_sends_nothing(federation, trained):
+    state, store = trained
+    config = fl.FedConfig(10, 3, 4, 0.1, l2=0.02)
+    params, user_vec, user_bias = state.params.copy(), store.user_vec.copy(), store.user_bias.copy()
+    refit = fl.refit_private(state, store, federation, config)
+    np.testing.assert_array_equal(state.params, params)  # the global table is not changed
+    np.testing.assert_array_equal(store.user_vec, user_vec)  # nor the store given
+    np.testing.assert_array_equal(store.user_bias, user_bias)
+    expected = fl.ClientStore(user_vec.copy(), user_bias.copy())
+    fl.local_training(federation, params, expected, federation.client_ids, config, state.round)
+    np.testing.assert_allclose(refit.user_vec, expected.user_vec, atol=1e-6)
+    np.testing.assert_allclose(refit.user_bias, expected.user_bias, atol=1e-6)
+    assert np.all(np.abs(refit.user_vec - user_vec)[federation.client_ids].max(axis=1) > 0)  # every client moved
+    other_round = fl.ClientStore(user_vec.copy(), user_bias.copy())
+    fl.local_training(federation, params, other_round, federation.client_ids, config, state.round + 1)
+    assert np.abs(other_round.user_vec - refit.user_vec).max() > 1e-4  # batches are drawn by round
+    assert (fl.federated_rmse(state, refit, federation, federation.train)
+            < fl.federated_rmse(state, store, federation, federation.train))
