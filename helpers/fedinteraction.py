@@ -130,14 +130,18 @@ class InteractionTask:
         """n_k of each client: (K,) int."""
         return self._ratings.num_examples(clients)
 
+    def _interaction_bytes(self, width: int) -> int:
+        """Bytes of g's rows, sent whole (no indices)."""
+        return interaction_rows(self.dim, self.hidden) * fc.row_bytes(width, indexed=False)
+
     def download_bytes(self, clients: np.ndarray, width: int) -> np.ndarray:
         """Each client's download: its items' rows with indices, and g's rows: (K,) int."""
-        return self.num_examples(clients) * fc.row_bytes(width) + interaction_rows(self.dim, self.hidden) * fc.row_bytes(width, indexed=False)
+        return self.num_examples(clients) * fc.row_bytes(width) + self._interaction_bytes(width)
 
     def upload_bytes(self, clients: np.ndarray, width: int) -> np.ndarray:
         """Each client's upload: its items' rows with indices, and g's rows when g is trained: (K,) int."""
-        g_bytes = interaction_rows(self.dim, self.hidden) * fc.row_bytes(width, indexed=False)
-        return self.num_examples(clients) * fc.row_bytes(width) + (g_bytes if self.train_interaction else 0)
+        g_bytes = self._interaction_bytes(width) if self.train_interaction else 0
+        return self.num_examples(clients) * fc.row_bytes(width) + g_bytes
 
     def train_clients(self, params, store, clients, config, round_num) -> Updates:
         """Step (2): :func:`local_training`."""

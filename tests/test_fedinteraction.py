@@ -133,7 +133,6 @@ def test_mini_batches_and_epochs_follow_the_core_schedule():
     task, state, store = task_and_state()
     config = FedConfig(1, 2, 2, client_lr=0.05, l2=0.01)
     client = 4
-    single = fi.InteractionTask(task.ratings, 6, 8, DIM, task.mu, HIDDEN)
     params = state.params.copy()
     p, bu = store.user_vec[client].copy(), store.user_bias[client].copy()
     items, values = task.client_data(client)
@@ -147,7 +146,7 @@ def test_mini_batches_and_epochs_follow_the_core_schedule():
             updates = fi.local_training(one, params, local, np.array([client]), full, 0)
             np.add.at(params, updates.rows, updates.values)
             p, bu = local.user_vec[client].copy(), local.user_bias[client].copy()
-    updates = fi.local_training(single, state.params, store, np.array([client]), config, 0)
+    updates = fi.local_training(task, state.params, store, np.array([client]), config, 0)
     got = state.params.copy()
     np.add.at(got, updates.rows, updates.values)
     np.testing.assert_allclose(got, params, rtol=1e-5, atol=1e-6)
