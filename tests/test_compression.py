@@ -11,6 +11,8 @@ import pytest
 
 from helpers import compression as cp
 from helpers import fedcore as fc
+from helpers import federated as fl
+from test_federated import planted_federation
 
 
 def one_row_updates(client: int, values) -> fc.Updates:
@@ -91,3 +93,65 @@ def test_compare_uploads_trains_each_run_for_the_rounds_and_size_asked(monkeypat
     runs = {"plain": ("config", cp.Compressor("none")), "8-bit": ("config", cp.Compressor("int8"))}
     assert cp.compare_uploads("federation", runs, rounds=7, dim=5, progress=False) == {"plain": "history", "8-bit": "history"}
     assert calls == [("config", "none", 7, 5), ("config", "int8", 7, 5)]
+
+
+@pytest.mark.parametrize("compressor, expected_bytes", [
+    (cp.Compressor("none"), 3 * (4 + 4 * 5)),          # index + d + 1 float32 values per row
+    (cp.Compressor("int8"), 3 * (4 + 5) + 4),           # index + d + 1 int8 codes per row, one float32 scale
+    (cp.Compressor("topk", 0.2), 3 * (4 + 4)),          # ⌈0.2 · 15⌉ = 3 entries, each position + value
+])
+def test_encode_sends_what_each_method_sends_and_counts_its_bytes(compressor, expected_bytes):
+    block = np.arange(1.0, 16.0, dtype=np.float32).reshape(3, 5) / 10
+    decoded, cost = cp.encode(block, compressor)
+    assert cost == expected_bytes
+    if compressor.method == "none":
+        np.testing.assert_array_equal(decoded, block)
+        assert decoded is not block
+    elif compressor.method == "int8":
+        assert 0 < np.abs(decoded - block).max() <= 1.5 / 127 / 2 + 1e-7
+    else:
+        np.testing.assert_array_equal(decoded, np.where(block >= 1.3, block, 0))
+
+
+def test_the_transform_reports_each_clients_encoded_bytes():
+    updates = fc.Updates(np.array([3, 9]), np.array([2, 1]), np.array([0, 0, 1]), np.array([0, 1, 2]),
+                         np.ones((3, 5), np.float32), np.array([48, 24], np.int64))
+    context = SimpleNamespace(clients_state=SimpleNamespace(residual={}))
+    sent = cp.compress(cp.Compressor("int8"))(updates, context)
+    np.testing.assert_array_equal(sent.upload_bytes, [2 * (4 + 5) + 4, 1 * (4 + 5) + 4])
+    np.testing.assert_array_equal(updates.upload_bytes, [48, 24])  # the input is not changed
+
+
+def test_int8_scales_small_updates_to_the_full_code_range():
+    codes, scale = cp.quantise_int8(np.array([0.5, -0.25, 0.0], np.float32))
+    assert scale == np.float32(0.5 / 127)
+    np.testing.assert_array_equal(codes, [127, -64, 0])
+
+
+def test_a_share_above_one_is_refused():
+    with pytest.raises(ValueError, match=r"share of entries kept must lie in \(0, 1\], got 1.5"):
+        cp.Compressor("topk", fraction=1.5).check()
+
+
+def test_the_comparison_line_up_names_each_run_and_its_settings():
+    config = fl.FedConfig(clients_per_round=12, local_epochs=2, batch_size=8, client_lr=0.1, seed=4)
+    runs = cp.comparison_runs(config, fedsgd_rate=7.0)
+    assert list(runs) == ["FedAvg, float32", "FedSGD, float32", "FedAvg, top-10% + error feedback",
+                          "FedAvg, top-1% + error feedback", "FedAvg, top-0.1% + error feedback",
+                          "FedAvg, top-0.1%, no error feedback", "FedAvg, 8-bit + error feedback"]
+    assert all(c is config for label, (c, _) in runs.items() if label != "FedSGD, float32")
+    assert runs["FedSGD, float32"][0] == fl.FedConfig.fedsgd(12, 7.0, seed=4)
+    assert [(c.method, c.fraction, c.error_feedback) for _, c in runs.values()][2:] == [
+        ("topk", 0.1, True), ("topk", 0.01, True), ("topk", 0.001, True), ("topk", 0.001, False), ("int8", 0.1, True)]
+    assert runs["FedAvg, float32"][1].method == runs["FedSGD, float32"][1].method == "none"
+
+
+def test_a_compressed_runs_history_counts_the_encoded_bytes():
+    federation = planted_federation(n_users=12, n_items=20)
+    config = fl.FedConfig(clients_per_round=12, local_epochs=1, batch_size=4, client_lr=0.1)
+    plain = cp.run_compressed(federation, config, cp.Compressor("none"), rounds=2, dim=4)
+    int8 = cp.run_compressed(federation, config, cp.Compressor("int8"), rounds=2, dim=4)
+    rows = int(federation.num_examples(federation.client_ids).sum())
+    assert plain.mb_up[-1] == pytest.approx(2 * rows * (4 + 4 * 5) / 1e6)
+    assert int8.mb_up[-1] == pytest.approx(2 * (rows * (4 + 5) + 4 * 12) / 1e6)
+    assert len(int8.test_rmse) == 3 and int8.test_rmse[-1] != plain.test_rmse[-1]
