@@ -84,8 +84,8 @@ def mae(predictions: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(np.abs(diff)))
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy (0..1) of (N, C) scores against integer labels of shape (N,).
+def top1_correct(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each row's top-1 class is its label: bool (N,) from (N, C) scores and integer labels (N,).
 
     Labels of shape (N, 1) — what ``keras.datasets.*.load_data()`` returns — are
     refused: compared with (N,) predictions they broadcast to an (N, N) table and
@@ -94,7 +94,13 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must have shape (N,), got {labels.shape}: flatten them with y.ravel()")
-    return float(np.mean(np.argmax(logits, axis=1) == labels))
+    return np.argmax(logits, axis=1) == labels
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy (0..1) of (N, C) scores against integer labels of shape (N,): the mean of
+    :func:`top1_correct` (which refuses (N, 1) labels)."""
+    return float(np.mean(top1_correct(logits, labels)))
 
 
 def unit_sums(owner: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:

@@ -54,8 +54,9 @@ class Source:
     Attributes:
         extractor: the convolutional part (image → features); never modified by the lessons.
         model: extractor + the source's 5-way head (logits).
-        test_accuracy: on the source task's test images (0..1).
-        curve: test accuracy after every epoch (length ``recipe.epochs``).
+        test_accuracy: on the source task's test images (0..1), read once after training.
+        curve: accuracy after every epoch (length ``recipe.epochs``) on the task's validation
+            images when it holds them (:func:`helpers.vision_transfer.hold_out`), else on its test images.
         seconds: training time when it was trained (also on a cache hit).
         cached: True when the weights came from the cache.
     """
@@ -71,6 +72,7 @@ class Source:
 def cache_key(task: vt.Task, build: str, recipe: SourceRecipe) -> str:
     """A file-name-safe key of everything the weights depend on."""
     described = json.dumps({"task": task.name, "classes": task.class_names, "images": len(task.x_train),
+                            "validation": 0 if task.y_valid is None else len(task.y_valid),
                             "labels": hashlib.sha256(np.ascontiguousarray(task.y_train)).hexdigest(),
                             "blocks": vt.BLOCKS, "recipe": asdict(recipe)}, sort_keys=True)
     digest = hashlib.sha256(described.encode()).hexdigest()[:12]
@@ -78,7 +80,8 @@ def cache_key(task: vt.Task, build: str, recipe: SourceRecipe) -> str:
 
 
 def _train(task: vt.Task, recipe: SourceRecipe, progress: bool) -> tuple[keras.Sequential, keras.Model, list[float]]:
-    """Pre-train from scratch, one fit call per epoch with a fresh seeded shuffle."""
+    """Pre-train from scratch, one fit call per epoch with a fresh seeded shuffle; the curve is the
+    accuracy after each epoch on the validation images (the test images when the task holds none)."""
     from helpers.tf_quiet import tf
 
     extractor = vt.build_extractor(recipe.seed)
@@ -88,12 +91,13 @@ def _train(task: vt.Task, recipe: SourceRecipe, progress: bool) -> tuple[keras.S
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     images = tf.data.Dataset.from_tensor_slices((task.x_train, task.y_train))
+    held_out = (task.x_valid, task.y_valid) if task.has_validation else (task.x_test, task.y_test)
     curve = []
     for epoch in progress_bar(range(recipe.epochs), "source epochs", enabled=progress):
         batches = (images.shuffle(len(task.x_train), seed=recipe.seed * 1000 + epoch)
                    .batch(recipe.batch_size, drop_remainder=True).prefetch(2))
         model.fit(batches, epochs=1, shuffle=False, verbose=0)  # shuffled above, per epoch
-        curve.append(vt.accuracy(model, task.x_test, task.y_test))
+        curve.append(vt.accuracy(model, *held_out))
     return extractor, model, curve
 
 
@@ -138,12 +142,13 @@ def _train_now(task: vt.Task, recipe: SourceRecipe, progress: bool, cache: tuple
     start = time.perf_counter()
     extractor, model, curve = _train(task, recipe, progress)
     seconds = time.perf_counter() - start
+    test_accuracy = vt.accuracy(model, task.x_test, task.y_test) if task.has_validation else curve[-1]
     if cache is not None:
         weights, record = cache
         weights.parent.mkdir(parents=True, exist_ok=True)
         partial = weights.with_name(weights.name.replace(".weights.h5", ".partial.weights.h5"))
         model.save_weights(partial)
         partial.replace(weights)
-        record.write_text(json.dumps({"test_accuracy": curve[-1], "curve": curve, "seconds": seconds,
+        record.write_text(json.dumps({"test_accuracy": test_accuracy, "curve": curve, "seconds": seconds,
                                       "images": len(task.x_train), "recipe": asdict(recipe)}))
-    return Source(extractor, model, curve[-1], curve, seconds, cached=False)
+    return Source(extractor, model, test_accuracy, curve, seconds, cached=False)

@@ -27,6 +27,7 @@ All models output logits and are trained with
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import helpers.tf_quiet  # noqa: F401  (first: loads TensorFlow without its start-up lines)
@@ -49,6 +50,8 @@ class Task:
     Attributes:
         x_train, x_test: uint8 (N, 32, 32, 3).  y_train, y_test: int (N,).
         class_names: C names.
+        x_valid, y_valid: validation images held out of the training images (:func:`hold_out`),
+            on which recipes, methods and stopping points are chosen; None when the task holds none.
     """
 
     name: str
@@ -57,6 +60,13 @@ class Task:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    x_valid: np.ndarray | None = None
+    y_valid: np.ndarray | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the task holds validation images."""
+        return self.x_valid is not None
 
 
 def make_task(data: ImageData, classes: tuple[int, ...], name: str) -> Task:
@@ -103,14 +113,37 @@ def smaller(task: Task, train_per_class: int | None, test_per_class: int | None,
 
     x_train, y_train = draw(task.x_train, task.y_train, train_per_class, seed)
     x_test, y_test = draw(task.x_test, task.y_test, test_per_class, seed + 1)
-    return Task(task.name, x_train, y_train, x_test, y_test, task.class_names)
+    return dataclasses.replace(task, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def hold_out(task: Task, per_class: int, seed: int = 0) -> Task:
+    """The task with ``per_class`` of each class's training images moved to its validation set (a
+    seeded draw): label budgets (:func:`label_budget`) then draw from the rest, so a choice made on
+    the validation images never sees an image a model trained on, nor a test image.
+
+    Raises:
+        ValueError: the task already holds validation images, ``per_class`` < 1, or it would leave
+            a class with no training image.
+    """
+    if task.has_validation:
+        raise ValueError(f"the task {task.name!r} already holds {len(task.y_valid):,} validation images")
+    smallest = int(np.bincount(task.y_train, minlength=len(task.class_names)).min())
+    if not 1 <= per_class < smallest:
+        raise ValueError(f"validation images per class must lie in 1..{smallest - 1} (the smallest class holds "
+                         f"{smallest} training images), got {per_class}")
+    rng = np.random.default_rng(seed)
+    valid = np.sort(np.concatenate([rng.choice(np.flatnonzero(task.y_train == c), per_class, replace=False)
+                                    for c in range(len(task.class_names))]))
+    train = np.setdiff1d(np.arange(len(task.y_train)), valid)
+    return dataclasses.replace(task, x_train=task.x_train[train], y_train=task.y_train[train],
+                               x_valid=task.x_train[valid], y_valid=task.y_train[valid])
 
 
 def shuffled_labels(task: Task, seed: int = 0) -> Task:
-    """The same images with labels permuted at random: a source that teaches nothing real."""
+    """The same images with the training labels permuted at random: a source that teaches nothing
+    real. Validation and test labels stay true, so they show what it learned of the real task."""
     rng = np.random.default_rng(seed)
-    return Task(task.name + " (shuffled labels)", task.x_train, rng.permutation(task.y_train),
-                task.x_test, task.y_test, task.class_names)
+    return dataclasses.replace(task, name=task.name + " (shuffled labels)", y_train=rng.permutation(task.y_train))
 
 
 def build_extractor(seed: int = 0) -> keras.Sequential:
@@ -247,17 +280,17 @@ def count_params(model: keras.Model) -> dict:
     return {"trainable": trainable, "frozen": frozen}
 
 
-class _TestCurve(keras.callbacks.Callback):
-    """Test accuracy at ``points`` evenly spaced steps of a ``steps``-step fit (the last one included)."""
+class _Curve(keras.callbacks.Callback):
+    """Accuracy on held-out images at ``points`` evenly spaced steps of a ``steps``-step fit (the last one included)."""
 
-    def __init__(self, test: tuple[np.ndarray, np.ndarray], steps: int, points: int):
+    def __init__(self, images: tuple[np.ndarray, np.ndarray], steps: int, points: int):
         super().__init__()
-        self.test, self.at = test, set(np.linspace(steps / points, steps, points).round().astype(int).tolist())
+        self.images, self.at = images, set(np.linspace(steps / points, steps, points).round().astype(int).tolist())
         self.curve: list[tuple[int, float]] = []
 
     def on_train_batch_end(self, batch, logs=None):
         if batch + 1 in self.at:
-            self.curve.append((batch + 1, accuracy(self.model, *self.test)))
+            self.curve.append((batch + 1, accuracy(self.model, *self.images)))
 
 
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learning_rate: float,
@@ -270,11 +303,12 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learnin
     updates without per-epoch overhead.
 
     Args:
-        track: (x_test, y_test) to measure test accuracy ``track_points`` times during
-            training (the training curve; costs one pass over the test images each time).
+        track: (x, y) held-out images (validation, or test) whose accuracy is measured
+            ``track_points`` times during training (the training curve; costs one pass over
+            them each time).
 
     Returns ``{"loss": final training loss (nats), "seconds": float, "epochs": passes over x,
-    "curve": [(step, test accuracy), ...] (empty without ``track``)}``.
+    "curve": [(step, accuracy on track), ...] (empty without ``track``)}``.
     """
     from helpers.tf_quiet import tf
 
@@ -284,7 +318,7 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learnin
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
                .repeat().batch(batch_size))
-    callbacks = [] if track is None else [_TestCurve(track, steps, track_points)]
+    callbacks = [] if track is None else [_Curve(track, steps, track_points)]
     start = time.perf_counter()
     history = model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,  # tf.data shuffles
                         callbacks=callbacks)
@@ -293,11 +327,21 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int, learnin
     return {"loss": loss, "seconds": seconds, "epochs": steps * batch_size / len(x), "curve": curve}
 
 
+def logits_of(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The model's (N, C) logits on uint8 images ``x``, in batches of 512 (inference mode)."""
+    return np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 512], training=False))
+                           for i in range(0, len(x), 512)])
+
+
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy (0..1) on uint8 images ``x`` with labels ``y`` of shape (N,), in batches of 512."""
-    logits = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 512], training=False))
-                             for i in range(0, len(x), 512)])
-    return metrics.accuracy(logits, y)
+    """Top-1 accuracy (0..1) on uint8 images ``x`` with labels ``y`` of shape (N,)."""
+    return metrics.accuracy(logits_of(model, x), y)
+
+
+def correct(model: keras.Model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each image's top-1 class is its label: bool (N,), whose mean is :func:`accuracy` —
+    the per-image units a paired bootstrap over test images resamples (:func:`helpers.findings.compare_at_95`)."""
+    return metrics.top1_correct(logits_of(model, x), y)
 
 
 def features(extractor: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -377,12 +421,13 @@ def run_method(method: str, source: keras.Sequential | None, target: Task, per_c
                seed: int = 0, max_steps: int = 400, learning_rate: float | None = None,
                track: bool = False, probe_share: float | None = None, **options) -> dict:
     """Train one method on a seeded label budget for :func:`target_steps` updates and
-    measure target test accuracy.
+    measure target accuracy on the validation images (when the task holds them) and the test images.
 
     Args:
         learning_rate: Adam's initial rate; None takes the method's :data:`LEARNING_RATES`.
-        track: also measure the test-accuracy curve during training (see :func:`fit`), on
-            :data:`CURVE_TEST_PER_CLASS` test images per class (the final accuracy uses all).
+        track: also measure an accuracy curve during training (see :func:`fit`): on the
+            validation images when the task holds them, else on :data:`CURVE_TEST_PER_CLASS`
+            test images per class.
         probe_share: for ``"finetune"``, the share of the steps spent first on the new head
             alone (a linear probe, extractor frozen) before fine-tuning ("LP-FT", Kumar et
             al. 2022): the head starts fine-tuning already fitted, so early gradients do
@@ -391,36 +436,44 @@ def run_method(method: str, source: keras.Sequential | None, target: Task, per_c
         options: passed to :func:`target_model`.
 
     Returns ``{"method", "per_class", "seed", "blocks" (trained conv blocks for (b)/(c),
-    else None), "accuracy", "seconds", "trainable", "steps", "curve"}``.
+    else None), "accuracy" (test, 0..1), "test_correct" (bool per test image), "valid_accuracy"
+    and "valid_correct" (None without validation images), "seconds", "trainable", "steps",
+    "curve" ([(step, accuracy)]), "curve_on" ("validation" or "test")}``.
     """
     x, y = label_budget(target, per_class, seed)
     model = target_model(method, source, len(target.class_names), seed, **options)
     steps = target_steps(len(x), max_steps)
     share = PROBE_SHARE.get(method, 0.0) if probe_share is None else probe_share
     probe = int(round(share * steps)) if method == "finetune" else 0
-    test = None
-    if track:  # the curve is measured on a fixed share of the test images (each point costs a pass over them)
+    held_out = None  # the curve's images (each point costs a pass over them)
+    if track and target.has_validation:
+        held_out = (target.x_valid, target.y_valid)
+    elif track:
         fixed = smaller(target, None, CURVE_TEST_PER_CLASS)
-        test = (fixed.x_test, fixed.y_test)
+        held_out = (fixed.x_test, fixed.y_test)
     seconds, curve = 0.0, []
     if probe:  # linear probe first: only the new head trains, then everything the method trains
         extractor = model.get_layer("extractor")
         trainable = [layer.trainable for layer in extractor.layers]
         for layer in extractor.layers:
             layer.trainable = False
-        run = fit(model, x, y, steps=probe, learning_rate=LEARNING_RATES["features"], seed=seed, track=test,
+        run = fit(model, x, y, steps=probe, learning_rate=LEARNING_RATES["features"], seed=seed, track=held_out,
                   track_points=4)
         seconds, curve = run["seconds"], run["curve"]
         for layer, was in zip(extractor.layers, trainable):
             layer.trainable = was
     run = fit(model, x, y, steps=steps - probe, learning_rate=learning_rate or LEARNING_RATES[method], seed=seed,
-              track=test, track_points=4 if probe else 8)
+              track=held_out, track_points=4 if probe else 8)
     seconds += run["seconds"]
     curve += [(probe + step, value) for step, value in run["curve"]]
     blocks = {"features": 0, "finetune": options.get("unfrozen_blocks", len(BLOCKS))}.get(method)
+    test_correct = correct(model, target.x_test, target.y_test)
+    valid_correct = correct(model, target.x_valid, target.y_valid) if target.has_validation else None
     return {"method": method, "per_class": per_class if per_class is not None else int(len(y) / len(target.class_names)),
-            "seed": seed, "blocks": blocks, "accuracy": accuracy(model, target.x_test, target.y_test),
-            "seconds": seconds, "trainable": count_params(model)["trainable"], "steps": steps, "curve": curve}
+            "seed": seed, "blocks": blocks, "accuracy": float(np.mean(test_correct)), "test_correct": test_correct,
+            "valid_accuracy": None if valid_correct is None else float(np.mean(valid_correct)),
+            "valid_correct": valid_correct, "seconds": seconds, "trainable": count_params(model)["trainable"],
+            "steps": steps, "curve": curve, "curve_on": "validation" if target.has_validation else "test"}
 
 
 def run_grid(source: keras.Sequential | None, target: Task, methods, budgets, seeds, progress: bool = True,
@@ -428,7 +481,7 @@ def run_grid(source: keras.Sequential | None, target: Task, methods, budgets, se
     """Every (method, label budget, seed) combination; one row per run (see :func:`run_method`).
 
     The same seed gives every method the same target examples. ``track_budget``: the
-    label budget whose seed-``seeds[0]`` runs also record their test-accuracy curve.
+    label budget whose seed-``seeds[0]`` runs also record their accuracy curve.
     """
     import pandas as pd
     combos = [(m, b, s) for b in budgets for s in seeds for m in methods]
@@ -436,6 +489,41 @@ def run_grid(source: keras.Sequential | None, target: Task, methods, budgets, se
                        **options)
             for m, b, s in progress_bar(combos, "target runs", enabled=progress)]
     return pd.DataFrame(rows)
+
+
+def per_seed(runs: "pd.DataFrame", method: str, per_class: int, column: str = "accuracy", seeds=None) -> list:
+    """``column`` of ``method``'s runs at ``per_class`` labels per class, ordered by seed (only
+    ``seeds`` when given): per-seed values, or per-seed unit arrays ("test_correct"), as
+    :func:`helpers.findings.compare_at_95` takes them.
+
+    Raises:
+        ValueError: no run of ``method`` at ``per_class`` (for one of ``seeds``).
+    """
+    at = runs[(runs["method"] == method) & (runs["per_class"] == per_class)].sort_values("seed")
+    if seeds is not None:
+        at = at[at["seed"].isin(list(seeds))]
+    wanted = len(at) if seeds is None else len(set(seeds))
+    if at.empty or len(at) != wanted:
+        raise ValueError(f"no run of {method!r} at {per_class} labels per class for every seed asked "
+                         f"(seeds run: {sorted(runs['seed'][(runs['method'] == method) & (runs['per_class'] == per_class)])})")
+    return at[column].tolist()
+
+
+def choose_on_validation(runs: "pd.DataFrame", methods, per_class: int) -> str:
+    """The method of ``methods`` with the highest mean validation accuracy over its seeds at
+    ``per_class`` labels per class (the first in ``methods`` on a tie): a choice that reads no test image.
+
+    Raises:
+        ValueError: runs without validation accuracy, or a method with no run at ``per_class``.
+    """
+    means = {}
+    for method in methods:
+        values = per_seed(runs, method, per_class, "valid_accuracy")
+        if any(v is None or not np.isfinite(v) for v in values):
+            raise ValueError(f"the runs of {method!r} hold no validation accuracy: hold validation images out "
+                             f"of the target first (hold_out)")
+        means[method] = float(np.mean(values))
+    return max(methods, key=lambda m: means[m])
 
 
 def summarise(runs: "pd.DataFrame") -> "pd.DataFrame":

@@ -258,3 +258,67 @@ def test_nearest_mean_and_pca():
     labels = np.array([0, 0, 1, 1])
     assert vt.nearest_mean_accuracy(features, labels, features, labels) == 1.0
     assert vt.pca_2d(np.random.default_rng(0).normal(size=(10, 5))).shape == (10, 2)
+
+
+def test_hold_out_moves_a_seeded_balanced_share_of_training_images_to_validation(tasks):
+    _, target = tasks
+    held = vt.hold_out(target, 3, seed=2)
+    assert np.bincount(held.y_valid).tolist() == [3] * 5 and np.bincount(held.y_train).tolist() == [9] * 5
+    assert held.has_validation and not target.has_validation
+    rows = {bytes(img) for img in held.x_valid}
+    assert rows.isdisjoint(bytes(img) for img in held.x_train)  # no image in both
+    assert len(rows | {bytes(img) for img in held.x_train}) == len(target.x_train)
+    again = vt.hold_out(target, 3, seed=2)
+    assert np.array_equal(held.x_valid, again.x_valid) and not np.array_equal(held.x_valid, vt.hold_out(target, 3, seed=3).x_valid)
+    assert held.x_test is target.x_test
+    budget_x, _ = vt.label_budget(held, 9, seed=0)  # budgets draw from what is left: every remaining image
+    assert {bytes(img) for img in budget_x}.isdisjoint(rows)
+    small = vt.smaller(held, 4, 2)
+    assert small.x_valid is held.x_valid  # a smaller task keeps its validation images
+    shuffled = vt.shuffled_labels(held)
+    assert shuffled.y_valid is held.y_valid and np.array_equal(np.sort(shuffled.y_train), np.sort(held.y_train))
+
+
+@pytest.mark.parametrize("per_class, message", [(0, "1..11 .*got 0"), (12, "1..11 .*holds 12 training images.*got 12")])
+def test_hold_out_refuses_what_would_leave_a_class_empty_or_hold_out_twice(tasks, per_class, message):
+    _, target = tasks
+    with pytest.raises(ValueError, match=message):
+        vt.hold_out(target, per_class)
+    with pytest.raises(ValueError, match="already holds 5 validation images"):
+        vt.hold_out(vt.hold_out(target, 1), 1)
+
+
+def test_runs_on_a_task_with_validation_images_score_them_and_draw_the_curve_on_them(tasks, trained_source):
+    _, target = tasks
+    held = vt.hold_out(target, 2)
+    run = vt.run_method("features", trained_source, held, 4, max_steps=6, track=True)
+    assert run["curve_on"] == "validation" and run["curve"][-1][1] == pytest.approx(run["valid_accuracy"])
+    assert run["valid_correct"].shape == (10,) and run["valid_accuracy"] == pytest.approx(run["valid_correct"].mean())
+    assert run["test_correct"].dtype == bool and run["test_correct"].shape == target.y_test.shape
+    assert run["accuracy"] == pytest.approx(run["test_correct"].mean())
+    plain = vt.run_method("features", trained_source, target, 4, max_steps=6)
+    assert plain["valid_accuracy"] is None and plain["valid_correct"] is None and plain["curve_on"] == "test"
+
+
+def test_correct_marks_each_image_and_refuses_column_labels(tasks, trained_source):
+    _, target = tasks
+    model = vt.target_model("features", trained_source, 5)
+    marks = vt.correct(model, target.x_test, target.y_test)
+    assert marks.mean() == pytest.approx(vt.accuracy(model, target.x_test, target.y_test))
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        vt.correct(model, target.x_test, target.y_test.reshape(-1, 1))
+
+
+def test_choose_on_validation_reads_validation_means_only():
+    runs = pd.DataFrame({"method": ["scratch", "finetune"] * 2, "per_class": 10, "seed": [0, 0, 1, 1],
+                         "valid_accuracy": [0.5, 0.7, 0.6, 0.6], "accuracy": [0.9, 0.1, 0.9, 0.1]})
+    assert vt.choose_on_validation(runs, ["scratch", "finetune"], 10) == "finetune"  # 0.65 vs 0.55; test says the other
+    assert vt.per_seed(runs, "finetune", 10) == [0.1, 0.1] and vt.per_seed(runs, "scratch", 10, "valid_accuracy", [1]) == [0.6]
+    tie = runs.assign(valid_accuracy=0.5)
+    assert vt.choose_on_validation(tie, ["finetune", "scratch"], 10) == "finetune"
+    with pytest.raises(ValueError, match="no run of 'additive' at 10"):
+        vt.choose_on_validation(runs, ["additive"], 10)
+    with pytest.raises(ValueError, match="for every seed asked"):
+        vt.per_seed(runs, "scratch", 10, seeds=[0, 5])
+    with pytest.raises(ValueError, match="hold validation images out"):
+        vt.choose_on_validation(runs.assign(valid_accuracy=None), ["scratch"], 10)

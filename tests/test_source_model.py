@@ -121,3 +121,13 @@ def test_lesson_04s_target_keeps_every_image_except_fast_mode_test_images(monkey
     monkeypatch.setenv(config.FAST_ENV, "1")
     fast = lessons.cifar_target(data)
     assert len(fast.y_train) == 150 and np.bincount(fast.y_test).tolist() == [4] * 5
+
+
+def test_a_source_holding_validation_images_draws_its_curve_on_them_and_reads_test_once(source_task, cache):
+    task = vt.hold_out(source_task, 2, seed=0)
+    assert sm.cache_key(task, "ab" * 32, TINY) != sm.cache_key(source_task, "ab" * 32, TINY)
+    source = sm.pretrained_source(task, "ab" * 32, TINY, progress=False)
+    assert len(source.curve) == TINY.epochs
+    assert source.curve[-1] == pytest.approx(vt.accuracy(source.model, task.x_valid, task.y_valid))
+    assert source.test_accuracy == pytest.approx(vt.accuracy(source.model, task.x_test, task.y_test))
+    assert sm.pretrained_source(task, "ab" * 32, TINY, progress=False).test_accuracy == source.test_accuracy  # cached
