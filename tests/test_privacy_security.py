@@ -191,6 +191,13 @@ def test_defence_table_runs_every_aggregator_condition_and_seed(federation):
     for rmse_value, units in zip(table["test RMSE"], table["test units"]):   # each user's errors pool back to it
         assert units[:, 1].sum() == len(federation.test)
         assert np.sqrt(units[:, 0].sum() / units[:, 1].sum()) == pytest.approx(rmse_value, rel=1e-5)
+    for condition, attack in [("scaling attack", dict(attack="scale")), ("push attack", dict(attack="push", target_item=3))]:
+        row = table[(table["aggregator"] == "clip") & (table["condition"] == condition) & (table["seed"] == 1)]
+        threat = sec.Threat(aggregator="clip", clip_norm=0.1, attacker_share=0.1, seed=1, **attack)  # the defaults
+        state, store, history = fl.train_federated(federation, fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02, seed=1), 2,
+                                                   dim=4, algorithm=sec.threatened(threat))
+        assert row["test RMSE"].item() == pytest.approx(history.test_rmse[-1], rel=1e-6)
+        assert row["target hit rate"].item() == sec.hit_rate(state, store, federation, 3)
 
 
 def test_privacy_utility_plot_draws_error_bars_and_the_baseline():
@@ -259,3 +266,169 @@ def test_dp_fedavg_refuses_impossible_settings_and_clips_then_adds_seeded_noise(
 def test_precision_and_recall_of_nothing_guessed_or_nothing_true():
     assert pv.precision_recall(np.array([]), np.array([1, 2])) == (1.0, 0.0)
     assert pv.precision_recall(np.array([1]), np.array([])) == (0.0, 1.0)
+
+
+# ---------------------------------------------------------------- security: attacks and robust aggregation by hand
+
+
+def random_updates(k=7, n_items=6, width=3, seed=0):
+    """k clients, each sending rows for a random subset of n_items items (the last item: nobody)."""
+    rng = np.random.default_rng(seed)
+    slot, rows = [], []
+    for client in range(k):
+        chosen = np.flatnonzero(rng.random(n_items - 1) < 0.6)
+        slot += [client] * len(chosen)
+        rows += list(chosen)
+    values = rng.normal(size=(len(rows), width)).astype(np.float32)
+    return fc.Updates(np.arange(100, 100 + k), rng.integers(1, 9, k), np.array(slot), np.array(rows), values,
+                      np.full(k, 40))
+
+
+def reference_robust(updates, n_items, method, trim=0.2):
+    """Per item: the median (or the mean after cutting ⌊trim·c⌋ values at each end) of the rows sent,
+    times the senders' share of all examples; 0 for items nobody sent."""
+    share = updates.num_examples / updates.num_examples.sum()
+    dense = np.zeros((n_items, updates.values.shape[1]))
+    for item in np.unique(updates.rows):
+        sent = updates.rows == item
+        column = np.sort(updates.values[sent].astype(np.float64), axis=0)
+        cut = int(np.floor(trim * len(column)))
+        centre = np.median(column, axis=0) if method == "median" else column[cut:len(column) - cut].mean(axis=0)
+        dense[item] = centre * share[updates.slot[sent]].sum()
+    return dense
+
+
+@pytest.mark.parametrize("method, trim", [("median", 0.2), ("trimmed", 0.2), ("trimmed", 0.1), ("trimmed", 0.4)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_aggregate_is_the_per_item_median_or_trimmed_mean_times_the_senders_share(method, trim, seed):
+    updates = random_updates(seed=seed)
+    assert {count % 2 for count in np.bincount(updates.rows)[:5]} == {0, 1}  # items sent by an even and an odd number
+    got = sec.robust_aggregate(updates, 6, method, trim)
+    assert got.dtype == np.float32 and not got[5].any()  # the item nobody sent stays 0
+    assert np.allclose(got, reference_robust(updates, 6, method, trim), atol=1e-6)
+
+
+def test_median_and_trimmed_mean_differ_and_one_client_with_one_example_keeps_its_update():
+    values = np.array([[0.0], [1.0], [2.0], [6.0], [10.0]], np.float32)
+    updates = fc.Updates(np.arange(5), np.ones(5, int), np.arange(5), np.zeros(5, int), values, np.zeros(5, int))
+    assert sec.robust_aggregate(updates, 1, "median")[0, 0] == pytest.approx(2.0)
+    assert sec.robust_aggregate(updates, 1, "trimmed", trim=0.2)[0, 0] == pytest.approx(3.0)  # mean of 1, 2, 6
+    assert sec.robust_aggregate(updates, 1, "trimmed", trim=0.1)[0, 0] == pytest.approx(3.8)  # ⌊0.5⌋ = 0 cut
+    single = fc.Updates(np.arange(1), np.ones(1, int), np.zeros(1, int), np.zeros(1, int), values[3:4],
+                        np.zeros(1, int))
+    assert sec.robust_aggregate(single, 1, "median")[0, 0] == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="'median', 'trimmed' or 'median_all', got 'max'"):
+        sec.robust_aggregate(updates, 1, "max")
+
+
+@pytest.mark.parametrize("k, seed", [(4, 0), (6, 1), (7, 2)])
+def test_median_all_is_the_coordinate_median_over_all_sampled_clients_with_zeros(k, seed):
+    updates = random_updates(k=k, seed=seed)
+    dense = np.zeros((k, 6, 3))
+    dense[updates.slot, updates.rows] = updates.values
+    got = sec.robust_aggregate(updates, 6, "median_all")
+    assert got.dtype == np.float32
+    assert np.allclose(got, np.median(dense, axis=0), atol=1e-6)
+    half = fc.Updates(np.arange(2), np.ones(2, int), np.array([0]), np.array([0]), np.array([[4.0, -2.0]], np.float32),
+                      np.zeros(2, int))  # one of two clients sent item 0: the median is the midpoint with 0
+    assert np.allclose(sec.robust_aggregate(half, 1, "median_all"), [[2.0, -1.0]])
+
+
+def test_threat_settings_name_what_is_wrong_and_allow_the_edges():
+    for bad, message in [(dict(dropout=1.0), "dropout share must lie in \\[0, 1\\), got 1.0"),
+                         (dict(attacker_share=1.0), "attacker share must lie in \\[0, 1\\), got 1.0"),
+                         (dict(attack="nope"), "attack must be one of .*got 'nope'"),
+                         (dict(aggregator="max"), "aggregator must be one of .*got 'max'"),
+                         (dict(trim=0.5), "trim share must lie in \\[0, 0.5\\), got 0.5")]:
+        with pytest.raises(ValueError, match=message):
+            sec.Threat(**bad).check()
+    sec.Threat(dropout=0.0, attacker_share=0.0, trim=0.0).check()
+
+
+def test_no_attack_or_no_attacker_leaves_the_updates_alone_and_scaling_flips_only_the_attackers():
+    updates = random_updates()
+    params = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    assert sec.attack(updates, np.array([1, 2]), sec.Threat(attack="none"), params) is updates
+    assert sec.attack(updates, np.array([], int), sec.Threat(attack="push"), params) is updates
+    scaled = sec.attack(updates, np.array([2]), sec.Threat(attack="scale", boost=4.0), params)
+    bad = updates.slot == 2
+    assert np.allclose(scaled.values[bad], -4.0 * updates.values[bad])
+    assert np.array_equal(scaled.values[~bad], updates.values[~bad]) and np.array_equal(scaled.rows, updates.rows)
+
+
+def test_a_push_attack_sends_one_row_toward_the_100_most_popular_items():
+    rng = np.random.default_rng(3)
+    n_items, d = 150, 3  # more than 100 items, so that "the 100 highest-bias items" is a real choice
+    params = rng.normal(size=(n_items, d + 1)).astype(np.float32)
+    updates = random_updates(k=5, n_items=n_items, width=d + 1)
+    pushed = sec.attack(updates, np.array([0, 3]), sec.Threat(attack="push", target_item=7, boost=5.0), params)
+    popular = np.argsort(-params[:, -1])[:100]
+    row = np.append(params[popular, :d].mean(axis=0) - params[7, :d], 1.0) * 0.1 * 5.0
+    bad = np.isin(pushed.slot, [0, 3])
+    assert pushed.values.dtype == np.float32 and np.allclose(pushed.values[bad], row)
+    assert sorted(pushed.slot[bad]) == [0, 3] and (pushed.rows[bad] == 7).all()
+    honest = ~np.isin(updates.slot, [0, 3])
+    assert np.array_equal(pushed.values[~bad], updates.values[honest])
+    assert (pushed.num_examples[[0, 3]] == int(np.median(updates.num_examples))).all()
+    assert (pushed.upload_bytes[[0, 3]] == fc.row_bytes(d + 1)).all()
+    assert np.array_equal(pushed.num_examples[[1, 2, 4]], updates.num_examples[[1, 2, 4]])
+
+
+def context_at(round_num, params):
+    return fc.RoundContext(fc.ServerState(params, round_num), None, None, fl.FedConfig())
+
+
+def test_the_attackers_are_drawn_by_seed_and_round():
+    updates = random_updates(k=10)
+    params = np.zeros((6, 3), np.float32)
+    threat = sec.Threat(attacker_share=0.3, attack="scale", seed=4)
+    first = sec.attack_transform(threat)(updates, context_at(2, params))
+    attackers = np.random.default_rng([4, 2]).permutation(10)[:3]
+    assert np.array_equal(first.values, sec.attack(updates, attackers, threat, params).values)
+    again = sec.attack_transform(threat)(updates, context_at(2, params))
+    later = sec.attack_transform(threat)(updates, context_at(3, params))
+    assert np.array_equal(first.values, again.values) and not np.array_equal(first.values, later.values)
+
+
+def test_threatened_clips_for_clip_passes_trim_and_the_robust_aggregator_and_seeds_dropouts():
+    updates = random_updates(k=6)
+    context = context_at(0, np.zeros((6, 3), np.float32))
+    clipping = sec.threatened(sec.Threat(aggregator="clip", clip_norm=0.3))
+    clipped = updates
+    for transform in clipping.transforms:
+        clipped = transform(clipped, context)
+    assert clipped.norms().max() <= 0.3 + 1e-6 and updates.norms().max() > 0.3
+    assert len(sec.threatened(sec.Threat(aggregator="mean")).transforms) == 1  # the (empty) attack only
+    trimmed = sec.threatened(sec.Threat(aggregator="trimmed", trim=0.4))
+    assert np.allclose(trimmed.aggregator(updates, (6, 3), context), sec.robust_aggregate(updates, 6, "trimmed", 0.4))
+    median = sec.threatened(sec.Threat(aggregator="median"))
+    assert np.allclose(median.aggregator(updates, (6, 3), context), sec.robust_aggregate(updates, 6, "median"))
+    ids, config = np.arange(40), fl.FedConfig(clients_per_round=20)
+    dropping = sec.threatened(sec.Threat(dropout=0.5, seed=3)).sampler
+    assert np.array_equal(dropping(ids, config, 1).reporting, fc.with_dropout(fc.uniform, 0.5, 3)(ids, config, 1).reporting)
+    assert not np.array_equal(dropping(ids, config, 1).reporting,
+                              fc.with_dropout(fc.uniform, 0.5, 0)(ids, config, 1).reporting)
+
+
+def reference_hit_rate(state, store, federation, item, k=10):
+    """Loop over the users who did not rate ``item``: is it among the k best-scored items they did not rate?"""
+    item_vec, item_bias = fl.item_table(state.params)
+    rated = federation.train.groupby("user_idx")["item_idx"].apply(set).to_dict()
+    hits = []
+    for user in federation.client_ids:
+        if item in rated.get(user, set()):
+            continue
+        scores = store.user_vec[user] @ item_vec.T + item_bias
+        unrated = [i for i in range(federation.n_items) if i not in rated.get(user, set())]
+        best = sorted(unrated, key=lambda i: -scores[i])[:k]
+        hits.append(item in best)
+    return float(np.mean(hits))
+
+
+def test_hit_rate_counts_the_users_with_the_item_in_their_unrated_top_k(federation):
+    state, store, _ = fl.train_federated(federation, fl.FedConfig(8, 1, 4, 0.1, 1.0, l2=0.02), 5, dim=4)
+    rates = {item: sec.hit_rate(state, store, federation, item) for item in range(federation.n_items)}
+    assert any(0 < rate < 1 for rate in rates.values())
+    for item, rate in rates.items():
+        assert rate == pytest.approx(reference_hit_rate(state, store, federation, item))
+    assert sec.hit_rate(state, store, federation, 3, k=5) == pytest.approx(reference_hit_rate(state, store, federation, 3, 5))
