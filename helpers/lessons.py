@@ -159,23 +159,26 @@ def cnn_drift_remedies() -> dict:
 
 # Full mode: every source image (25,000 on the complete build), 12 epochs — trained once, then cached.
 # Fast mode (COURSE_FAST=1): 1,000 images per source class and 4 epochs, a weaker but real source.
-# The shuffled-label source of lesson 05's negative-transfer section learns nothing true, so it gets
-# a few epochs on part of the source images.
+# Both hold a seeded share of each class out as validation images, on which the source's curve is drawn.
+# The shuffled-label source of lesson 05's negative-transfer section gets the same images and epochs,
+# so that the two sources differ only in what their labels teach.
 SOURCE_EPOCHS = {"full": 12, "fast": 4}
 SOURCE_IMAGES_PER_CLASS = {"full": None, "fast": 1_000}
-SHUFFLED_SOURCE_EPOCHS = {"full": 3, "fast": 2}
-SHUFFLED_SOURCE_IMAGES_PER_CLASS = {"full": 1_000, "fast": 500}
+SOURCE_VALIDATION_PER_CLASS = {"full": 500, "fast": 100}
 
 
 def cifar_source(data, shuffled: bool = False, progress: bool = True):
     """The pre-trained source extractor that lessons 05 and 07 share (see
     :mod:`helpers.source_model`): from the cache, or trained now (a bar over epochs).
 
+    The source task keeps :data:`SOURCE_IMAGES_PER_CLASS` of each class, of which
+    :data:`SOURCE_VALIDATION_PER_CLASS` are held out as validation images (seed 0); it trains
+    for :data:`SOURCE_EPOCHS` epochs (a fixed cosine schedule), its curve drawn on the validation images.
+
     Args:
         data: :class:`helpers.data.ImageData` as loaded (its ``build`` keys the cache).
-        shuffled: source images with their labels shuffled (a source that teaches
-            nothing true): :data:`SHUFFLED_SOURCE_IMAGES_PER_CLASS` of each class,
-            :data:`SHUFFLED_SOURCE_EPOCHS`.
+        shuffled: the same training images with their labels shuffled (a source that teaches
+            nothing true), the same epochs; validation and test labels stay true.
 
     Returns:
         (the source :class:`helpers.vision_transfer.Task` it was trained on, the
@@ -186,28 +189,31 @@ def cifar_source(data, shuffled: bool = False, progress: bool = True):
     from helpers.config import fast_mode
 
     mode = "fast" if fast_mode() else "full"
-    per_class = (SHUFFLED_SOURCE_IMAGES_PER_CLASS if shuffled else SOURCE_IMAGES_PER_CLASS)[mode]
-    source = vt.smaller(vt.source_and_target(data)[0], per_class, None)
+    source = vt.smaller(vt.source_and_target(data)[0], SOURCE_IMAGES_PER_CLASS[mode], None)
+    source = vt.hold_out(source, SOURCE_VALIDATION_PER_CLASS[mode], seed=0)
     if shuffled:
         source = vt.shuffled_labels(source)
-    epochs = (SHUFFLED_SOURCE_EPOCHS if shuffled else SOURCE_EPOCHS)[mode]
-    return source, sm.pretrained_source(source, data.build, sm.SourceRecipe(epochs=epochs), progress)
+    return source, sm.pretrained_source(source, data.build, sm.SourceRecipe(epochs=SOURCE_EPOCHS[mode]), progress)
 
 
 # Lesson 05's target task: every target image in full mode; in fast mode 200 test images per class
-# (each of the lesson's many target runs ends with a pass over its test set).
+# (each of the lesson's many target runs ends with a pass over its test set). A seeded share of each
+# class's training images is held out as validation images, on which the lesson chooses its methods.
 TARGET_TEST_PER_CLASS = {"full": None, "fast": 200}
+TARGET_VALIDATION_PER_CLASS = {"full": 300, "fast": 100}
 
 
 def cifar_target(data):
-    """Lesson 05's target task (dog, frog, horse, ship, truck): every training image, and the test
-    images of :data:`TARGET_TEST_PER_CLASS` (all in full mode, a seeded draw in fast mode)."""
+    """Lesson 05's target task (dog, frog, horse, ship, truck): the training images less
+    :data:`TARGET_VALIDATION_PER_CLASS` of each class held out as validation images
+    (:func:`helpers.vision_transfer.hold_out`, seed 0), and the test images of
+    :data:`TARGET_TEST_PER_CLASS` (all in full mode, a seeded draw in fast mode)."""
     from helpers import vision_transfer as vt
     from helpers.config import fast_mode
 
-    target = vt.source_and_target(data)[1]
-    per_class = TARGET_TEST_PER_CLASS["fast" if fast_mode() else "full"]
-    return target if per_class is None else vt.smaller(target, None, per_class)
+    mode = "fast" if fast_mode() else "full"
+    target = vt.smaller(vt.source_and_target(data)[1], None, TARGET_TEST_PER_CLASS[mode])
+    return vt.hold_out(target, TARGET_VALIDATION_PER_CLASS[mode], seed=0)
 
 
 # Lesson 07's federated target task: few images per client, as on phones; also keeps a round short.

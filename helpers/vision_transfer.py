@@ -13,8 +13,8 @@ Four ways to learn the target task from L labelled images per class:
 (c) **fine-tuning**: start from the source weights; first train the new head alone for
     half the steps (a linear probe), then everything, at a lower rate, with batch-norm
     statistics re-estimated on the target images ("LP-FT"; see :func:`run_method` and
-    :func:`set_trainable_blocks`). Both choices won by measurement on the complete
-    CIFAR-10 against fine-tuning at once and against keeping the source's statistics;
+    :func:`set_trainable_blocks`). Lesson 05 measures both choices against fine-tuning
+    at once and against keeping the source's statistics, on validation images;
 (d) **additive**: θ_target = θ_source + W. Every convolution computes with
     K_source + W_K (and bias b_source + W_b); only W (zero at the start, optionally
     low-rank) and the new head (whose bias is b_target) are trained. An L2 penalty
@@ -395,7 +395,7 @@ def target_model(method: str, source: keras.Sequential | None, n_classes: int, s
         rank, l2: for ``"additive"``, the rank of W (None: full) and its L2 penalty.
         retrain_batch_norm: for ``"finetune"``, train the batch norms of the unfrozen
             blocks too, in training mode (statistics re-estimated on the target batches;
-            the default, better by measurement on the complete CIFAR-10), or keep the
+            the default, measured against the alternative in lesson 05), or keep the
             source's statistics and scale/shift (False).
         feature_block: for ``"features"``, the block whose pooled output feeds the head
             (the last by default; earlier blocks are more generic, later ones more
@@ -526,12 +526,23 @@ def choose_on_validation(runs: "pd.DataFrame", methods, per_class: int) -> str:
     return max(methods, key=lambda m: means[m])
 
 
-def summarise(runs: "pd.DataFrame") -> "pd.DataFrame":
-    """Mean ± standard deviation of accuracy across seeds: rows = labels per class, columns = method."""
-    stats = runs.groupby(["per_class", "method"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
+ACCURACY_COLUMNS = {"accuracy": "test accuracy", "valid_accuracy": "validation accuracy"}
+
+
+def summarise(runs: "pd.DataFrame", column: str = "accuracy", labels: dict | None = None) -> "pd.DataFrame":
+    """``column``'s mean ± standard deviation over seeds (ddof 1; 0 for one seed): rows = labels per
+    class, columns = the methods of ``labels`` (method → column label; default :data:`METHODS`) that
+    were run, in its order; the columns' name says what the cells hold."""
+    labels = METHODS if labels is None else labels
+    if column not in ACCURACY_COLUMNS:
+        raise ValueError(f"column must be one of {list(ACCURACY_COLUMNS)}, got {column!r}")
+    stats = runs.groupby(["per_class", "method"])[column].agg(["mean", "std", "count"]).reset_index()
     stats["cell"] = [f"{m:.3f} ± {0.0 if np.isnan(s) else s:.3f}" for m, s in zip(stats["mean"], stats["std"])]
     table = stats.pivot(index="per_class", columns="method", values="cell")
-    return table[[m for m in METHODS if m in table.columns]].rename(columns=METHODS)
+    table = table[[m for m in labels if m in table.columns]].rename(columns=labels).rename_axis("labels per class")
+    seeds = int(stats["count"].max())
+    table.columns.name = f"target {ACCURACY_COLUMNS[column]}: mean ± sd over {seeds} seed{'s' if seeds > 1 else ''}"
+    return table
 
 
 def nearest_mean_accuracy(train_features: np.ndarray, y_train: np.ndarray, test_features: np.ndarray,
@@ -550,9 +561,9 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def accuracies_for(runs: "pd.DataFrame", per_class: int, unfrozen_blocks: int) -> dict:
-    """The widget's lookup: mean accuracy of scratch, additive and fine-tuning with the
-    last ``unfrozen_blocks`` conv blocks trained (0 = frozen features), from cached runs.
+def accuracies_for(runs: "pd.DataFrame", per_class: int, unfrozen_blocks: int, column: str = "accuracy") -> dict:
+    """The widget's lookup: mean ``column`` (test or validation accuracy) of scratch, additive and
+    fine-tuning with the last ``unfrozen_blocks`` conv blocks trained (0 = frozen features), from cached runs.
 
     Raises:
         ValueError: a budget that was not run, a block count outside 0..len(BLOCKS), or a block count with no cached run.
@@ -567,6 +578,6 @@ def accuracies_for(runs: "pd.DataFrame", per_class: int, unfrozen_blocks: int) -
     if tuned.empty:
         raise ValueError(f"no cached run with {unfrozen_blocks} unfrozen block(s) at {per_class} labels per class")
     label = "(b) frozen features" if unfrozen_blocks == 0 else f"(c) fine-tune last {unfrozen_blocks} block(s)"
-    return {METHODS["scratch"]: float(at.loc[at["method"] == "scratch", "accuracy"].mean()),
-            label: float(tuned["accuracy"].mean()),
-            METHODS["additive"]: float(at.loc[at["method"] == "additive", "accuracy"].mean())}
+    return {METHODS["scratch"]: float(at.loc[at["method"] == "scratch", column].mean()),
+            label: float(tuned[column].mean()),
+            METHODS["additive"]: float(at.loc[at["method"] == "additive", column].mean())}

@@ -248,6 +248,8 @@ def test_widget_lookup_edges():
     ])
     assert list(vt.accuracies_for(runs, 10, 0).values()) == [0.3, 0.6, 0.55]
     assert "(c) fine-tune last 3 block(s)" in vt.accuracies_for(runs, 10, 3)
+    runs["valid_accuracy"] = runs["accuracy"] + 0.1
+    assert list(vt.accuracies_for(runs, 10, 0, column="valid_accuracy").values()) == pytest.approx([0.4, 0.7, 0.65])
     for per_class, blocks, message in [(11, 0, "cached budgets"), (10, 5, "0..4"), (10, -1, "0..4"), (10, 2, "no cached run")]:
         with pytest.raises(ValueError, match=message):
             vt.accuracies_for(runs, per_class, blocks)
@@ -322,3 +324,19 @@ def test_choose_on_validation_reads_validation_means_only():
         vt.per_seed(runs, "scratch", 10, seeds=[0, 5])
     with pytest.raises(ValueError, match="hold validation images out"):
         vt.choose_on_validation(runs.assign(valid_accuracy=None), ["scratch"], 10)
+
+
+def test_summarise_labels_its_spread_and_reads_the_column_asked():
+    runs = pd.DataFrame([{"method": m, "per_class": 10, "seed": seed, "accuracy": acc, "valid_accuracy": acc + 0.1}
+                         for m, accs in {"scratch": (0.3, 0.5), "features": (0.6, 0.6)}.items()
+                         for seed, acc in enumerate(accs)])
+    test = vt.summarise(runs)
+    assert test.columns.name == "target test accuracy: mean ± sd over 2 seeds"
+    assert test.loc[10, vt.METHODS["scratch"]] == "0.400 ± 0.141" and test.loc[10, vt.METHODS["features"]] == "0.600 ± 0.000"
+    valid = vt.summarise(runs, column="valid_accuracy")
+    assert valid.columns.name.startswith("target validation accuracy") and valid.loc[10, vt.METHODS["scratch"]] == "0.500 ± 0.141"
+    assert list(test.columns) == [vt.METHODS["scratch"], vt.METHODS["features"]]  # the METHODS order
+    relabelled = vt.summarise(runs, labels={"features": "frozen", "scratch": "none"})
+    assert list(relabelled.columns) == ["frozen", "none"]
+    with pytest.raises(ValueError, match="column must be one of"):
+        vt.summarise(runs, column="seconds")

@@ -71,27 +71,30 @@ def test_without_cache_nothing_is_written(source_task, cache):
 
 
 def test_the_lessons_source_presets(source_task, cache, monkeypatch):
-    """lessons.cifar_source: all source images in full mode, a per-class cap in fast mode and for the
-    shuffled-label source (whose labels are permuted), each cached under its own key."""
+    """lessons.cifar_source: all source images in full mode, a per-class cap in fast mode, validation images
+    held out of both; the shuffled-label source trains on the same images (labels permuted, validation
+    labels true) for the same epochs; each cached under its own key."""
     from helpers import config, lessons
 
     rng = np.random.default_rng(1)
     data = ImageData(rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 10),
                      rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 5), NAMES,
                      build="ef" * 32)
-    monkeypatch.setattr(lessons, "SOURCE_EPOCHS", {"full": 1, "fast": 1})
-    monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_EPOCHS", {"full": 1, "fast": 1})
+    monkeypatch.setattr(lessons, "SOURCE_EPOCHS", {"full": 2, "fast": 1})
     monkeypatch.setattr(lessons, "SOURCE_IMAGES_PER_CLASS", {"full": None, "fast": 4})
-    monkeypatch.setattr(lessons, "SHUFFLED_SOURCE_IMAGES_PER_CLASS", {"full": 6, "fast": 3})
+    monkeypatch.setattr(lessons, "SOURCE_VALIDATION_PER_CLASS", {"full": 2, "fast": 1})
     monkeypatch.setattr(sm, "SourceRecipe", lambda epochs: TINY.__class__(epochs=epochs, batch_size=8))
     monkeypatch.setenv(config.FAST_ENV, "0")
     full_task, full = lessons.cifar_source(data, progress=False)
-    assert len(full_task.x_train) == 50 and not full.cached
-    shuffled_task, _ = lessons.cifar_source(data, shuffled=True, progress=False)
-    assert len(shuffled_task.x_train) == 30 and "shuffled" in shuffled_task.name
+    assert len(full_task.x_train) == 40 and np.bincount(full_task.y_valid).tolist() == [2] * 5 and not full.cached
+    assert len(full.curve) == 2
+    shuffled_task, shuffled = lessons.cifar_source(data, shuffled=True, progress=False)
+    assert "shuffled" in shuffled_task.name and len(shuffled.curve) == 2
+    assert np.array_equal(shuffled_task.x_train, full_task.x_train) and np.array_equal(shuffled_task.y_valid, full_task.y_valid)
+    assert sorted(shuffled_task.y_train) == sorted(full_task.y_train) and not np.array_equal(shuffled_task.y_train, full_task.y_train)
     monkeypatch.setenv(config.FAST_ENV, "1")
     fast_task, fast = lessons.cifar_source(data, progress=False)
-    assert len(fast_task.x_train) == 20 and not fast.cached
+    assert len(fast_task.x_train) == 15 and len(fast_task.x_valid) == 5 and not fast.cached and len(fast.curve) == 1
     assert len(lessons.cifar_source(data, shuffled=True, progress=False)[0].x_train) == 15
     assert len(list(cache.glob("*.weights.h5"))) == 4
     monkeypatch.setenv(config.FAST_ENV, "0")
@@ -109,18 +112,24 @@ def test_the_federated_target_is_a_small_seeded_draw(monkeypatch):
     assert np.bincount(target.y_test).tolist() == [3] * 5
 
 
-def test_lesson_04s_target_keeps_every_image_except_fast_mode_test_images(monkeypatch):
+def test_lesson_05s_target_holds_validation_images_out_and_draws_test_images_only_in_fast_mode(monkeypatch):
     from helpers import config, lessons
 
     y = np.repeat(np.arange(10), 30)
-    data = ImageData(np.zeros((300, 32, 32, 3), np.uint8), y, np.zeros((300, 32, 32, 3), np.uint8), y, NAMES)
+    data = ImageData(np.arange(300)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8), y,
+                     np.zeros((300, 32, 32, 3), np.uint8), y, NAMES)
     monkeypatch.setattr(lessons, "TARGET_TEST_PER_CLASS", {"full": None, "fast": 4})
+    monkeypatch.setattr(lessons, "TARGET_VALIDATION_PER_CLASS", {"full": 6, "fast": 2})
     monkeypatch.setenv(config.FAST_ENV, "0")
     full = lessons.cifar_target(data)
-    assert len(full.y_train) == len(full.y_test) == 150
+    assert np.bincount(full.y_valid).tolist() == [6] * 5 and np.bincount(full.y_train).tolist() == [24] * 5
+    assert len(full.y_test) == 150
+    assert not set(full.x_valid[:, 0, 0, 0]) & set(full.x_train[:, 0, 0, 0])  # no image both trains and validates
+    assert np.array_equal(lessons.cifar_target(data).x_valid, full.x_valid)   # seeded
     monkeypatch.setenv(config.FAST_ENV, "1")
     fast = lessons.cifar_target(data)
-    assert len(fast.y_train) == 150 and np.bincount(fast.y_test).tolist() == [4] * 5
+    assert np.bincount(fast.y_valid).tolist() == [2] * 5 and len(fast.y_train) == 140
+    assert np.bincount(fast.y_test).tolist() == [4] * 5
 
 
 def test_a_source_holding_validation_images_draws_its_curve_on_them_and_reads_test_once(source_task, cache):
