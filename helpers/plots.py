@@ -234,25 +234,23 @@ def plot_image_grid(images: np.ndarray, labels: np.ndarray, class_names: list[st
     return fig
 
 
-def plot_transfer_curves(summary_runs, title: str, methods: dict, column: str = "accuracy"):
-    """Target accuracy against labelled images per class: the mean over seeds, bars ± one standard
-    deviation over seeds (none with one seed).
+def plot_transfer_curves(summary_runs, title: str, methods: dict):
+    """Target test accuracy against labelled images per class: the mean over seeds, bars ± one
+    standard deviation over seeds (none with one seed).
 
     Args:
-        summary_runs: frame with columns ``method, per_class`` and ``column`` (one row per run).
+        summary_runs: frame with columns ``method, per_class, accuracy`` (one row per run).
         methods: method key → legend label.
-        column: ``"accuracy"`` (test images) or ``"valid_accuracy"`` (validation images).
     """
-    what = {"accuracy": "test", "valid_accuracy": "validation"}[column]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for method, label in methods.items():
-        stats = summary_runs[summary_runs["method"] == method].groupby("per_class")[column].agg(["mean", "std"])
+        stats = summary_runs[summary_runs["method"] == method].groupby("per_class")["accuracy"].agg(["mean", "std"])
         ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ticks = sorted(summary_runs["per_class"].unique())
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set(xlabel="labelled target images per class (log scale)",
-           ylabel=f"target {what} accuracy (mean ± sd over seeds)", title=title)
+           ylabel="target test accuracy (mean ± sd over seeds)", title=title)
     ax.axhline(0.2, color="grey", ls=":", lw=1, label="chance (5 classes)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
