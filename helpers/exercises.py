@@ -397,6 +397,50 @@ def check_bias_transfer(predict_fn: Callable[[float, np.ndarray, float], np.ndar
 
 # ----------------------------------------------------------------------------- lesson 07
 
+def class_mean_head(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The server's side of the class-mean head round: per-client feature sums (K, C, d) and counts
+    (K, C) → the nearest-class-mean head W (d, C), b (C,), with μ_c the pooled class mean,
+    W[:, c] = μ_c and b_c = −½‖μ_c‖²."""
+    means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]
+    return means.T, -0.5 * np.sum(means**2, axis=1)
+
+
+def check_class_mean_head(head_fn: Callable[[np.ndarray, np.ndarray], tuple]) -> Feedback:
+    """Exercise 07.1: ``head_fn(sums, counts)`` → (W (d, C), b (C,)) of :func:`class_mean_head`, on
+    clients of unequal sizes (so an unweighted mean of client means is wrong)."""
+    rng = np.random.default_rng(7)
+    counts = np.array([[30, 0, 2], [1, 12, 5], [4, 3, 20]], dtype=float)          # 3 clients × 3 classes
+    sums = rng.normal(0.5, 1.0, (3, 3, 4)) * counts[:, :, None]                    # d = 4
+    want_w, want_b = class_mean_head(sums, counts)
+    try:
+        w, b = head_fn(sums.copy(), counts.copy())
+        w, b = np.asarray(w, float), np.asarray(b, float)
+    except Exception as error:
+        return Feedback(False, f"your function raised {type(error).__name__}: {error}")
+    if w.shape == want_w.T.shape and w.shape != want_w.shape:
+        return Feedback(False, f"W maps d features to C logits: shape (d, C) = {want_w.shape}, got {w.shape}.")
+    if w.shape != want_w.shape or b.shape != want_b.shape:
+        return Feedback(False, f"return W of shape (d, C) = {want_w.shape} and b of shape (C,) = {want_b.shape}; "
+                               f"got {w.shape} and {b.shape}.")
+    if not np.allclose(w, want_w):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            client_means = sums / counts[:, :, None]
+        unweighted = np.nanmean(np.where(counts[:, :, None] > 0, client_means, np.nan), axis=0).T
+        if np.allclose(w, unweighted):
+            return Feedback(False, "you averaged the clients' own class means: a client with 1 image of a class "
+                                   "then weighs as much as one with 30. Add up the sums and the counts first.")
+        if np.allclose(w, sums.sum(axis=0).T):
+            return Feedback(False, "those are the pooled sums: divide each class's sum by its pooled count.")
+        return Feedback(False, "W's column c should be class c's mean feature vector over every client's images.")
+    if not np.allclose(b, want_b):
+        if np.allclose(b, -2 * want_b) or np.allclose(b, 2 * want_b):
+            return Feedback(False, "the bias is −½‖μ_c‖²: check the factor ½.")
+        if np.allclose(b, -want_b):
+            return Feedback(False, "check the bias's sign: −½‖f − μ_c‖² expands to f·μ_c − ½‖μ_c‖² + (a term equal for every class).")
+        return Feedback(False, "W is right; the bias of class c is −½‖μ_c‖², from expanding −½‖f − μ_c‖².")
+    return Feedback(True, "the head scores each class by −½‖f − μ_c‖² up to a shared term: the nearest class mean wins.")
+
+
 def topk_upload_bytes(rows: int, fraction: float, dim: int = 32) -> int:
     """Top-k upload of one client in bytes: k = ⌈f·(d + 1)·rows⌉ entries, each a 4-byte position and a float32."""
     return 8 * math.ceil(fraction * (dim + 1) * rows)

@@ -69,12 +69,16 @@ class ImageClients:
     """A task dealt to N clients. Lists hold one array per client.
 
     Attributes:
-        x_train, x_test: uint8 (n_k, 32, 32, 3).  y_train, y_test: int (n_k,).
+        x_train, x_valid, x_test: uint8 (n_k, 32, 32, 3).  y_train, y_valid, y_test: int (n_k,).
+            The validation images are a seeded share of the client's own images held out of
+            training; rounds, methods and local steps are chosen on them, never on the test images.
         train_counts: (N, C) training images of each class per client.
     """
 
     x_train: list[np.ndarray]
     y_train: list[np.ndarray]
+    x_valid: list[np.ndarray]
+    y_valid: list[np.ndarray]
     x_test: list[np.ndarray]
     y_test: list[np.ndarray]
     train_counts: np.ndarray
@@ -89,18 +93,44 @@ class ImageClients:
         return np.arange(self.n_clients)
 
     def num_examples(self, clients=None) -> np.ndarray:
-        """n_k of ``clients`` (default every client): (K,) int."""
+        """n_k (training images) of ``clients`` (default every client): (K,) int."""
         sizes = np.array([len(y) for y in self.y_train])
         return sizes if clients is None else sizes[np.asarray(clients, dtype=int)]
 
+    def validation_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every client's validation images together, (V, 32, 32, 3) uint8 and (V,) int: the
+        accuracy on them is what the clients report when each sends its count of correct answers."""
+        return np.concatenate(self.x_valid), np.concatenate(self.y_valid)
 
-def make_clients(task: vt.Task, n_clients: int, alpha: float, seed: int = 0, min_size: int = 10) -> ImageClients:
-    """Deal ``task`` to clients with Dirichlet(α) label skew; the test set is split with the same shares."""
+
+VALIDATION_FRACTION = 0.2  # share of each client's images held out as its validation images
+
+
+def make_clients(task: vt.Task, n_clients: int, alpha: float, seed: int = 0, min_size: int = 10,
+                 validation_fraction: float = VALIDATION_FRACTION) -> ImageClients:
+    """Deal ``task``'s training images to clients with Dirichlet(α) label skew; each client then holds
+    ``validation_fraction`` of its images (rounded, seeded) out as validation images; the test set is
+    split with the same class shares.
+
+    Raises:
+        ValueError: a fraction outside [0, 1), or one that leaves some client no training image.
+    """
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"the validation share must be in [0, 1), got {validation_fraction}")
     parts, shares = partition.dirichlet_partition(task.y_train, n_clients, alpha, seed, min_size)
+    rng = np.random.default_rng([seed, 2])
+    held = [rng.permutation(p) for p in parts]
+    n_valid = [int(round(validation_fraction * len(p))) for p in parts]
+    if any(v >= len(p) for v, p in zip(n_valid, parts)):
+        raise ValueError(f"holding out {validation_fraction:.0%} leaves a client of {min(map(len, parts))} images "
+                         "no training image; lower the share or raise min_size")
+    valid = [np.sort(h[:v]) for h, v in zip(held, n_valid)]
+    train = [np.sort(h[v:]) for h, v in zip(held, n_valid)]
     test_parts = partition.split_by_shares(task.y_test, shares, np.random.default_rng([seed, 1]))
-    return ImageClients([task.x_train[p] for p in parts], [task.y_train[p] for p in parts],
+    return ImageClients([task.x_train[p] for p in train], [task.y_train[p] for p in train],
+                        [task.x_train[p] for p in valid], [task.y_train[p] for p in valid],
                         [task.x_test[p] for p in test_parts], [task.y_test[p] for p in test_parts],
-                        partition.class_counts(task.y_train, parts, len(task.class_names)))
+                        partition.class_counts(task.y_train, train, len(task.class_names)))
 
 
 def _layers(model) -> list:
@@ -383,13 +413,38 @@ def class_mean_head(model: FederatedModel, clients: ImageClients) -> fc.RoundRep
                           update_norms=np.linalg.norm(sums.reshape(n, -1), axis=1))
 
 
+class KeepBestOnValidation:
+    """The ``evaluate`` of :func:`helpers.fedcore.train` that scores each state on validation data
+    (``score``: parameters (1, P) → accuracy 0..1) and keeps the first state with the highest score.
+
+    Attributes:
+        scores: one score per call, in order (index = round when called from round 0).
+        round: index of the kept state.  params: its parameters (a copy).
+    """
+
+    def __init__(self, score):
+        self.score, self.scores, self.round, self.params = score, [], -1, None
+
+    def __call__(self, state: fc.ServerState, _=None) -> dict:
+        accuracy = self.score(state.params)
+        if not self.scores or accuracy > max(self.scores):
+            self.round, self.params = len(self.scores), np.array(state.params, copy=True)
+        self.scores.append(accuracy)
+        return {"valid_accuracy": accuracy}
+
+
 def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarray, y_test: np.ndarray,
                  config: FedConfig, rounds: int, algorithm: fc.Algorithm = fc.FEDAVG, progress: bool = False,
                  head_round: bool = False, measure_dissimilarity: bool = True) -> tuple[np.ndarray, fc.History]:
     """``rounds`` rounds from the model's starting weights: FedAvg through the core (unless
-    ``algorithm`` says otherwise), global accuracy on (x_test, y_test) before the first round and
-    after every round (``accuracy``), and the clients' gradient dissimilarity B² at the weights
-    the core's rounds start from (``dissimilarity``).
+    ``algorithm`` says otherwise); accuracy on the clients' validation images
+    (:meth:`ImageClients.validation_images`) before the first round and after every round
+    (``valid_accuracy``); the clients' gradient dissimilarity B² at the weights the core's rounds
+    start from (``dissimilarity``).
+
+    The round with the highest validation accuracy (the first of equals) is kept
+    (``notes["chosen_round"]``, 0 = the start) and only its model is scored on the test images
+    (x_test, y_test), once (``notes["test_accuracy"]``).
 
     ``head_round``: spend the first of the ``rounds`` on :func:`class_mean_head` (for a
     pre-trained extractor with a new head), then rounds 1 … ``rounds`` − 1 of the core; the
@@ -397,29 +452,37 @@ def train_fedavg(model: FederatedModel, clients: ImageClients, x_test: np.ndarra
     = ``rounds`` lets the client rate settle over the last rounds (lesson 05 used the same
     schedule). ``measure_dissimilarity`` = False skips B² (a full-batch gradient on every
     client, about as long as a round; ``notes["dissimilarity"]`` is then None).
-    Returns (final parameters (1, P), history).
+    Returns (the kept round's parameters (1, P), history).
     """
     config.check(clients.n_clients)
     if head_round and rounds < 2:
         raise ValueError(f"a head round needs at least 2 rounds in all, got {rounds}")
+    x_valid, y_valid = clients.validation_images()
+    if len(y_valid) == 0:
+        raise ValueError("the clients hold no validation images to choose the round on; deal them with "
+                         "validation_fraction > 0")
     model.reset()
 
-    def evaluate(state, _):
-        model.set_flat(state.params)
-        return {"accuracy": model.accuracy(x_test, y_test)}
+    def score(params):
+        model.set_flat(params)
+        return model.accuracy(x_valid, y_valid)
 
-    first = {}
+    kept = KeepBestOnValidation(score)
+    head_report = None
     if head_round:  # round 0; the core's rounds are then numbered 1 … rounds − 1 (seeds, cosine schedule)
-        first = {"accuracy": model.accuracy(x_test, y_test), "report": class_mean_head(model, clients)}
+        kept(fc.ServerState(model.get_flat()))
+        head_report = class_mean_head(model, clients)
     start = fc.ServerState(model.get_flat(), round=1 if head_round else 0)
     dissimilarity = gradient_dissimilarity(model, model.get_shared(), clients) if measure_dissimilarity else None
-    state, history = fc.train(ImageTask(model, clients), start, fc.ClientState(), config, rounds - start.round,
-                              evaluate, algorithm, progress)
-    if first:
-        history.metrics["accuracy"].insert(0, first["accuracy"])
-        history.reports.insert(0, first["report"])
-    history.notes["dissimilarity"] = dissimilarity
-    return state.params, history
+    _, history = fc.train(ImageTask(model, clients), start, fc.ClientState(), config, rounds - start.round,
+                          kept, algorithm, progress)
+    if head_report is not None:
+        history.metrics["valid_accuracy"].insert(0, kept.scores[0])
+        history.reports.insert(0, head_report)
+    model.set_flat(kept.params)
+    history.notes.update(dissimilarity=dissimilarity, chosen_round=kept.round,
+                         test_accuracy=model.accuracy(x_test, y_test))
+    return kept.params, history
 
 
 def majority_class_accuracy(y_train: np.ndarray, y_test: np.ndarray) -> float:
@@ -432,25 +495,39 @@ def majority_class_accuracy(y_train: np.ndarray, y_test: np.ndarray) -> float:
     return float(np.mean(np.asarray(y_test) == np.bincount(np.asarray(y_train)).argmax()))
 
 
-def personalise(model: FederatedModel, params: np.ndarray, clients: ImageClients, epochs: int,
+def personalise(model: FederatedModel, params: np.ndarray, clients: ImageClients, max_epochs: int,
                 learning_rate: float, batch_size: int = 32, seed: int = 0, progress: bool = False) -> pd.DataFrame:
-    """Each client fine-tunes the global model on its own training images for ``epochs`` epochs.
+    """Each client fine-tunes the global model on its own training images, one epoch at a time up to
+    ``max_epochs``, and keeps the number of epochs (0 = the global model as it came) whose model
+    scores best on its own validation images (the fewest of equals; 0 for a client with none).
 
-    Returns one row per client with a test set: ``client, n_train, n_test, global`` (accuracy
-    of the global model on the client's own test images), ``personalised`` (after its
-    local fine-tuning) and ``majority`` (always answering the client's most common training
-    class: :func:`majority_class_accuracy`). Nothing leaves the client; the global state is
+    Returns one row per client with test images: ``client, n_train, n_valid, n_test, epochs`` (the
+    number kept), ``global`` (accuracy of the global model on the client's own test images),
+    ``personalised`` (of the kept model) and ``majority`` (always answering the client's most common
+    training class: :func:`majority_class_accuracy`). Nothing leaves the client; the global state is
     not changed.
     """
+    if int(max_epochs) != max_epochs or max_epochs < 0:
+        raise ValueError(f"max_epochs must be a whole number ≥ 0, got {max_epochs}")
     rows = []
     for k in progress_bar(range(clients.n_clients), "clients personalised", enabled=progress):
         if len(clients.y_test[k]) == 0:
             continue
         model.set_flat(params)
+        x_valid, y_valid = clients.x_valid[k], clients.y_valid[k]
+        best_epochs, best_score, best_params = 0, model.accuracy(x_valid, y_valid) if len(y_valid) else 0.0, params
+        for epoch in range(1, int(max_epochs) + 1 if len(y_valid) else 1):
+            model.local_train(clients.x_train[k], clients.y_train[k], 1, batch_size, learning_rate,
+                              [seed, PERSONALISE_TAG, k, epoch])
+            score = model.accuracy(x_valid, y_valid)
+            if score > best_score:
+                best_epochs, best_score, best_params = epoch, score, model.get_flat()
+        model.set_flat(params)
         before = model.accuracy(clients.x_test[k], clients.y_test[k])
-        model.local_train(clients.x_train[k], clients.y_train[k], epochs, batch_size, learning_rate, [seed, PERSONALISE_TAG, k])
-        rows.append({"client": k, "n_train": len(clients.y_train[k]), "n_test": len(clients.y_test[k]),
-                     "global": before, "personalised": model.accuracy(clients.x_test[k], clients.y_test[k]),
+        model.set_flat(best_params)
+        rows.append({"client": k, "n_train": len(clients.y_train[k]), "n_valid": len(y_valid),
+                     "n_test": len(clients.y_test[k]), "epochs": best_epochs, "global": before,
+                     "personalised": model.accuracy(clients.x_test[k], clients.y_test[k]),
                      "majority": majority_class_accuracy(clients.y_train[k], clients.y_test[k])})
     model.set_flat(params)
     return pd.DataFrame(rows)
@@ -484,7 +561,7 @@ class FLTLExperiment:
         self._clients: dict[float, ImageClients] = {}
         self._runs: dict[tuple, tuple[np.ndarray, fc.History]] = {}
         self._dissimilarity: dict[tuple, float] = {}  # B² depends on (α, start) only: measured once
-        self._head_tasks: dict[float, tuple[HeadTask, np.ndarray]] = {}
+        self._head_tasks: dict[float, tuple] = {}
         self._test_features: np.ndarray | None = None  # raw source features of the test images
         self._head_runs: dict[tuple, fc.History] = {}
 
@@ -526,22 +603,43 @@ class FLTLExperiment:
 
     def sweep(self, alphas, progress: bool = True) -> pd.DataFrame:
         """Every α × starting point at the default K and E; one row per run: ``alpha, init,
-        final_accuracy, best_accuracy, rounds_to_target`` (None: not reached), ``drift`` (B² at the start), ``seconds``."""
+        rounds_to_target`` (first round whose validation accuracy reaches the target; None: not
+        reached), ``chosen_round`` (highest validation accuracy), ``valid_accuracy`` and
+        ``test_accuracy`` (both at the chosen round), ``drift`` (B² at the start), ``seconds``."""
         combos = [(a, i) for a in alphas for i in INITS]
         rows = []
         for alpha, init in progress_bar(combos, "FedAvg runs", enabled=progress):
             _, history = self.run(alpha, init)
-            rows.append({"alpha": alpha, "init": init, "final_accuracy": history.accuracy[-1],
-                         "best_accuracy": max(history.accuracy),
-                         "rounds_to_target": metrics.first_reaching(history.accuracy, self.target_accuracy),
-                         "drift": history.dissimilarity, "seconds": history.seconds[-1]})
+            rows.append({"alpha": alpha, "init": init,
+                         "rounds_to_target": metrics.first_reaching(history.valid_accuracy, self.target_accuracy),
+                         "chosen_round": history.chosen_round,
+                         "valid_accuracy": history.valid_accuracy[history.chosen_round],
+                         "test_accuracy": history.test_accuracy, "drift": history.dissimilarity,
+                         "seconds": history.seconds[-1]})
         return pd.DataFrame(rows)
 
-    def head_task(self, alpha: float) -> tuple[HeadTask, np.ndarray]:
+    def choose_methods(self, alpha: float, init: str, families: dict, progress: bool = False) -> dict:
+        """For each family (e.g. "FedProx") the variant of :attr:`methods` with the highest validation
+        accuracy at its own chosen round (the first listed of equals), at ``alpha`` from ``init``.
+
+        Args:
+            families: family → names of its variants in :attr:`methods`.
+        Returns:
+            family → the chosen variant's name.
+        """
+        chosen = {}
+        for family, names in families.items():
+            scores = {name: self.run(alpha, init, method=name, progress=progress)[1] for name in names}
+            chosen[family] = max(names, key=lambda name: (scores[name].valid_accuracy[scores[name].chosen_round],
+                                                         -names.index(name)))
+        return chosen
+
+    def head_task(self, alpha: float) -> tuple[HeadTask, tuple, tuple]:
         """The clients of α with their images turned into the source extractor's features once,
         standardised with the clients' pooled statistics (:func:`pooled_standardisation`; cached).
 
-        Returns (the task, the test set's features standardised the same way).
+        Returns (the task, (validation features (V, d), labels (V,)), (test features (T, d),
+        labels (T,))), both standardised the same way.
         """
         alpha = float(alpha)
         if alpha not in self._head_tasks:
@@ -551,22 +649,28 @@ class FLTLExperiment:
             scale = lambda f: ((f - mean) / std).astype(np.float32)
             if self._test_features is None:
                 self._test_features = vt.features(self.source, self.target.x_test)
+            x_valid, y_valid = clients.validation_images()
             self._head_tasks[alpha] = (HeadTask([scale(f) for f in raw], list(clients.y_train),
-                                                len(self.target.class_names)), scale(self._test_features))
+                                                len(self.target.class_names)),
+                                       (scale(vt.features(self.source, x_valid)), y_valid),
+                                       (scale(self._test_features), self.target.y_test))
         return self._head_tasks[alpha]
 
     def head_run(self, alpha: float, clients_per_round: int, local_epochs: int) -> fc.History:
-        """``rounds`` rounds of FedAvg on a linear head over the source's frozen features, from
-        a zero head; global test accuracy before the first round and after every round (cached)."""
+        """``rounds`` rounds of FedAvg on a linear head over the source's frozen features, from a
+        zero head (cached): validation accuracy before the first round and after every round
+        (``valid_accuracy``); the round with the highest (``notes["chosen_round"]``) is scored once
+        on the test images (``notes["test_accuracy"]``)."""
         config = FedConfig(clients_per_round, local_epochs, batch_size=32, client_lr=self.head_lr, seed=self.seed)
         config.check(self.n_clients)
         key = (float(alpha), clients_per_round, local_epochs)
         if key not in self._head_runs:
-            task, test_features = self.head_task(alpha)
-            test = (test_features, self.target.y_test)
+            task, valid, test = self.head_task(alpha)
+            kept = KeepBestOnValidation(lambda params: task.accuracy(params, *valid))
             start = fc.ServerState(np.zeros((1, task.width), np.float32))
-            _, self._head_runs[key] = fc.train(task, start, fc.ClientState(), config, self.rounds,
-                                               lambda state, _: {"accuracy": task.accuracy(state.params, *test)})
+            _, history = fc.train(task, start, fc.ClientState(), config, self.rounds, kept)
+            history.notes.update(chosen_round=kept.round, test_accuracy=task.accuracy(kept.params, *test))
+            self._head_runs[key] = history
         return self._head_runs[key]
 
     def head_view(self, alpha: float, clients_per_round: int, local_epochs: int) -> dict:

@@ -466,22 +466,25 @@ def plot_client_classes(counts_by_alpha: dict, class_names: list[str], title: st
 
 
 def plot_accuracy_rounds(panels: dict, target: float | None, title: str):
-    """Global test accuracy against rounds, one panel per key of ``panels``.
+    """Accuracy on the clients' validation images against rounds, one panel per key of ``panels``;
+    a dot marks each run's round chosen on them.
 
     Args:
-        panels: panel title → {curve label → history with ``.accuracy`` (index 0 = start)}.
+        panels: panel title → {curve label → history with ``.valid_accuracy`` (index 0 = start)
+            and ``.chosen_round``}.
         target: a dotted horizontal line (the accuracy whose round count is reported).
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True, squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
         for label, history in curves.items():
-            ax.plot(np.arange(len(history.accuracy)), history.accuracy, label=label)
+            line, = ax.plot(np.arange(len(history.valid_accuracy)), history.valid_accuracy, label=label)
+            ax.plot(history.chosen_round, history.valid_accuracy[history.chosen_round], "o", color=line.get_color())
         if target is not None:
             ax.axhline(target, color="grey", ls=":", lw=1)
         ax.set(xlabel="round", title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("test accuracy (5 classes, chance 0.2)")
+    axes[0, 0].set_ylabel("validation accuracy (5 classes, chance 0.2)")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -489,20 +492,20 @@ def plot_accuracy_rounds(panels: dict, target: float | None, title: str):
 
 
 def plot_alpha_sweep(sweep, inits: dict, title: str):
-    """Final accuracy (left) and the clients' gradient dissimilarity B² at the start (right) against α
-    (log scale), one line per start.
+    """Test accuracy at the round chosen on validation (left) and the clients' gradient dissimilarity
+    B² at the start (right) against α (log scale), one line per start.
 
     Args:
-        sweep: a frame with ``alpha, init, final_accuracy, drift`` (:meth:`FLTLExperiment.sweep`).
+        sweep: a frame with ``alpha, init, test_accuracy, drift`` (:meth:`FLTLExperiment.sweep`).
         inits: init key → legend label.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for init, label in inits.items():
         rows = sweep[sweep["init"] == init].sort_values("alpha")
-        left.plot(rows["alpha"], rows["final_accuracy"], "o-", label=label)
+        left.plot(rows["alpha"], rows["test_accuracy"], "o-", label=label)
         right.plot(rows["alpha"], rows["drift"], "o-", label=label)
-    left.set(xscale="log", xlabel="Dirichlet α (log scale; small = skewed)", ylabel="final test accuracy",
-             title="Accuracy after the last round")
+    left.set(xscale="log", xlabel="Dirichlet α (log scale; small = skewed)", ylabel="test accuracy (share correct)",
+             title="At the round chosen on validation images")
     right.set(xscale="log", xlabel="Dirichlet α (log scale; small = skewed)",
               ylabel="gradient dissimilarity B² (1 = none)", title="How much clients disagree, at the start")
     for ax in (left, right):
@@ -526,7 +529,7 @@ def plot_personalisation(tables: dict, title: str, metric: str = "accuracy"):
         low = min(table["global"].min(), table["personalised"].min())
         ax.plot([low, 1], [low, 1], color="grey", ls="--", lw=1)
         ax.set(xlabel=f"global model: {metric} on the client's own test images",
-               ylabel=f"after local fine-tuning: {metric}", title=name)
+               ylabel=f"after local fine-tuning (epochs chosen on its validation images): {metric}", title=name)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
@@ -577,21 +580,21 @@ def plot_xy_curves(panels: dict, ylabel: str, title: str, reference: float | Non
 
 
 def plot_drift_remedies(cnn: dict, mf: dict, cnn_title: str, mf_title: str, title: str):
-    """Test accuracy of the CIFAR-10 clients (left) and test RMSE on MovieLens (right) against rounds,
-    one line per method.
+    """Accuracy on the CIFAR-10 clients' validation images (left) and validation RMSE on MovieLens
+    (right) against rounds, one line per method.
 
     Args:
-        cnn: method → history with ``accuracy`` (index 0 = start).  mf: method → history with ``test_rmse``.
+        cnn: method → history with ``valid_accuracy`` (index 0 = start).  mf: method → history with ``valid_rmse``.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     for label, history in cnn.items():
-        left.plot(np.arange(len(history.accuracy)), history.accuracy, label=label)
+        left.plot(np.arange(len(history.valid_accuracy)), history.valid_accuracy, label=label)
     for label, history in mf.items():
-        right.plot(np.arange(len(history.test_rmse)), history.test_rmse, label=label)
-    left.set(xlabel="round", ylabel="test accuracy (share correct)", title=cnn_title)
-    right.set(xlabel="round", ylabel="test RMSE (stars)", title=mf_title)
-    lows = [min(h.test_rmse) for h in mf.values()]
-    right.set_ylim(min(lows) - 0.01, max(h.test_rmse[min(10, len(h.test_rmse) - 1)] for h in mf.values()) + 0.02)
+        right.plot(np.arange(len(history.valid_rmse)), history.valid_rmse, label=label)
+    left.set(xlabel="round", ylabel="validation accuracy (share correct)", title=cnn_title)
+    right.set(xlabel="round", ylabel="validation RMSE (stars)", title=mf_title)
+    lows = [min(h.valid_rmse) for h in mf.values()]
+    right.set_ylim(min(lows) - 0.01, max(h.valid_rmse[min(10, len(h.valid_rmse) - 1)] for h in mf.values()) + 0.02)
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -175,6 +175,26 @@ def test_cold_prediction_checker_agrees_with_the_device_side_helpers_and_names_t
     assert "shape" in ex.check_cold_prediction(lambda mu, items, x, m: np.zeros(2)).message
 
 
+def test_class_mean_head():
+    def pooled(sums, counts):
+        means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]
+        return means.T, -0.5 * (means**2).sum(axis=1)
+
+    assert ex.check_class_mean_head(pooled)
+    unweighted = lambda s, c: (np.nanmean(np.where(c[:, :, None] > 0, s / np.maximum(c, 1)[:, :, None], np.nan), axis=0).T,
+                               -0.5 * (np.nanmean(np.where(c[:, :, None] > 0, s / np.maximum(c, 1)[:, :, None], np.nan),
+                                                  axis=0)**2).sum(axis=1))
+    for fn, hint in [(lambda s, c: (pooled(s, c)[0].T, pooled(s, c)[1]), "shape (d, C)"),
+                     (unweighted, "Add up the sums and the counts first"),
+                     (lambda s, c: (s.sum(axis=0).T, pooled(s, c)[1]), "divide each class's sum"),
+                     (lambda s, c: (pooled(s, c)[0], 2 * pooled(s, c)[1]), "factor ½"),
+                     (lambda s, c: (pooled(s, c)[0], -pooled(s, c)[1]), "sign"),
+                     (lambda s, c: (pooled(s, c)[0], np.zeros(3)), "−½‖μ_c‖²"),
+                     (lambda s, c: 1 / 0, "ZeroDivisionError")]:
+        feedback = ex.check_class_mean_head(fn)
+        assert not feedback and hint in feedback.message, (hint, feedback)
+
+
 def test_topk_bytes_and_quantise():
     assert ex.check_topk_bytes(50, 0.01, 8 * math.ceil(0.01 * 33 * 50))
     assert "position" in ex.check_topk_bytes(50, 0.01, 4 * math.ceil(0.01 * 33 * 50)).message

@@ -213,7 +213,7 @@ def test_pretrained_start_is_exactly_the_source_weights(task, source):
     for mine, theirs in zip(extractor.weights, source.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
-    fv.train_fedavg(model, clients, task.x_test, task.y_test, fl.FedConfig(2, 1, 16, 0.05), rounds=1)
+    model.local_train(clients.x_train[0], clients.y_train[0], 1, 16, 0.05, [0, 0, 0])
     assert not np.array_equal(extractor.weights[0].numpy(), source.weights[0].numpy())  # training moved it
     model.reset()
     for mine, theirs in zip(extractor.weights, source.weights):                            # and reset restores it
@@ -264,7 +264,7 @@ def test_the_head_round_counts_as_one_of_the_rounds(task, source):
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
     config = fl.FedConfig(clients_per_round=2, local_epochs=1, batch_size=16, client_lr=0.05, cosine_rounds=3)
     _, history = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=3, head_round=True)
-    assert len(history.accuracy) == 4 and len(history.reports) == 3
+    assert len(history.valid_accuracy) == 4 and len(history.reports) == 3
     assert history.reports[0].examples == 0 < history.reports[1].examples
     assert [r.round for r in history.reports] == [0, 1, 2]
     with pytest.raises(ValueError, match="at least 2 rounds"):
@@ -296,8 +296,9 @@ def test_fedavg_learns_and_is_reproducible(task):
     config = fl.FedConfig(clients_per_round=3, local_epochs=2, batch_size=16, client_lr=0.05, cosine_rounds=4)
     _, first = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
     _, again = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
-    assert first.accuracy[-1] > 0.6 > first.accuracy[0]
-    assert first.accuracy == again.accuracy and first.dissimilarity == again.dissimilarity
+    assert first.valid_accuracy[-1] > 0.6 > first.valid_accuracy[0]
+    assert first.valid_accuracy == again.valid_accuracy and first.dissimilarity == again.dissimilarity
+    assert first.test_accuracy == again.test_accuracy
     assert first.dissimilarity >= 1.0
     assert first.mb[1] == pytest.approx(2 * 3 * model.n_shared() * 4 / 1e6)
 
@@ -315,12 +316,90 @@ def test_personalisation_leaves_the_global_model_alone(task):
     clients = fv.make_clients(task, n_clients=4, alpha=0.1, min_size=5)
     model.reset()
     params = model.get_flat()
-    table = fv.personalise(model, params, clients, epochs=2, learning_rate=0.05)
-    assert set(table.columns) == {"client", "n_train", "n_test", "global", "personalised", "majority"}
+    table = fv.personalise(model, params, clients, max_epochs=2, learning_rate=0.05)
+    assert set(table.columns) == {"client", "n_train", "n_valid", "n_test", "epochs", "global", "personalised", "majority"}
     for row in table.itertuples():
         assert row.majority == fv.majority_class_accuracy(clients.y_train[row.client], clients.y_test[row.client])
     assert table["n_test"].sum() == len(task.y_test) and table["personalised"].mean() > table["global"].mean()
     np.testing.assert_array_equal(model.get_flat(), params)
+
+
+def test_personalisation_keeps_the_epochs_its_validation_images_prefer(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=0.1, min_size=5)
+    params = model.reset() and model.get_flat()
+    table = fv.personalise(model, params, clients, max_epochs=3, learning_rate=0.05, seed=2)
+    for row in table.itertuples():
+        k = row.client
+        model.set_flat(params)
+        scores = [model.accuracy(clients.x_valid[k], clients.y_valid[k])]
+        for epoch in (1, 2, 3):   # the same steps, one epoch at a time, as the client takes them
+            model.local_train(clients.x_train[k], clients.y_train[k], 1, 32, 0.05, [2, fv.PERSONALISE_TAG, k, epoch])
+            scores.append(model.accuracy(clients.x_valid[k], clients.y_valid[k]))
+        assert row.epochs == int(np.argmax(scores)) and row.n_valid == len(clients.y_valid[k])
+    none = fv.personalise(model, params, clients, max_epochs=0, learning_rate=0.05)
+    assert (none["epochs"] == 0).all() and (none["personalised"] == none["global"]).all()
+    blind = dataclasses.replace(clients, x_valid=[x[:0] for x in clients.x_valid], y_valid=[y[:0] for y in clients.y_valid])
+    kept = fv.personalise(model, params, blind, max_epochs=2, learning_rate=0.05)
+    assert (kept["epochs"] == 0).all() and (kept["personalised"] == kept["global"]).all()   # no validation: no change
+    with pytest.raises(ValueError, match="max_epochs"):
+        fv.personalise(model, params, clients, max_epochs=-1, learning_rate=0.05)
+
+
+def test_each_client_holds_a_seeded_fifth_of_its_images_out_for_validation(task):
+    parts, _ = partition.dirichlet_partition(task.y_train, 4, 0.5, seed=3, min_size=5)
+    clients = fv.make_clients(task, n_clients=4, alpha=0.5, seed=3, min_size=5)
+    for k, part in enumerate(parts):
+        mine = np.concatenate([clients.y_train[k], clients.y_valid[k]])
+        assert len(clients.y_valid[k]) == round(0.2 * len(part))
+        np.testing.assert_array_equal(np.sort(mine), np.sort(task.y_train[part]))   # the client's images, split
+    assert clients.train_counts.sum() == sum(len(y) for y in clients.y_train) == clients.num_examples().sum()
+    x_valid, y_valid = clients.validation_images()
+    assert len(x_valid) == len(y_valid) == sum(len(y) for y in clients.y_valid)
+    again = fv.make_clients(task, n_clients=4, alpha=0.5, seed=3, min_size=5)
+    assert all(np.array_equal(a, b) for a, b in zip(clients.x_valid, again.x_valid))
+    none = fv.make_clients(task, n_clients=4, alpha=0.5, seed=3, min_size=5, validation_fraction=0.0)
+    assert sum(len(y) for y in none.y_valid) == 0 and sum(len(y) for y in none.y_train) == len(task.y_train)
+    for fraction in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"validation share must be in \[0, 1\)"):
+            fv.make_clients(task, n_clients=4, alpha=0.5, validation_fraction=fraction)
+    with pytest.raises(ValueError, match="no training image"):
+        fv.make_clients(task, n_clients=4, alpha=0.5, min_size=1, validation_fraction=0.99)
+
+
+def test_fedavg_keeps_the_round_its_validation_images_prefer_and_reads_the_test_images_there(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=5, alpha=100.0, min_size=5)
+    config = fl.FedConfig(clients_per_round=3, local_epochs=1, batch_size=16, client_lr=0.05, cosine_rounds=4)
+    params, history = fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=4)
+    scores = history.valid_accuracy
+    assert history.chosen_round == scores.index(max(scores))
+    model.set_flat(params)
+    assert model.accuracy(*clients.validation_images()) == max(scores)
+    assert model.accuracy(task.x_test, task.y_test) == history.test_accuracy
+    blind = dataclasses.replace(clients, x_valid=[x[:0] for x in clients.x_valid], y_valid=[y[:0] for y in clients.y_valid])
+    with pytest.raises(ValueError, match="no validation images"):
+        fv.train_fedavg(model, blind, task.x_test, task.y_test, config, rounds=2)
+
+
+def test_keep_best_keeps_the_first_of_equal_scores():
+    scores = iter([0.2, 0.5, 0.5, 0.4])
+    kept = fv.KeepBestOnValidation(lambda params: next(scores))
+    for r in range(4):
+        assert kept(fc.ServerState(np.full((1, 2), r, np.float32))) == {"valid_accuracy": kept.scores[-1]}
+    assert kept.round == 1 and kept.scores == [0.2, 0.5, 0.5, 0.4]
+    np.testing.assert_array_equal(kept.params, np.full((1, 2), 1.0))
+
+
+def test_a_remedy_is_chosen_on_validation_accuracy(task, source):
+    variants = {"slow": ({"client_lr": 1e-6}, fc.FEDAVG), "moving": ({}, fc.FEDAVG), "same": ({}, fc.FEDAVG)}
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=3, clients_per_round=2, local_epochs=1,
+                                   methods=variants)
+    chosen = experiment.choose_methods(1.0, "scratch", {"plain": ["slow", "moving", "same"]})
+    best = {name: experiment.run(1.0, "scratch", method=name)[1] for name in variants}
+    top = max(h.valid_accuracy[h.chosen_round] for h in best.values())
+    assert chosen["plain"] == next(name for name, h in best.items() if h.valid_accuracy[h.chosen_round] == top)
+    assert chosen["plain"] != "same"   # "same" repeats "moving": equal scores keep the one listed first
 
 
 def test_majority_class_baseline_answers_the_most_common_training_class():
@@ -344,11 +423,11 @@ def test_dissimilarity_is_measured_once_per_alpha_and_start(task, source):
     sweep = experiment.sweep([1.0], progress=False)
     assert list(sweep["init"]) == list(fv.INITS) and sweep["drift"].ge(1.0).all()
     other = experiment.run(1.0, "scratch", clients_per_round=3)[1]
-    assert len(other.accuracy) == 3
+    assert len(other.valid_accuracy) == 3
     assert other.dissimilarity == float(sweep.query("init == 'scratch'")["drift"].iloc[0])  # B² depends on (α, start)
     _, skipped = fv.train_fedavg(experiment.models["scratch"], experiment.clients(1.0), task.x_test, task.y_test,
                                  experiment.config("scratch"), 2, measure_dissimilarity=False)
-    assert skipped.dissimilarity is None and skipped.accuracy == experiment.run(1.0, "scratch")[1].accuracy
+    assert skipped.dissimilarity is None and skipped.valid_accuracy == experiment.run(1.0, "scratch")[1].valid_accuracy
 
 
 def test_head_task_step_is_softmax_regression_sgd():
@@ -388,7 +467,7 @@ def test_head_panel_retrains_quickly_caches_and_explains_bad_settings(task, sour
     experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=5, clients_per_round=2, local_epochs=1)
     default = experiment.head_view(1.0, 2, 1)
     (history,) = default.values()
-    assert len(history.accuracy) == 6
+    assert len(history.valid_accuracy) == 6 and 0 <= history.chosen_round <= 5 and 0 <= history.test_accuracy <= 1
     other = experiment.head_view(1.0, 4, 3)
     assert list(other) == ["K = 4, E = 3", "default K = 2, E = 1"] and other["default K = 2, E = 1"] is history
     assert other["K = 4, E = 3"].client_examples[-1] == 5 * 3 * sum(len(y) for y in experiment.clients(1.0).y_train)
