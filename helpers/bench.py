@@ -15,7 +15,7 @@ import time
 
 
 def _movielens_federation(variant: str = "latest-small"):
-    """Lessons 03, 07, 09's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
+    """Lessons 03, 09, 10's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
     μ the training mean. Returns (ratings data, train frame, test frame, Federation)."""
     from helpers import federated as fl
     from helpers.data import load_movielens
@@ -311,7 +311,7 @@ def bench_transfer(budgets=(10, 50, 250), seeds=(0, 1)) -> dict:
 
 
 def bench_privacy(rounds: int = 100) -> dict:
-    """Lesson 09: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
+    """Lesson 10: leak precision/recall, the ε anchor, RMSE at three ε, attacks with and without defences."""
     import numpy as np
 
     from helpers import fedcore as fc
@@ -461,7 +461,7 @@ def _number(value):
 
 def bench_fltl(alphas=(0.1, 1.0, 100.0), rounds: int = 30, mf_rounds: int = 200,
                target_accuracy: float = 0.6) -> dict:
-    """Lesson 07: per α, from scratch and from the pre-trained extractor (whose round 1 sets the head
+    """Lessons 07 and 09: per α, from scratch and from the pre-trained extractor (whose round 1 sets the head
     from class means; FedAvg, 20 clients, K = 10, E = 2): rounds to a target accuracy and accuracy
     after round 1 on the clients' validation images, the round chosen on them and its test accuracy;
     RMSE and MB uploaded per compression method."""
@@ -562,7 +562,7 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
 
 
 def bench_flower(nodes: int = 4, rounds: int = 10) -> dict:
-    """Lesson 10: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
+    """Lesson 11: lesson 03's FedAvg on Flower (a SuperLink and ``nodes`` SuperNodes on this
     machine) and in this process, same seeds, users and settings; RMSE, seconds and MB per
     round of both, and whether every Flower process exited."""
     from helpers import federated as fl
@@ -605,11 +605,11 @@ def main(argv: list[str] | None = None) -> None:
     fedcross = commands.add_parser("fedcrossdomain", help="federated cross-domain cold start: book/movie → music")
     fedcross.add_argument("--source", choices=["movie", "book"], default="movie")
     fedcross.add_argument("--seeds", type=int, default=3)
-    privacy = commands.add_parser("privacy", help="lesson 09: leak, ε, DP utility, attacks and defences")
+    privacy = commands.add_parser("privacy", help="lesson 10: leak, ε, DP utility, attacks and defences")
     privacy.add_argument("--rounds", type=int, default=100)
-    fltl = commands.add_parser("fltl", help="lesson 07: FedAvg from scratch vs pre-trained per α; compression")
+    fltl = commands.add_parser("fltl", help="lessons 07 and 09: FedAvg from scratch vs pre-trained per α; compression")
     fltl.add_argument("--rounds", type=int, default=30)
-    flower = commands.add_parser("flower", help="lesson 10: the same FedAvg on Flower processes vs in-process")
+    flower = commands.add_parser("flower", help="lesson 11: the same FedAvg on Flower processes vs in-process")
     flower.add_argument("--nodes", type=int, default=4)
     flower.add_argument("--rounds", type=int, default=10)
     panels = commands.add_parser("widgets", help="every lesson's control panels: seconds to answer a change")

@@ -1,4 +1,4 @@
-"""Cheaper uploads for federated MF: top-k sparsification and 8-bit quantisation (lesson 07).
+"""Cheaper uploads for federated MF: top-k sparsification and 8-bit quantisation (lesson 09).
 
 In lesson 03 a client uploads, for every item it rated, the item's index and its
 d + 1 changed values in float32: m_k (4 + 4(d + 1)) bytes. Two ways to send less:

@@ -193,7 +193,7 @@ def check_upload_mb(num_examples: np.ndarray, dim: int, answer) -> Feedback:
     reference = upload_bytes(num_examples, dim) / 1e6
     rows = float(np.sum(num_examples))
     return _diagnose(answer, reference, [
-        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 09's leak reads."),
+        (rows * 4 * (dim + 1) / 1e6, "each row also carries its 4-byte item index — that index is what lesson 10's leak reads."),
         (rows * (4 + 4 * dim) / 1e6, "each row has d + 1 values: the item vector and the item bias."),
         (8 * reference, "that is megabits: there are 8 bits in a byte."),
         (reference * 1e6 / 2 ** 20, "that is MiB (2²⁰ bytes); the course counts MB as 10⁶ bytes."),
@@ -441,13 +441,15 @@ def check_class_mean_head(head_fn: Callable[[np.ndarray, np.ndarray], tuple]) ->
     return Feedback(True, "the head scores each class by −½‖f − μ_c‖² up to a shared term: the nearest class mean wins.")
 
 
+# ----------------------------------------------------------------------------- lesson 09 (what federating costs)
+
 def topk_upload_bytes(rows: int, fraction: float, dim: int = 32) -> int:
     """Top-k upload of one client in bytes: k = ⌈f·(d + 1)·rows⌉ entries, each a 4-byte position and a float32."""
     return 8 * math.ceil(fraction * (dim + 1) * rows)
 
 
 def check_topk_bytes(rows: int, fraction: float, answer, dim: int = 32) -> Feedback:
-    """Exercise 07.1: bytes a client with ``rows`` rated items uploads with top-k at share ``fraction``."""
+    """Exercise 09.1: bytes a client with ``rows`` rated items uploads with top-k at share ``fraction``."""
     entries = fraction * (dim + 1) * rows
     mistakes = [(4 * math.ceil(entries), "each kept entry needs its position (4 bytes) as well as its value (4 bytes).")]
     if math.floor(entries) != math.ceil(entries):
@@ -457,7 +459,7 @@ def check_topk_bytes(rows: int, fraction: float, answer, dim: int = 32) -> Feedb
 
 
 def check_quantise(quantise_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> Feedback:
-    """Exercise 07.2: ``quantise_fn(v)`` → (scale s, int8 codes q) with s = max|v| / 127 and q = round(v / s),
+    """Exercise 09.2: ``quantise_fn(v)`` → (scale s, int8 codes q) with s = max|v| / 127 and q = round(v / s),
     so that |v − s·q| ≤ s/2 for every value."""
     v = np.array([0.5, -1.27, 0.0068, 1.0, -0.255])
     try:
@@ -578,10 +580,10 @@ def check_cold_prediction(predict_fn: Callable[..., np.ndarray]) -> Feedback:
     return Feedback(False, "r̂_i = μ + b + b_i + p · q_i with (p, b) = x A + w; check each term.")
 
 
-# ----------------------------------------------------------------------------- lesson 09
+# ----------------------------------------------------------------------------- lesson 10
 
 def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float, answer) -> Feedback:
-    """Exercise 09.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
+    """Exercise 10.1: ε of DP-FedAvg by the RDP accountant (``helpers.privacy.epsilon``), within 1%."""
     from helpers.privacy import epsilon
 
     reference = epsilon(noise_multiplier, sampling_rate, rounds, delta, "rdp")
@@ -593,7 +595,7 @@ def check_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, de
 
 
 def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
-    """Exercise 09.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
+    """Exercise 10.2: ``clip_fn(update, C)`` scales the whole update to L2 norm ≤ C (unchanged if already inside)."""
     big, small, clip = np.array([3.0, 4.0]), np.array([0.03, 0.04]), 1.0
     try:
         got_big = np.asarray(clip_fn(big.copy(), clip), dtype=float)
@@ -609,10 +611,10 @@ def check_clip(clip_fn: Callable[[np.ndarray, float], np.ndarray]) -> Feedback:
     return Feedback(True, "Δ · min(1, C/‖Δ‖): direction kept, norm at most C.")
 
 
-# ----------------------------------------------------------------------------- lesson 10
+# ----------------------------------------------------------------------------- lesson 11
 
 def check_table_download_mb(nodes: int, n_items: int, dim: int, answer) -> Feedback:
-    """Exercise 10.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
+    """Exercise 11.1: MB (10⁶ bytes) the server sends in one round when each of ``nodes`` nodes
     receives the whole item table, I × (d + 1) float32 values (the user ids it adds are left out)."""
     reference = nodes * n_items * (dim + 1) * 4 / 1e6
     return _diagnose(answer, reference, [
@@ -629,7 +631,7 @@ def pooled_rmse(squared_error_sums, counts) -> float:
 
 
 def check_pooled_rmse(squared_error_sums, counts, answer) -> Feedback:
-    """Exercise 10.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
+    """Exercise 11.2: the server's RMSE over every node's ratings from the nodes' (Σ(r − r̂)², n)."""
     sums, n = np.asarray(squared_error_sums, float), np.asarray(counts, float)
     return _diagnose(answer, pooled_rmse(sums, n), [
         (float(np.mean(np.sqrt(sums / n))), "that is the mean of the nodes' RMSEs: a node with more ratings must weigh more."),

@@ -1,7 +1,7 @@
 """The federated core: one round, ``(state, report) = run_round(state, …)``, with hooks.
 
 Every federated experiment of the course — biased MF over MovieLens users (lessons 03,
-07, 09), a Keras CNN over CIFAR-10 clients (lesson 07), DP-FedAvg, attacks, compressed
+09, 10), a Keras CNN over CIFAR-10 clients (lessons 07, 09), DP-FedAvg, attacks, compressed
 uploads, FedProx and FedAdam — runs through :func:`run_round`. What differs between
 them is passed in as hooks; the round itself is written once:
 

@@ -1,4 +1,4 @@
-"""Federated learning of Keras image classifiers, from scratch or from a pre-trained extractor (lesson 07).
+"""Federated learning of Keras image classifiers, from scratch or from a pre-trained extractor (lessons 07 and 09).
 
 Lesson 03 federated a recommender whose clients each own one user; here the clients
 own photos: the CIFAR-10 target task of lesson 05 (dog, frog, horse, ship, truck) is

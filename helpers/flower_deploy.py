@@ -1,4 +1,4 @@
-"""Lesson 10's launcher: a Flower SuperLink and N SuperNodes as real processes on this machine.
+"""Lesson 11's launcher: a Flower SuperLink and N SuperNodes as real processes on this machine.
 
 ``with Deployment(federation, n_nodes=4) as flower: result = flower.run(settings)`` starts
 ``flower-superlink`` on a free loopback port, writes each node's users to its own data file,
@@ -51,7 +51,7 @@ class RunSettings:
     """One training run on Flower: ``rounds`` of lesson 03's FedAvg with ``config``, d = ``dim``,
     users' first values seeded by ``init_seed``. The ServerApp waits up to ``node_wait`` s for
     ``min_nodes`` nodes and ``round_timeout`` s for replies in a round. With ``dp``
-    (:class:`helpers.privacy.DPConfig`) the run is DP-FedAvg as in lesson 09: users sampled
+    (:class:`helpers.privacy.DPConfig`) the run is DP-FedAvg as in lesson 10: users sampled
     with probability ``sampling_rate``, updates clipped on the nodes, noise added by the server."""
 
     rounds: int

@@ -1,4 +1,4 @@
-"""Lesson 10's federated MF as messages between a server and nodes — lesson 03's maths, unchanged.
+"""Lesson 11's federated MF as messages between a server and nodes — lesson 03's maths, unchanged.
 
 On Flower, a **node** (a SuperNode) holds a partition of the MovieLens users: their training
 and test ratings (a file on the node's own disk, :func:`write_partitions`) and, between

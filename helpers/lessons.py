@@ -11,10 +11,11 @@ LESSON_DATA = {
     "04_federated_softmax_ranking.ipynb": ["ml-latest-small"],
     "05_transfer_cifar10.ipynb": ["cifar-10"],
     "06_movie_to_music_transfer.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
-    "07_federated_transfer.ipynb": ["cifar-10", "ml-latest-small"],
+    "07_federated_transfer.ipynb": ["cifar-10"],
     "08_federated_cold_start.ipynb": ["douban-book", "douban-music", "ml-latest-small", "lastfm-2k"],
-    "09_privacy_security.ipynb": ["ml-latest-small"],
-    "10_federated_on_flower.ipynb": ["ml-latest-small"],
+    "09_federating_costs.ipynb": ["cifar-10", "ml-latest-small"],
+    "10_privacy_security.ipynb": ["ml-latest-small"],
+    "11_federated_on_flower.ipynb": ["ml-latest-small"],
 }
 
 
@@ -50,20 +51,20 @@ def datasets_for(notebook: str) -> list[str]:
 
 # ---------------------------------------------------------------- shared set-ups of the federated lessons
 
-EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 07, 09 and the benchmarks
+EMBEDDING_DIM = 32  # d of the biased MF in lessons 02, 03, 09, 10 and the benchmarks
 
-# Lesson 03's FedAvg over MovieLens users, reused by lessons 07 and 09, the widgets and the benchmarks.
+# Lesson 03's FedAvg over MovieLens users, reused by lessons 09 and 10, the widgets and the benchmarks.
 MF_FEDAVG = dict(clients_per_round=50, local_epochs=1, batch_size=16, client_lr=0.05, server_lr=10.0, l2=0.02)
 MF_FEDSGD_RATE = 10.0  # η of FedSGD next to it
 
-# Lesson 07's FedAvg over CIFAR-10 clients: N clients, K per round, E local epochs, η_c.
+# Lessons 07 and 09's FedAvg over CIFAR-10 clients: N clients, K per round, E local epochs, η_c.
 CIFAR_FEDERATION = dict(n_clients=20, clients_per_round=10, local_epochs=2, client_lr=0.05)
 # Fast mode (COURSE_FAST=1): 5 clients per round and one local epoch, a quarter of the work per round.
 CIFAR_FEDERATION_FAST = {**CIFAR_FEDERATION, "clients_per_round": 5, "local_epochs": 1}
 
 
 def cifar_federation() -> dict:
-    """Lesson 07's CNN federation settings: :data:`CIFAR_FEDERATION`, or :data:`CIFAR_FEDERATION_FAST` in fast mode."""
+    """Lessons 07 and 09's CNN federation settings: :data:`CIFAR_FEDERATION`, or :data:`CIFAR_FEDERATION_FAST` in fast mode."""
     from helpers.config import pick
 
     return dict(pick(CIFAR_FEDERATION, CIFAR_FEDERATION_FAST))
@@ -103,7 +104,7 @@ def fed_cold_start_settings(**changes):
 
 
 def movielens_federation(variant: str = "latest-small", validation: bool = False):
-    """The MovieLens federation of lessons 03, 07 and 09: every user a client, each user's own
+    """The MovieLens federation of lessons 03, 09 and 10: every user a client, each user's own
     ratings split 80/20 (seed 0), μ the training mean. Returns (ratings data, Federation).
 
     With ``validation`` each client's held-out 20% is split again (seed 1): half (rounded up)
@@ -123,7 +124,7 @@ def movielens_federation(variant: str = "latest-small", validation: bool = False
 
 
 def mf_drift_remedies() -> dict:
-    """Lesson 07's comparison on MovieLens, in lesson 03's drift setting (E = 10 local epochs):
+    """Lesson 09's comparison on MovieLens, in lesson 03's drift setting (E = 10 local epochs):
     name → (FedConfig, Algorithm) for FedAvg, FedProx (μ = 0.1) and FedAdam (η_s = 0.01, τ = 10⁻³).
 
     μ and η_s were chosen on the validation ratings of ``movielens_federation(validation=True)``
@@ -138,14 +139,14 @@ def mf_drift_remedies() -> dict:
             "FedAdam": (mf_config(local_epochs=10, server_lr=0.01), fc.Algorithm(server_optimizer=fc.server_adam()))}
 
 
-# Lesson 07's remedies on the CIFAR-10 clients: the variants tried, fixed before any was run; the
+# Lesson 09's remedies on the CIFAR-10 clients: the variants tried, fixed before any was run; the
 # lesson keeps, per remedy, the one with the highest accuracy on the clients' validation images.
 CNN_PROX_MUS = (0.1, 1.0)             # FedProx's μ
 CNN_ADAM_SERVER_RATES = (0.001, 0.003)  # FedAdam's η_s (τ = 10⁻³)
 
 
 def cnn_drift_remedies() -> tuple[dict, dict]:
-    """Lesson 07's remedies for :class:`helpers.federated_vision.FLTLExperiment`: (method name →
+    """Lesson 09's remedies for :class:`helpers.federated_vision.FLTLExperiment`: (method name →
     (settings that differ from FedAvg's, Algorithm) for every variant of :data:`CNN_PROX_MUS` and
     :data:`CNN_ADAM_SERVER_RATES`, remedy → the names of its variants), the second for
     :meth:`~helpers.federated_vision.FLTLExperiment.choose_methods`. FedAdam averages the
@@ -219,13 +220,13 @@ def cifar_target(data):
     return vt.hold_out(target, TARGET_VALIDATION_PER_CLASS[mode], seed=0)
 
 
-# Lesson 07's federated target task: few images per client, as on phones; also keeps a round short.
+# Lessons 07 and 09's federated target task: few images per client, as on phones; also keeps a round short.
 # 2,000 training images over 20 clients, each holding a fifth of its own out as validation images; 1,000 test images.
 FEDERATED_TARGET_PER_CLASS = {"train": 400, "test": 200}
 
 
 def federated_target(data):
-    """Lesson 07's target task: lesson 05's target classes, :data:`FEDERATED_TARGET_PER_CLASS`
+    """Lessons 07 and 09's target task: lesson 05's target classes, :data:`FEDERATED_TARGET_PER_CLASS`
     images of each (seeded draws), to be split over :data:`CIFAR_FEDERATION`'s clients."""
     from helpers import vision_transfer as vt
 

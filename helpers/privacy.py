@@ -1,4 +1,4 @@
-"""Privacy and security of federated MF (lesson 09): the leak, secure aggregation, DP.
+"""Privacy and security of federated MF (lesson 10): the leak, secure aggregation, DP.
 
 Builds on :mod:`helpers.fedcore`: a round's :class:`~helpers.fedcore.Updates` are what
 the server would receive from each client.

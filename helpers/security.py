@@ -1,4 +1,4 @@
-"""Faults and attacks on federated MF, and robust aggregation (lesson 09).
+"""Faults and attacks on federated MF, and robust aggregation (lesson 10).
 
 All functions work on one round's :class:`~helpers.fedcore.Updates`: rows of
 (client, item, Δ(q, b)). Attacks are transforms of the federated core (step 3) that rewrite
@@ -179,12 +179,12 @@ def hit_rate(state: fc.ServerState, store: ClientStore, federation: Federation, 
     return float(np.mean((top == item).any(axis=1)))
 
 
-DEFENCE_CONDITIONS = ("clean", "scaling attack", "push attack")  # the columns of lesson 09's defence table
+DEFENCE_CONDITIONS = ("clean", "scaling attack", "push attack")  # the columns of lesson 10's defence table
 
 
 def defence_table(federation: Federation, config_for_seed, rounds: int, dim: int, target_item: int,
                   seeds=(0,), attacker_share: float = 0.1, clip_norm: float = 0.1, progress: bool = True) -> pd.DataFrame:
-    """Lesson 09's defence table: every aggregator of :data:`AGGREGATORS` with no attack, the
+    """Lesson 10's defence table: every aggregator of :data:`AGGREGATORS` with no attack, the
     scaling attack and the push attack on ``target_item`` (``attacker_share`` of each round's
     clients attack; C = ``clip_norm`` for ``"clip"``), one FedAvg run of ``rounds`` rounds per seed.
 

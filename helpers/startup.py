@@ -35,12 +35,13 @@ COURSE_MAP = [
     ("Transfer learning θ_target = θ_source + W", "05_transfer_cifar10.ipynb", "## 4. Four ways to learn the target task"),
     ("CIFAR-10: source classes → target classes", "05_transfer_cifar10.ipynb", "## 1. Two tasks that share no class"),
     ("Movie → music, f_target = f_source + b_target", "06_movie_to_music_transfer.ipynb", "## 2. The methods, as formulas"),
-    ("Future work: federated + transfer learning", "07_federated_transfer.ipynb", "## Part 1 — Federated fine-tuning from a pre-trained model (FL + TL)"),
+    ("Future work: federated + transfer learning", "07_federated_transfer.ipynb", "## 2. Two starting points"),
     ("Future work: federated + transfer learning for a recommender (cold start)", "08_federated_cold_start.ipynb",
      "## 1. Who holds what, who sends what"),
-    ("Challenge: communication and computation cost", "07_federated_transfer.ipynb", "## Part 3 — What federating costs, and how to pay less"),
-    ("Challenge: data mismatch", "07_federated_transfer.ipynb", "## Part 4 — Data mismatch: the α sweep in one figure"),
-    ("Challenge: privacy and security", "09_privacy_security.ipynb", "## 1. The leak"),
+    ("Challenge: communication and computation cost", "09_federating_costs.ipynb", "## 2. Communication: compress the uploads"),
+    ("Challenge: data mismatch", "07_federated_transfer.ipynb", "## 3. How much the clients disagree"),
+    ("Challenge: data mismatch — remedies for client drift", "09_federating_costs.ipynb", "## 4. Client drift, and two remedies"),
+    ("Challenge: privacy and security", "10_privacy_security.ipynb", "## 1. The leak"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Lesson 07: Dirichlet partitions, update compression, FedAvg on Keras models, personalisation."""
+"""Lessons 07 and 09: Dirichlet partitions, FedAvg on Keras models, update compression, personalisation."""
 
 from __future__ import annotations
 
@@ -509,7 +509,7 @@ def test_comparison_table_reads_the_target_on_the_curve_it_is_told():
 
 
 def test_the_compression_panel_runs_are_the_lessons_runs(federation):
-    """Lesson 07's panel keeps one extendable run per compressor: the same rounds, test RMSE and
+    """Lesson 09's panel keeps one extendable run per compressor: the same rounds, test RMSE and
     uploaded bytes as a direct run, and a setting seen again is the same object (no retraining)."""
     config = fl.FedConfig(clients_per_round=6, local_epochs=1, batch_size=4, client_lr=0.1, server_lr=2.0)
     runs = fl.RunCache(federation, dim=3)

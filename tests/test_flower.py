@@ -1,4 +1,4 @@
-"""Lesson 10: the federated MF as messages (no processes), and on real Flower processes on loopback."""
+"""Lesson 11: the federated MF as messages (no processes), and on real Flower processes on loopback."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_process_stop_ends_children_that_left_the_session(tmp_path):
 
 
 def _processes_of(deployment: fd.Deployment) -> list[int]:
-    """Live processes whose Flower home is this deployment's (lesson 10 may run its own meanwhile)."""
+    """Live processes whose Flower home is this deployment's (lesson 11 may run its own meanwhile)."""
     home, found = str(deployment.home / "flwr"), []
     for process in psutil.process_iter(["pid"]):
         try:

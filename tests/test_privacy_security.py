@@ -1,4 +1,4 @@
-"""Lesson 09: leak reconstruction, secure aggregation, DP clipping and accounting, robust aggregation."""
+"""Lesson 10: leak reconstruction, secure aggregation, DP clipping and accounting, robust aggregation."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ def test_every_page_opens_cleanly_in_chromium(built):
     source = built.with_name(built.name + "-source")
     pages = html_pages(built)
     maths_pages = site.pages_with_maths(source)
-    assert {"notebooks/01_softmax_scoring.html", "notebooks/09_privacy_security.html"} <= maths_pages
+    assert {"notebooks/01_softmax_scoring.html", "notebooks/10_privacy_security.html"} <= maths_pages
     problems = check_site(built, pages, maths_pages)
     assert not problems, "\n".join(problems)
 

@@ -61,7 +61,7 @@ def test_dataset_status_names_the_source_and_says_what_to_do(tmp_path, monkeypat
     assert table.loc["ml-latest-small", "what to do"] == "ready"
     assert table.loc["cifar-10", "mirror"] and "mirror" in table.loc["cifar-10", "what to do"]
     assert table.loc["lastfm-2k", "what to do"].startswith("not reachable") and "COURSE_DATA_MIRROR" in table.loc["lastfm-2k", "what to do"]
-    assert table.loc["cifar-10", "used by lessons"] == "05, 07"
+    assert table.loc["cifar-10", "used by lessons"] == "05, 07, 09"
 
 
 def test_calibration_is_a_positive_number_of_seconds():

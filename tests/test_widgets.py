@@ -117,7 +117,7 @@ def test_the_browser_check_finds_every_lesson_panel_and_honours_the_choice(monke
             "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", []))]
         assert panel_cells(Path(NOTEBOOKS / name)) == shown, name
     monkeypatch.delenv(BROWSER_ENV, raising=False)
-    assert browser_lessons() == w.lessons_with_panels(NOTEBOOKS) and len(browser_lessons()) == 9
+    assert browser_lessons() == w.lessons_with_panels(NOTEBOOKS) and len(browser_lessons()) == 10
     monkeypatch.setenv(BROWSER_ENV, "none")
     assert browser_lessons() == []
     monkeypatch.setenv(BROWSER_ENV, "01 06")

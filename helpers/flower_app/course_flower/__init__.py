@@ -1,1 +1,1 @@
-"""Lesson 10's Flower app (Flower's split: the task is :mod:`helpers.flower_rounds`; the apps are thin)."""
+"""Lesson 11's Flower app (Flower's split: the task is :mod:`helpers.flower_rounds`; the apps are thin)."""

@@ -73,7 +73,7 @@ def main(grid: Grid, context: Context) -> None:
             time.sleep(0.5)
         config = FedConfig(**json.loads(settings["fed-config"]))
         algorithm, clip_norm = fc.FEDAVG, 0.0
-        if settings["dp"]:  # DP-FedAvg (lesson 09): Poisson sampling, clipping on the nodes, noise here
+        if settings["dp"]:  # DP-FedAvg (lesson 10): Poisson sampling, clipping on the nodes, noise here
             dp = json.loads(settings["dp"])
             rate = dp.pop("sampling_rate")
             dp = pv.DPConfig(**dp)
