@@ -289,24 +289,28 @@ def _cifar_source_report(data, source, pretrained) -> dict:
 
 
 def bench_transfer(budgets=(10, 50, 250), seeds=(0, 1)) -> dict:
-    """Lesson 05: source accuracy and target accuracy of methods (a)–(d) at each label budget."""
+    """Lesson 05: source accuracy, and validation and test accuracy of methods (a)–(d) at each label
+    budget on lesson 05's target task (:func:`helpers.lessons.cifar_target`: validation images held
+    out of the training images, on which the lesson chooses; test images read once per run)."""
     from helpers import lessons
     from helpers import vision_transfer as vt
     from helpers.data import load_cifar10
 
     data = load_cifar10()
     source, pretrained = lessons.cifar_source(data, progress=False)
-    target = vt.source_and_target(data)[1]
+    target = lessons.cifar_target(data)
     runs = vt.run_grid(pretrained.extractor, target, list(vt.METHODS), list(budgets), list(seeds), progress=False)
-    stats = runs.groupby(["per_class", "method"])["accuracy"].agg(["mean", "std"]).reset_index()
+    stats = runs.groupby(["per_class", "method"])[["valid_accuracy", "accuracy"]].agg(["mean", "std"])
     return {
         "benchmark": "transfer", **_cifar_source_report(data, source, pretrained),
         "target": {"classes": target.class_names, "train_images_available": int(len(target.x_train)),
-                   "test_images": int(len(target.x_test))},
+                   "validation_images": int(len(target.x_valid)), "test_images": int(len(target.x_test))},
         "steps_per_budget": {str(b): vt.target_steps(5 * b) for b in budgets}, "seeds": list(seeds),
-        "target_test_accuracy": {
-            str(int(b)): {row.method: {"mean": row.mean, "std": _number(row.std)} for row in stats[stats["per_class"] == b].itertuples()}
-            for b in sorted(stats["per_class"].unique())},
+        "target_accuracy": {
+            str(int(budget)): {method: {split: {"mean": _number(row[(column, "mean")]), "std": _number(row[(column, "std")])}
+                                        for split, column in (("validation", "valid_accuracy"), ("test", "accuracy"))}
+                               for (per_class, method), row in stats.iterrows() if per_class == budget}
+            for budget in sorted(stats.index.get_level_values("per_class").unique())},
     }
 
 

@@ -74,3 +74,34 @@ def test_the_federated_bench_reads_test_rmse_where_validation_chose(monkeypatch)
     assert fedavg["round_chosen_on_validation"] == 1 and fedavg["test_rmse"] == 1.0   # not the lowest test, 0.93
     assert fedavg["gap_to_centralised"] == pytest.approx(1.0 / 1.05 - 1)
     assert "best_test_rmse" not in fedavg
+
+
+def test_the_transfer_bench_scores_lesson_05s_target_with_its_validation_images(monkeypatch):
+    """The bench runs on lesson 05's target task (validation images held out) and reports validation
+    and test accuracy per budget and method, mean and sd over seeds."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from helpers import data as data_module
+    from helpers import lessons
+    from helpers import vision_transfer as vt
+
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    fake = SimpleNamespace(build_name="tiny", build="abc", x_train=images, x_test=images)
+    source = SimpleNamespace(class_names=["a"], x_train=images, x_test=images)
+    pretrained = SimpleNamespace(extractor=None, test_accuracy=0.8, curve=[0.7, 0.8], cached=True, seconds=1.0)
+    target = SimpleNamespace(class_names=["d", "f"], x_train=images, x_valid=images[:2], x_test=images[:3])
+    monkeypatch.setattr(data_module, "load_cifar10", lambda: fake)
+    monkeypatch.setattr(lessons, "cifar_source", lambda data, progress=True: (source, pretrained))
+    monkeypatch.setattr(lessons, "cifar_target", lambda data: target)
+    grid = pd.DataFrame({"per_class": [10, 10, 10, 10], "method": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                         "valid_accuracy": [0.5, 0.7, 0.4, 0.4], "accuracy": [0.6, 0.8, 0.5, 0.3]})
+    seen = {}
+    monkeypatch.setattr(vt, "run_grid", lambda extractor, task, *a, **k: seen.setdefault("task", task) and grid)
+    report = bench.bench_transfer(budgets=(10,), seeds=(0, 1))
+    assert seen["task"] is target and report["target"]["validation_images"] == 2
+    assert report["target_accuracy"]["10"]["a"]["validation"] == {"mean": 0.6, "std": pytest.approx(np.std([0.5, 0.7], ddof=1))}
+    assert report["target_accuracy"]["10"]["b"]["test"]["mean"] == pytest.approx(0.4)
+    assert report["target_accuracy"]["10"]["b"]["validation"]["std"] == 0
