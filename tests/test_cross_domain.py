@@ -212,3 +212,33 @@ def test_the_method_bars_start_at_zero():
     fig = plots.plot_method_bars(results, "RMSE", {"bias": "bias", "tgt": "TGT"}, "t")
     assert fig.axes[0].get_ylim()[0] == 0 and "mean ± std over seeds" in fig.axes[0].get_ylabel()
     plt.close(fig)
+
+
+def test_a_cold_users_two_lists_rank_by_the_models_they_name():
+    """Lesson 06's side-by-side lists: the user's source ratings best first; 'without transfer' ranks
+    by μ + b_i of the target MF (a cold user has no vector), 'with transfer' by the linear map's
+    prediction; an album the user rated (hidden) carries its stars."""
+    domains = synthetic_domains()
+    split = cd.cold_start_split(domains, 0.5, seed=1)
+    user = int(split.cold[0])
+    history, table = cd.cold_user_lists(domains, 0.5, user, k=5, dim=4, epochs=3, seed=1, target_name="album")
+    own = domains.source[domains.source["user"] == user]
+    assert len(history) == len(own) and history["rating"].is_monotonic_decreasing
+    source = cd.train_domain_mf(domains.source, domains.n_users, domains.n_source_items, 4, 3, 1)
+    target = cd.train_domain_mf(split.train, domains.n_users, domains.n_target_items, 4, 3, 1)
+    mapping = cd.fit_mapping(source, target, split.warm, "map_linear", 1)
+    every = pd.DataFrame({"user": user, "item": np.arange(domains.n_target_items)})
+    mapped = cd.predict_mapped(source, target, mapping, np.array([user]), every)
+    hidden = split.test[split.test["user"] == user].set_index("item")["rating"]
+
+    def names(order):
+        return [f"album #{i}" + (f" (rated {hidden[i]:.0f}★)" if i in hidden.index else "") for i in order[:5]]
+
+    assert list(table["rank"]) == [1, 2, 3, 4, 5]
+    assert list(table["without transfer (TGT)"]) == names(np.argsort(-target.item_bias.numpy(), kind="stable"))
+    assert list(table["with transfer (linear map)"]) == names(np.argsort(-mapped, kind="stable"))
+    everything = cd.cold_user_lists(domains, 0.5, user, k=domains.n_target_items, dim=4, epochs=3, seed=1)[1]
+    marked = [name for name in everything["with transfer (linear map)"] if "★" in name]
+    assert len(marked) == len(hidden) > 0                 # every hidden rating shows up, once, in a full list
+    with pytest.raises(ValueError, match="not a cold-start user"):
+        cd.cold_user_lists(domains, 0.5, int(split.warm[0]), k=5, dim=4, epochs=3, seed=1)
