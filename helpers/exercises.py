@@ -397,21 +397,16 @@ def check_bias_transfer(predict_fn: Callable[[float, np.ndarray, float], np.ndar
 
 # ----------------------------------------------------------------------------- lesson 07
 
-def class_mean_head(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The server's side of the class-mean head round: per-client feature sums (K, C, d) and counts
-    (K, C) → the nearest-class-mean head W (d, C), b (C,), with μ_c the pooled class mean,
-    W[:, c] = μ_c and b_c = −½‖μ_c‖²."""
-    means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]
-    return means.T, -0.5 * np.sum(means**2, axis=1)
-
-
 def check_class_mean_head(head_fn: Callable[[np.ndarray, np.ndarray], tuple]) -> Feedback:
-    """Exercise 07.1: ``head_fn(sums, counts)`` → (W (d, C), b (C,)) of :func:`class_mean_head`, on
-    clients of unequal sizes (so an unweighted mean of client means is wrong)."""
+    """Exercise 07.1: ``head_fn(sums, counts)`` → (W (d, C), b (C,)) of the server's side of the class-mean
+    head round (:func:`helpers.federated_vision.nearest_mean_head`), on clients of unequal sizes (so an
+    unweighted mean of client means is wrong)."""
+    from helpers.federated_vision import nearest_mean_head
+
     rng = np.random.default_rng(7)
     counts = np.array([[30, 0, 2], [1, 12, 5], [4, 3, 20]], dtype=float)          # 3 clients × 3 classes
     sums = rng.normal(0.5, 1.0, (3, 3, 4)) * counts[:, :, None]                    # d = 4
-    want_w, want_b = class_mean_head(sums, counts)
+    want_w, want_b = nearest_mean_head(sums, counts)
     try:
         w, b = head_fn(sums.copy(), counts.copy())
         w, b = np.asarray(w, float), np.asarray(b, float)

@@ -378,6 +378,14 @@ def gradient_dissimilarity(model: FederatedModel, state: list[np.ndarray], clien
     return float(p @ np.sum(grads**2, axis=1) / max(float(mean @ mean), 1e-30))
 
 
+def nearest_mean_head(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The server's side of :func:`class_mean_head`: per-client feature sums (K, C, d) and counts
+    (K, C) → the nearest-class-mean head W (d, C), b (C,), with μ_c the pooled class mean
+    (Σ_k s_{k,c} / Σ_k n_{k,c}), W[:, c] = μ_c and b_c = −½‖μ_c‖²."""
+    means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]
+    return means.T, -0.5 * np.sum(means**2, axis=1)
+
+
 def class_mean_head(model: FederatedModel, clients: ImageClients) -> fc.RoundReport:
     """One round that sets the head from the clients' class means (FedNCM, Legate et al., *Guiding
     the last layer in federated learning with pre-trained models*, NeurIPS 2023).
@@ -403,9 +411,9 @@ def class_mean_head(model: FederatedModel, clients: ImageClients) -> fc.RoundRep
         counts[k] = np.bincount(y, minlength=n_classes)
     if (counts.sum(axis=0) == 0).any():
         raise ValueError(f"class(es) {np.flatnonzero(counts.sum(axis=0) == 0).tolist()} have no training image on any client")
-    means = sums.sum(axis=0) / counts.sum(axis=0)[:, None]                               # on the server: (C, d)
-    model.head.kernel.assign(means.T.astype(np.float32))
-    model.head.bias.assign((-0.5 * np.sum(means**2, axis=1)).astype(np.float32))
+    kernel, bias = nearest_mean_head(sums, counts)                                      # on the server
+    model.head.kernel.assign(kernel.astype(np.float32))
+    model.head.bias.assign(bias.astype(np.float32))
     n, model_bytes = clients.n_clients, fc.row_bytes(model.n_shared(), indexed=False)  # the model, to every client
     return fc.RoundReport(round=0, asked=clients.client_ids, trained=clients.client_ids, examples=0, steps=0,
                           bytes_down=n * model_bytes, bytes_up=n * n_classes * (dim + 1) * fc.FLOAT_BYTES,
@@ -515,8 +523,9 @@ def personalise(model: FederatedModel, params: np.ndarray, clients: ImageClients
             continue
         model.set_flat(params)
         x_valid, y_valid = clients.x_valid[k], clients.y_valid[k]
-        best_epochs, best_score, best_params = 0, model.accuracy(x_valid, y_valid) if len(y_valid) else 0.0, params
-        for epoch in range(1, int(max_epochs) + 1 if len(y_valid) else 1):
+        tries = int(max_epochs) if len(y_valid) else 0   # with no validation image, nothing to choose on: keep the global model
+        best_epochs, best_score, best_params = 0, model.accuracy(x_valid, y_valid) if tries else 0.0, params
+        for epoch in range(1, tries + 1):
             model.local_train(clients.x_train[k], clients.y_train[k], 1, batch_size, learning_rate,
                               [seed, PERSONALISE_TAG, k, epoch])
             score = model.accuracy(x_valid, y_valid)
