@@ -117,10 +117,17 @@ def test_the_validation_split_hides_some_warm_users_and_never_the_cold_ones():
     assert not np.isin(split.cold, valid.cold).any() and not valid.train["user"].isin(split.cold).any()
     assert not valid.train["user"].isin(valid.cold).any() and set(valid.test["user"]) == set(valid.cold)
     assert len(valid.train) + len(valid.test) == len(split.train)
+    assert list(valid.train.columns) == list(valid.test.columns) == list(split.train.columns)
+    assert list(valid.train.index) == list(range(len(valid.train)))
     assert np.array_equal(np.sort(np.concatenate([valid.cold, valid.warm])), split.warm)
     assert np.array_equal(valid.cold, cd.validation_split(split, 0.25, seed=3).cold)
-    with pytest.raises(ValueError, match=r"share of warm users must lie in \(0, 1\), got 1.0"):
-        cd.validation_split(split, 1.0)
+    for share in (0.0, 1.0):
+        with pytest.raises(ValueError, match=rf"share of warm users must lie in \(0, 1\), got {share}"):
+            cd.validation_split(split, share)
+    assert len(cd.validation_split(split, 0.001).cold) == 1                       # at least one held out
+    assert len(cd.validation_split(split, 0.999).warm) == 1                       # at least one left warm
+    two_warm = cd.ColdStartSplit(split.train, split.test, split.cold, split.warm[:2])
+    assert len(cd.validation_split(two_warm, 0.5).cold) == 1
     one_warm = cd.ColdStartSplit(split.train, split.test, split.cold, split.warm[:1])
     with pytest.raises(ValueError, match="at least 2 warm users, got 1"):
         cd.validation_split(one_warm)
@@ -149,6 +156,7 @@ def test_methods_run_are_seeded_and_transfer_helps_on_planted_data():
     pd.testing.assert_frame_equal(first, again)
     rmse = first.set_index("method")["RMSE"]
     assert rmse["map_linear"] < rmse["tgt"] and rmse["finetune"] < rmse["tgt"]
+    assert rmse["cmf"] < rmse["tgt"] - 0.1    # one user vector for both domains carries the planted taste
 
 
 def test_playground_widget_function(capsys):
@@ -242,3 +250,110 @@ def test_a_cold_users_two_lists_rank_by_the_models_they_name():
     assert len(marked) == len(hidden) > 0                 # every hidden rating shows up, once, in a full list
     with pytest.raises(ValueError, match="not a cold-start user"):
         cd.cold_user_lists(domains, 0.5, int(split.warm[0]), k=5, dim=4, epochs=3, seed=1)
+
+
+def test_each_method_scores_the_model_it_names_at_the_seed_it_is_given():
+    """Every method's RMSE is that of its own predictions, at a non-default seed: the bias baseline
+    μ + b_i of the training ratings; TGT and 'f_source + b_target' the target MF with no user vector
+    and with the source's user bias; each mapping its fitted map of the cold users' source
+    parameters; fine-tuning epochs // 4 epochs of the target MF from every overlapping user mapped."""
+    from helpers.metrics import rmse
+
+    domains, seed, dim, epochs = synthetic_domains(), 2, 2, 8
+    rows = {r["method"]: r["RMSE"] for r in cd.evaluate_methods(domains, 0.5, seed=seed, dim=dim, epochs=epochs)}
+    split = cd.cold_start_split(domains, 0.5, seed)
+    test, targets = split.test, split.test["rating"].to_numpy()
+    source = cd.train_domain_mf(domains.source, domains.n_users, domains.n_source_items, dim, epochs, seed)
+    target = cd.train_domain_mf(split.train, domains.n_users, domains.n_target_items, dim, epochs, seed)
+    no_vec, no_bias = np.zeros((domains.n_users, dim)), np.zeros(domains.n_users)
+    q, b = target.item_vec.numpy(), target.item_bias.numpy()
+    mu_b, b_items = cd.item_bias_baseline(split.train, domains.n_target_items)
+    expected = {"bias": mu_b + b_items[test["item"].to_numpy()],
+                "tgt": cd._predict(target.mu, no_vec, no_bias, q, b, test),
+                "bias_transfer": cd._predict(target.mu, no_vec, source.user_bias.numpy(), q, b, test)}
+    maps = {kind: cd.fit_mapping(source, target, split.warm, kind, seed) for kind in ("map_linear", "map_mlp")}
+    for kind, mapping in maps.items():
+        expected[kind] = cd.predict_mapped(source, target, mapping, split.cold, test)
+    start = target.copy()
+    mapped = maps["map_linear"](cd.user_parameters(source, domains.overlap)).numpy()
+    start.user_vec.scatter_nd_update(domains.overlap[:, None], mapped[:, :dim])
+    start.user_bias.scatter_nd_update(domains.overlap[:, None], mapped[:, dim])
+    tuned = cd.train_domain_mf(split.train, domains.n_users, domains.n_target_items, dim, epochs // 4, seed,
+                               init=start)
+    expected["finetune"] = cd._predict(target.mu, tuned.user_vec.numpy(), tuned.user_bias.numpy(),
+                                       tuned.item_vec.numpy(), tuned.item_bias.numpy(), test)
+    for method, predictions in expected.items():
+        assert rows[method] == pytest.approx(rmse(predictions, targets), rel=1e-6), method
+    only_finetune = cd.evaluate_methods(domains, 0.5, seed=seed, dim=dim, epochs=epochs, methods=("finetune",))
+    assert only_finetune[0]["RMSE"] == pytest.approx(rows["finetune"], rel=1e-6)
+
+
+def test_a_prediction_is_mu_plus_both_biases_plus_the_dot_product_clipped_to_the_stars():
+    test = pd.DataFrame({"user": [0, 1, 2], "item": [0, 1, 0]})
+    user_vec, item_vec = np.array([[1.0], [2.0], [-1.0]]), np.array([[0.5], [-0.25]])
+    predicted = cd._predict(3.0, user_vec, np.array([0.25, -0.5, 0.0]), item_vec, np.array([0.125, 0.75]), test)
+    assert predicted.tolist() == [3.0 + 0.25 + 0.125 + 0.5, 3.0 - 0.5 + 0.75 - 0.5, 3.0 + 0.125 - 0.5]
+    clipped = cd._predict(3.0, user_vec * 10, np.zeros(3), item_vec, np.zeros(2), test)
+    assert clipped.tolist() == [5.0, 1.0, 1.0]
+
+
+def test_the_interaction_model_is_mu_plus_biases_plus_g_of_the_elementwise_product():
+    model = cd.InteractionModel(6, 4, mu=3.5, dim=3, l2=0.01)
+    pairs = np.array([[0, 1], [5, 2], [3, 3]], np.int32)
+    predicted = model(pairs).numpy()
+    p, q = model.user_vec.embeddings.numpy(), model.item_vec.embeddings.numpy()
+    b_u, b_i = model.user_bias.embeddings.numpy()[:, 0], model.item_bias.embeddings.numpy()[:, 0]
+    assert not b_u.any() and not b_i.any()                                  # biases start at zero
+    assert 0.05 < np.concatenate([p.ravel(), q.ravel()]).std() < 0.2           # vectors ~ N(0, 0.1²)
+    model.user_bias.embeddings.assign(np.arange(6, dtype=np.float32)[:, None] / 10)
+    model.item_bias.embeddings.assign(-np.arange(4, dtype=np.float32)[:, None] / 20)
+    b_u, b_i = np.arange(6) / 10, -np.arange(4) / 20
+    g = model.interaction(p[pairs[:, 0]] * q[pairs[:, 1]]).numpy()[:, 0]
+    expected = 3.5 + b_u[pairs[:, 0]] + b_i[pairs[:, 1]] + g
+    assert model(pairs).numpy() == pytest.approx(expected, abs=1e-6) and predicted.shape == (3,)
+    hidden, output = model.interaction.layers
+    assert hidden.units == 32 and hidden.activation.__name__ == "relu" and output.units == 1
+    penalties = sorted(float(loss) for loss in model.losses)                 # L2 on all four tables
+    tables = [model.user_vec, model.item_vec, model.user_bias, model.item_bias]
+    assert penalties == pytest.approx(sorted(0.01 * float((t.embeddings.numpy() ** 2).sum()) for t in tables))
+
+
+def test_a_transferred_interaction_function_is_copied_and_frozen_when_asked():
+    rng = np.random.default_rng(2)
+    ratings = pd.DataFrame({"user_idx": rng.integers(0, 12, 200), "item_idx": rng.integers(0, 8, 200),
+                            "rating": rng.integers(1, 6, 200).astype(np.float32)})
+    source = cd.train_interaction(ratings, 12, 8, dim=3, epochs=2, seed=0)
+    given = [w.copy() for w in source.interaction.get_weights()]
+    frozen = cd.train_interaction(ratings, 12, 8, dim=3, epochs=2, interaction=source.interaction,
+                                  freeze_interaction=True, seed=1)
+    tuned = cd.train_interaction(ratings, 12, 8, dim=3, epochs=2, interaction=source.interaction, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(source.interaction.get_weights(), given))   # never modified
+    assert frozen.interaction is not source.interaction
+    assert all(np.array_equal(a, b) for a, b in zip(frozen.interaction.get_weights(), given))
+    assert not all(np.array_equal(a, b) for a, b in zip(tuned.interaction.get_weights(), given))
+    assert len(tuned.interaction.get_weights()) == len(given)
+
+
+def test_the_playground_trains_its_own_models_at_its_own_seed():
+    domains = synthetic_domains()
+    playground = cd.ColdStartPlayground(domains, seed=1, epochs=4)
+    scores = playground.run(0.5, "map_linear", 1)                              # size 1 is allowed
+    assert isinstance(playground.source(1), cd.mf.MFParams) and playground.source(1) is playground._source[1]
+    assert isinstance(playground.target(0.5, 1), cd.mf.MFParams) and set(playground._target) == {(0.5, 1)}
+    fresh = {cd.METHODS[r["method"]]: r["RMSE"]
+             for r in cd.evaluate_methods(domains, 0.5, 1, 1, 4, methods=("bias", "tgt", "map_linear"))}
+    assert scores == pytest.approx(fresh)
+
+
+def test_the_lesson_s_training_settings_give_these_planted_data_numbers():
+    """A regression pin: the learning rates, penalties, batch sizes and widths the lesson trains with
+    (a change to any of them changes its numbers, and shows here before a lesson is re-run)."""
+    domains = synthetic_domains()
+    split = cd.cold_start_split(domains, 0.5, seed=0)
+    rows = {r["method"]: r["RMSE"] for r in cd.evaluate_methods(domains, 0.5, seed=0, dim=2, epochs=6,
+                                                                 methods=("tgt", "map_mlp"), split=split)}
+    ratings = domains.target.rename(columns={"user": "user_idx", "item": "item_idx"})
+    model = cd.train_interaction(ratings.iloc[:600], domains.n_users, domains.n_target_items, dim=4, epochs=3)
+    pinned = {"tgt": rows["tgt"], "map_mlp": rows["map_mlp"],
+              "interaction": cd.interaction_rmse(model, ratings.iloc[600:])}
+    assert pinned == pytest.approx({"tgt": 0.956288, "map_mlp": 0.925252, "interaction": 0.943428}, rel=1e-4)
