@@ -533,14 +533,45 @@ def run_federated(split: RankingSplit, evaluator: "Evaluator", config: FedConfig
     return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start)
 
 
+def pooled_gradients(split: RankingSplit, table: np.ndarray, users: np.ndarray, batch: np.ndarray,
+                     l2: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of one centralised mini-batch's loss — the mean cross-entropy over the batch's N_b
+    training interactions plus l2 · Σ_u (n_u / N_b) ‖p_u‖² — with respect to the item table (I, d + 1)
+    and the batch's user vectors (B, d): the federated clients' closed form, pooled,
+    ∂L/∂s_u = (n_u π_u − y_u) / N_b with y_u the user's item counts.
+
+    Returns:
+        (gradient of the table (I, d + 1), gradient of ``users[batch]`` (B, d)).
+    """
+    target = np.zeros((len(batch), split.n_items), np.float32)
+    for row, u in enumerate(batch):
+        target[row, split.positives[u]] = 1.0
+    n = np.array([len(split.positives[u]) for u in batch], np.float32)[:, None]
+    s = users[batch] @ table[:, :-1].T + table[:, -1]
+    residual = softmax_residual(s, target / n) * (n / n.sum())                # (n_u π_u − y_u) / N_b
+    grad_users = residual @ table[:, :-1] + 2 * l2 * users[batch] * (n / n.sum())
+    grad_table = np.concatenate([residual.T @ users[batch], residual.sum(axis=0)[:, None]], axis=1)
+    return grad_table, grad_users
+
+
+def adam_update(x: np.ndarray, moments: tuple[np.ndarray, np.ndarray], gradient: np.ndarray, step: int,
+                learning_rate: float, rows=slice(None), beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-7) -> None:
+    """One Adam step on ``x[rows]`` in place, its moments (m, v) too: m ← β₁m + (1 − β₁)g,
+    v ← β₂v + (1 − β₂)g², x ← x − η m̂ / (√v̂ + ε) with m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ) and t the
+    ``step`` (≥ 1). Only the rows given move (a user vector is updated when its user is in the batch)."""
+    m, v = moments
+    m[rows] = beta1 * m[rows] + (1 - beta1) * gradient
+    v[rows] = beta2 * v[rows] + (1 - beta2) * gradient**2
+    x[rows] -= learning_rate * (m[rows] / (1 - beta1**step)) / (np.sqrt(v[rows] / (1 - beta2**step)) + eps)
+
+
 def train_centralised(split: RankingSplit, evaluator: "Evaluator", dim: int = 32, epochs: int = 20,
                       learning_rate: float = 0.01, batch_users: int = 32, l2: float = 0.0, seed: int = 0) -> SelectedRun:
-    """Lesson 01's model trained the usual way, on the pooled data: Adam on the mean cross-entropy
-    over all training interactions, mini-batches of ``batch_users`` users with all their items, the
-    users shuffled each epoch (seeded); the same scores, loss and split as the federated runs.
-
-    Each batch's gradient is the federated clients' closed form, pooled: ∂L/∂s_u = (n_u π_u − y_u) / N_b
-    with y_u the user's item counts and N_b the batch's interactions. The epoch is chosen on validation
+    """Lesson 01's model trained the usual way, on the pooled data: Adam (:func:`adam_update`) on
+    :func:`pooled_gradients`, mini-batches of ``batch_users`` users with all their items, the users
+    shuffled each epoch (seeded by (seed, epoch)); the same scores, loss and split as the federated runs.
+    Every batch counts one step of Adam's bias correction. The epoch is chosen on validation
     (:class:`ValidationSelector`; ``best_round`` counts epochs) and tested once.
     """
     import time
@@ -550,32 +581,17 @@ def train_centralised(split: RankingSplit, evaluator: "Evaluator", dim: int = 32
     state, store = init_state(split, dim, seed)
     table, users = state.params.copy(), store.user_vec.copy()
     moments = {name: (np.zeros_like(x), np.zeros_like(x)) for name, x in (("table", table), ("users", users))}
-    beta1, beta2, eps, step = 0.9, 0.999, 1e-7, 0
-    counts = np.array([len(p) for p in split.positives])
-    active = np.flatnonzero(counts > 0)
+    step = 0
+    active = np.flatnonzero([len(p) > 0 for p in split.positives])
     history = fc.History({name: [value] for name, value in selector(ServerState(table), UserVectors(users)).items()})
-
-    def adam(name, x, gradient, rows=slice(None)):
-        m, v = moments[name]
-        m[rows] = beta1 * m[rows] + (1 - beta1) * gradient
-        v[rows] = beta2 * v[rows] + (1 - beta2) * gradient**2
-        x[rows] -= learning_rate * (m[rows] / (1 - beta1**step)) / (np.sqrt(v[rows] / (1 - beta2**step)) + eps)
-
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(active)
         for first in range(0, len(order), batch_users):
             batch = order[first:first + batch_users]
-            target = np.zeros((len(batch), split.n_items), np.float32)
-            for row, u in enumerate(batch):
-                target[row, split.positives[u]] = 1.0
-            n = counts[batch].astype(np.float32)[:, None]
-            s = users[batch] @ table[:, :-1].T + table[:, -1]
-            residual = softmax_residual(s, target / n) * (n / n.sum())                # (n_u π_u − y_u) / N_b
-            grad_users = residual @ table[:, :-1] + 2 * l2 * users[batch] * (n / n.sum())
-            grad_table = np.concatenate([residual.T @ users[batch], residual.sum(axis=0)[:, None]], axis=1)
+            grad_table, grad_users = pooled_gradients(split, table, users, batch, l2)
             step += 1
-            adam("table", table, grad_table)
-            adam("users", users, grad_users, batch)
+            adam_update(table, moments["table"], grad_table, step, learning_rate)
+            adam_update(users, moments["users"], grad_users, step, learning_rate, batch)
         for name, value in selector(ServerState(table), UserVectors(users)).items():
             history.metrics[name].append(value)
     return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start_time)

@@ -208,3 +208,183 @@ def test_metrics_can_give_each_held_out_user_s_hit_and_ndcg(split, evaluator):
         assert hits.mean() == pytest.approx(plain["HR@10"]) and ndcg.mean() == pytest.approx(plain["NDCG@10"])
     popular = evaluator.metrics(split.item_counts.astype(np.float64), "valid", units=True)
     assert popular["units"]["HR@10"].mean() == pytest.approx(popular["HR@10"])
+
+
+def test_the_upload_table_gives_each_form_s_mean_rows_and_megabytes_per_client(split):
+    """Lesson 04's cost table: a full-softmax client sends and receives the whole table (no indices);
+    a sampled one its n_k + m candidate rows each way, a touched one the whole table down and its
+    own n_k rows up, indexed rows carrying a 4-byte index; 1 MB = 10⁶ bytes; shares of the full upload."""
+    dim, m = 5, 12
+    table = fs.upload_costs(split, dim, m)
+    n = np.mean([len(p) for p in split.positives])
+    dense, indexed = 4 * (dim + 1), 4 * (dim + 1) + 4
+    expected = {"full": (N_ITEMS, N_ITEMS * dense, N_ITEMS * dense), "sampled": (n + m, (n + m) * indexed, (n + m) * indexed),
+                "touched": (n, n * indexed, N_ITEMS * dense)}
+    assert list(table.index) == list(fs.FORMS)
+    assert list(table.columns) == ["rows up", "MB up", "MB down", "share of full upload"]
+    for form, (rows, up, down) in expected.items():
+        assert table.loc[form, "rows up"] == pytest.approx(rows)
+        assert table.loc[form, "MB up"] == pytest.approx(up / 1e6) and table.loc[form, "MB down"] == pytest.approx(down / 1e6)
+        assert table.loc[form, "share of full upload"] == pytest.approx(up / (N_ITEMS * dense))
+
+
+def test_the_results_table_gives_mean_and_sd_over_seeds_and_the_rounds_chosen():
+    def run(hr, ndcg, best):
+        scores = {"full": {"HR@10": hr, "NDCG@10": ndcg}, "sampled": {"HR@10": 2 * hr, "NDCG@10": 2 * ndcg}}
+        return fs.SelectedRun(fc.History(), best, scores, 1.0)
+
+    popular = {"full": {"HR@10": 0.01, "NDCG@10": 0.005}, "sampled": {"HR@10": 0.2, "NDCG@10": 0.1}}
+    table = fs.results_table({"FedAvg": [run(0.1, 0.04, 3), run(0.3, 0.08, 7)]}, popular)
+    assert list(table.index) == ["FedAvg", "most popular"]
+    fedavg = table.loc["FedAvg"]
+    assert fedavg["HR@10 (full)"] == "0.2000 ± 0.1000" and fedavg["NDCG@10 (full)"] == "0.0600 ± 0.0200"
+    assert fedavg["HR@10 (sampled)"] == "0.4000 ± 0.2000" and fedavg["NDCG@10 (sampled)"] == "0.1200 ± 0.0400"
+    assert fedavg["seeds"] == 2 and fedavg["chosen round/epoch"] == "3, 7"
+    most = table.loc["most popular"]
+    assert [most["HR@10 (full)"], most["NDCG@10 (full)"], most["HR@10 (sampled)"], most["NDCG@10 (sampled)"]] == [
+        "0.0100", "0.0050", "0.2000", "0.1000"]
+    assert most["seeds"] == most["chosen round/epoch"] == "-"
+
+
+def test_the_first_round_above_a_level_reads_the_seeds_mean_trailing_curve():
+    histories = [fc.History({"valid_hr": [0.0, 0.1, 0.5, 0.1, 0.5, 0.5]}),
+                 fc.History({"valid_hr": [0.0, 0.1, 0.3, 0.1, 0.3, 0.5]})]
+    assert fs.first_round_above(histories, 0.35, window=1) == 2          # mean curve 0, .1, .4, .1, .4, .5
+    assert fs.first_round_above(histories, 0.4, window=1) == 5             # strictly above
+    assert fs.first_round_above(histories, 0.3, window=2) == 5             # trailing pairs 0, .05, .25, .25, .25, .45
+    assert fs.first_round_above(histories, 0.25, window=3) == 4            # trailing threes …, .2, .3, .33
+    assert fs.first_round_above(histories, 0.25) == 5                      # default window 5: …, .2, .3
+    assert fs.first_round_above(histories, 0.5, window=1) == "never"
+
+
+def record_epochs(monkeypatch) -> list:
+    """The (item table, user vectors) the centralised trainer hands its validation selector after
+    every epoch (the first: before training)."""
+    seen = []
+
+    class Recording(fs.ValidationSelector):
+        def __call__(self, state, store):
+            seen.append((state.params.copy(), store.user_vec.copy()))
+            return super().__call__(state, store)
+
+    monkeypatch.setattr(fs, "ValidationSelector", Recording)
+    return seen
+
+
+def test_a_centralised_batch_s_gradients_are_autodiff_of_its_pooled_loss(split):
+    """The mean cross-entropy over the batch's interactions plus l2 · Σ_u (n_u / N_b) ‖p_u‖²."""
+    import tensorflow as tf
+
+    state, store = fs.init_state(split, 3, seed=4)
+    batch = np.array([7, 2, 31, 50])
+    grad_table, grad_users = fs.pooled_gradients(split, state.params, store.user_vec, batch, l2=0.3)
+    table, users = tf.Variable(state.params), tf.Variable(store.user_vec[batch])
+    target = np.zeros((len(batch), N_ITEMS), np.float32)
+    for row, u in enumerate(batch):
+        target[row, split.positives[u]] = 1.0
+    n = target.sum(axis=1)
+    with tf.GradientTape() as tape:
+        log_p = tf.nn.log_softmax(users @ tf.transpose(table[:, :-1]) + table[:, -1])
+        loss = -tf.reduce_sum(target * log_p) / n.sum() + 0.3 * tf.reduce_sum(n / n.sum() * tf.reduce_sum(users**2, 1))
+    want_table, want_users = tape.gradient(loss, [table, users])
+    assert np.allclose(grad_table, want_table.numpy(), atol=1e-7) and np.allclose(grad_users, want_users.numpy(), atol=1e-7)
+
+
+def test_the_centralised_adam_step_is_keras_adam_on_the_rows_given():
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x, gradients = rng.normal(size=(5, 3)), rng.normal(size=(3, 2, 3))          # gradients ≫ ε
+    ours, moments, rows = x.copy(), (np.zeros_like(x), np.zeros_like(x)), np.array([1, 4])
+    theirs, adam = tf.Variable(x[rows]), keras.optimizers.Adam(learning_rate=0.05, beta_1=0.9, beta_2=0.999)
+    for step, gradient in enumerate(gradients, start=1):
+        fs.adam_update(ours, moments, gradient, step, 0.05, rows)
+        adam.apply_gradients([(tf.constant(gradient), theirs)])
+        assert np.allclose(ours[rows], theirs.numpy(), rtol=1e-5, atol=1e-7)
+    assert np.array_equal(np.delete(ours, rows, axis=0), np.delete(x, rows, axis=0))     # other rows untouched
+
+
+def test_centralised_training_visits_every_user_once_an_epoch_in_seeded_batches(split, evaluator, monkeypatch):
+    """Batches of ``batch_users`` users in the order of (seed, epoch)'s permutation: a user's first Adam
+    step moves each coordinate by the learning rate if its batch came first, by less later (Adam's
+    bias correction counts every batch's step)."""
+    seen = record_epochs(monkeypatch)
+    fs.train_centralised(split, evaluator, dim=3, epochs=1, learning_rate=0.01, batch_users=25, seed=4)
+    moved = np.abs(seen[1][1] - seen[0][1])
+    first = np.random.default_rng([4, 0]).permutation(N_USERS)[:25]
+    later = np.setdiff1d(np.arange(N_USERS), first)
+    assert np.allclose(moved[first], 0.01, rtol=5e-3)
+    assert np.all(moved[later] > 0.001) and np.all(moved[later] < 0.008)
+
+
+class ScriptedEvaluator:
+    """Stands in for :class:`fs.Evaluator`: validation HR@10 from a script, NDCG half of it; a test
+    evaluation names its protocol and the round of the model it was given."""
+
+    k = 10
+
+    def __init__(self, hit_rates):
+        self.hit_rates = iter(hit_rates)
+
+    def of_state(self, state, store, on, protocol="full"):
+        if on == "valid":
+            hr = next(self.hit_rates)
+            return {"HR@10": hr, "NDCG@10": hr / 2}
+        return {"protocol": protocol, "round": state.round, "first user": float(store.user_vec[0, 0])}
+
+
+def test_the_selector_keeps_the_first_best_round_and_tests_it_under_both_protocols():
+    selector = fs.ValidationSelector(ScriptedEvaluator([0.1, 0.3, 0.3, 0.2]), window=1)
+    curves = [selector(fs.ServerState(np.zeros((2, 2)), r), fs.UserVectors(np.full((1, 1), float(r)))) for r in range(4)]
+    assert curves[1] == {"valid_hr": 0.3, "valid_ndcg": 0.15} and selector.best_round == 1     # a tie keeps the first
+    assert selector.test() == {p: {"protocol": p, "round": 1, "first user": 1.0} for p in fs.PROTOCOLS}
+    last = fs.ValidationSelector(ScriptedEvaluator([0.1, 0.3, 0.2]), window=1, choose=False)
+    for r in range(3):
+        last(fs.ServerState(np.zeros((2, 2)), r), fs.UserVectors(np.full((1, 1), float(r))))
+    assert last.best_round == 2 and last.test()["full"]["round"] == 2
+
+
+def test_a_federated_run_passes_on_its_negatives_start_and_choice(split, evaluator, monkeypatch):
+    chosen = []
+
+    class Recording(fs.ValidationSelector):
+        def __init__(self, evaluator, window=5, choose=True):
+            chosen.append(choose)
+            super().__init__(evaluator, window, choose)
+
+    monkeypatch.setattr(fs, "ValidationSelector", Recording)
+    run = fs.run_federated(split, evaluator, config(), 1, "sampled", negatives=7, dim=3, init_seed=2)
+    fs.run_federated(split, evaluator, config(), 1, "sampled", negatives=7, dim=3, choose_round=False)
+    assert chosen == [True, False]
+    report = run.history.reports[0]
+    n = np.array([len(split.positives[c]) for c in report.trained])
+    assert report.bytes_up == ((n + 7) * (4 * 4 + 4)).sum()
+    assert run.history.valid_hr[0] == evaluator.of_state(*fs.init_state(split, 3, 2), "valid")["HR@10"]
+    assert run.seconds > 0 and set(run.test) == set(fs.PROTOCOLS)
+
+
+def test_the_evaluator_draws_its_negatives_at_its_own_seed_and_ranks_popularity_under_either_protocol(split):
+    seeded = fs.Evaluator(split, seed=3)
+    users = split.held_out("test")["user_idx"].to_numpy()
+    assert np.array_equal(seeded.negatives["test"], fs.eval_negatives(split, users, seed=3))
+    assert not np.array_equal(seeded.negatives["test"], fs.Evaluator(split).negatives["test"])
+    counts = split.item_counts.astype(np.float64)
+    for protocol in fs.PROTOCOLS:
+        assert seeded.popularity("test", protocol) == seeded.metrics(counts, "test", protocol)
+
+
+def test_a_user_with_no_training_interaction_has_no_positives():
+    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
+                            "timestamp": [1, 2, 3, 1, 2, 3]})
+    split = fs.ranking_split(ratings, 3, 6)                       # user 1 never rated; item 5 never rated
+    assert [p.tolist() for p in split.positives] == [[0], [], [3]]
+    assert split.positives[1].dtype == np.int64 and split.item_counts.tolist() == [1, 0, 0, 1, 0, 0]
+
+
+def test_the_panel_s_menus_reach_the_round(split, evaluator):
+    playground = fs.Playground(split, evaluator, config(), dim=4)
+    four = playground.history(rounds=1, negatives=20, clients_per_round=4, client_lr=0.5, server_lr=3.0)
+    assert len(four.reports[0].trained) == 4
+    slow = playground.history(rounds=1, negatives=20, clients_per_round=4, client_lr=0.05, server_lr=3.0)
+    assert slow.valid_hr[0] == four.valid_hr[0] and slow.reports[0].update_norms.sum() < four.reports[0].update_norms.sum()
