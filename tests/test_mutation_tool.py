@@ -121,7 +121,7 @@ def test_summarise_before_any_mutant_ran(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["fedcore", "--timeout", "0"], ["fedcore", "--max-children", "0"],
-                                  ["no_such_module", "--timeout", "1"]])
+                                  ["no_such_module", "--timeout", "1"], ["fedcore", "--again", "--all-tests"]])
 def test_command_line_refuses_impossible_values(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         mutation.main(argv)
@@ -142,3 +142,26 @@ def test_chosen_tests_leave_out_the_slow_whole_lesson_suites_that_are_not_the_mo
     assert "tests/test_federated_transfer.py" in mutation.chosen_tests("federated_vision")
     for module in mutation.MODULES:            # every listed module keeps at least one test file
         assert mutation.chosen_tests(module), module
+
+
+def test_again_reruns_only_what_was_not_killed_against_the_tests_as_they_are_now(tmp_path):
+    work = tmp_path / "work"
+    tests = mutation.prepare("compression", work)
+    (work / "tests" / "test_compression.py").write_text("# the tests of the earlier run")
+    write_meta(work, "compression", {"m__a__mutmut_1": 1, "m__a__mutmut_2": 0, "m__b__mutmut_1": 33,
+                                     "m__b__mutmut_2": None, "m__c__mutmut_1": -24, "m__c__mutmut_2": 5})
+    again_tests, names = mutation.prepare_again("compression", work)
+    assert again_tests == tests
+    assert names == ["m__a__mutmut_2", "m__b__mutmut_1", "m__b__mutmut_2", "m__c__mutmut_2"]
+    assert (work / "tests" / "test_compression.py").read_text() == (ROOT / "tests" / "test_compression.py").read_text()
+
+
+def test_again_refuses_without_an_earlier_run_or_after_the_module_changed(tmp_path):
+    work = tmp_path / "work"
+    mutation.prepare("compression", work)
+    with pytest.raises(ValueError, match="no earlier run of helpers/compression.py"):
+        mutation.prepare_again("compression", work)
+    write_meta(work, "compression", {"m__a__mutmut_1": 0})
+    (work / "helpers" / "compression.py").write_text("# an older version")
+    with pytest.raises(ValueError, match="changed since its run"):
+        mutation.prepare_again("compression", work)

@@ -14,6 +14,11 @@ instead, and the whole run is bounded here by a wall-clock ``--timeout`` (a run 
 what it checked). The summary (mutants, killed, survived, not checked, seconds) is printed as JSON
 and written to ``build/mutation/MODULE.json``; ``--survivors`` lists the surviving mutants' names
 (``cd build/mutation/MODULE && ../../../.venv/bin/mutmut show NAME`` shows one as a diff).
+
+``--again`` re-runs, in the same folder, only the mutants that were not killed — survived, had no
+test, or were not reached before a timeout — against the tests as they are now (after new tests
+were written): the summary then counts every mutant of the module, old verdicts and new. It refuses
+when the module itself changed since (its mutants would no longer be the same).
 """
 
 from __future__ import annotations
@@ -141,14 +146,40 @@ def survivors(module: str, workdir: Path) -> list[str]:
     return sorted(name for name, code in exit_codes(module, workdir).items() if code == 0)
 
 
-def run(module: str, timeout: float, max_children: int, every: bool = False) -> dict:
+# the verdicts ``--again`` runs once more: survived, no tests (0 and 5 / 33) and not run yet (None)
+NOT_KILLED = (None, 0, 5, 33)
+
+
+def prepare_again(module: str, workdir: Path, root: Path = ROOT) -> tuple[list[str], list[str]]:
+    """Refresh ``workdir/tests`` from the checkout for a re-run of the mutants not killed; returns
+    (the test files the run was configured with, the mutants to run again). Raises ``ValueError``
+    when there is no earlier run of the module or the module changed since it."""
+    codes = exit_codes(module, workdir)
+    if not codes:
+        raise ValueError(f"no earlier run of helpers/{module}.py in {workdir}: run it without --again first")
+    if (workdir / "helpers" / f"{module}.py").read_bytes() != (root / "helpers" / f"{module}.py").read_bytes():
+        raise ValueError(f"helpers/{module}.py changed since its run, so its mutants did too: run it without --again")
+    shutil.rmtree(workdir / "tests")
+    shutil.copytree(root / "tests", workdir / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    tests = tomllib.loads((workdir / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"][
+        "pytest_add_cli_args_test_selection"]
+    return tests, sorted(name for name, code in codes.items() if code in NOT_KILLED)
+
+
+def run(module: str, timeout: float, max_children: int, every: bool = False, again: bool = False) -> dict:
     """Prepare, run mutmut under a wall-clock ``timeout`` (s; its whole process group is killed
-    then) and summarise; ``every``: against every test file importing the module."""
+    then) and summarise; ``every``: against every test file importing the module; ``again``: only the
+    mutants an earlier run did not kill (:func:`prepare_again`)."""
     workdir = ROOT / "build" / "mutation" / module
-    tests = prepare(module, workdir, every)
-    print(f"helpers/{module}.py: mutants run against {', '.join(tests)}; at most {timeout:.0f} s", flush=True)
+    names = []
+    if again:
+        tests, names = prepare_again(module, workdir)
+    else:
+        tests = prepare(module, workdir, every)
+    which = f"{len(names)} mutants not killed before" if again else "mutants"
+    print(f"helpers/{module}.py: {which} run against {', '.join(tests)}; at most {timeout:.0f} s", flush=True)
     env = {**os.environ, "COURSE_ROOT": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     start = time.monotonic()
     process = subprocess.Popen(command, cwd=workdir, env=env, start_new_session=True)
     stopped = False
@@ -180,11 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-tests", action="store_true",
                         help="run the mutants against every test file importing the module, the slow whole-lesson "
                              "ones too (default: only the module's own among those)")
+    parser.add_argument("--again", action="store_true",
+                        help="re-run only the mutants the last run of this module did not kill, against the "
+                             "tests as they are now")
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.max_children < 1:
         parser.error("--timeout must be > 0 s and --max-children ≥ 1")
+    if args.again and args.all_tests:
+        parser.error("--again keeps the tests the earlier run chose; leave out --all-tests")
     try:
-        summary = run(args.module, args.timeout, args.max_children, args.all_tests)
+        summary = run(args.module, args.timeout, args.max_children, args.all_tests, args.again)
     except ValueError as error:
         parser.error(str(error))
     print(json.dumps(summary))
