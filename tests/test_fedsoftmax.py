@@ -159,6 +159,11 @@ def test_the_update_reveals_the_client_s_items(split):
         found = fs.leak(updates, split, attack)
         assert found["recall"] == 1.0 and found["clients"] == 10
         assert (found["precision"] == 1.0) is exact
+    first = updates.client(0)[0][0]
+    updates.values[np.flatnonzero(updates.slot == 0)[0], -1] = 0.0      # a row whose bias did not move
+    assert first not in fs.guessed_items(updates, 0, "bias rose")
+    with pytest.raises(ValueError, match=r"attack must be one of \['rows sent', 'bias rose'\], got 'timing'"):
+        fs.guessed_items(updates, 0, "timing")
 
 
 def test_impossible_settings_are_refused_with_what_is_allowed(split, evaluator):
@@ -224,7 +229,8 @@ def test_the_upload_table_gives_each_form_s_mean_rows_and_megabytes_per_client(s
     assert list(table.columns) == ["rows up", "MB up", "MB down", "share of full upload"]
     for form, (rows, up, down) in expected.items():
         assert table.loc[form, "rows up"] == pytest.approx(rows)
-        assert table.loc[form, "MB up"] == pytest.approx(up / 1e6) and table.loc[form, "MB down"] == pytest.approx(down / 1e6)
+        assert table.loc[form, "MB up"] == pytest.approx(up / 1e6, rel=1e-9)
+        assert table.loc[form, "MB down"] == pytest.approx(down / 1e6, rel=1e-9)
         assert table.loc[form, "share of full upload"] == pytest.approx(up / (N_ITEMS * dense))
 
 
@@ -388,3 +394,7 @@ def test_the_panel_s_menus_reach_the_round(split, evaluator):
     assert len(four.reports[0].trained) == 4
     slow = playground.history(rounds=1, negatives=20, clients_per_round=4, client_lr=0.05, server_lr=3.0)
     assert slow.valid_hr[0] == four.valid_hr[0] and slow.reports[0].update_norms.sum() < four.reports[0].update_norms.sum()
+    step = dict(rounds=2, negatives=20, clients_per_round=4, client_lr=0.5)
+    seconds = playground.warm([{**step, "server_lr": 1.0}, {**step, "server_lr": 3.0}])
+    assert 0 < seconds < 600 and playground.history(**step, server_lr=1.0).valid_hr != playground.history(
+        **step, server_lr=3.0).valid_hr
