@@ -665,16 +665,18 @@ def plot_fault_run(test_rmse, nodes_answered, seconds, killed_after: int, restar
     and the restart (both in rounds completed)."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     axes[0].plot(np.arange(len(test_rmse)), test_rmse, marker="o")
-    axes[0].set(xlabel="rounds", ylabel="test RMSE (stars)", title=title)
+    axes[0].set(xlabel="message exchange t (the model after t rounds)", ylabel="test RMSE (stars)", title=title)
     axes[1].bar(np.arange(len(nodes_answered)), nodes_answered)
     axes[1].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set(xlabel="message exchange (round t; the last evaluates the final model)", ylabel="nodes that answered",
                 title="Who answered")
     axes[2].bar(np.arange(1, len(seconds) + 1), seconds)
     axes[2].set(xlabel="round", ylabel="seconds", title="Round time (a silent node is waited for)")
-    for ax, shift in zip(axes, (-0.5, -0.5, 0.5)):  # exchange t is round t + 1's message; bars are 1-based rounds
-        ax.axvline(killed_after + shift, color="red", ls=":", label="node killed")
-        ax.axvline(restarted_after + shift, color="green", ls=":", label="node restarted")
+    # exchange t (left, middle) is round t + 1's message, which also evaluates the model after t rounds, so an
+    # event after round r falls between exchanges r − 1 and r; the bars (right) are rounds counted from 1
+    for ax, shift in zip(axes, (-0.5, -0.5, 0.5)):
+        ax.axvline(killed_after + shift, color="red", ls=":", label=f"node killed after round {killed_after}")
+        ax.axvline(restarted_after + shift, color="green", ls=":", label=f"node restarted after round {restarted_after}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
