@@ -316,12 +316,42 @@ def test_centralised_training_visits_every_user_once_an_epoch_in_seeded_batches(
     step moves each coordinate by the learning rate if its batch came first, by less later (Adam's
     bias correction counts every batch's step)."""
     seen = record_epochs(monkeypatch)
-    fs.train_centralised(split, evaluator, dim=3, epochs=1, learning_rate=0.01, batch_users=25, seed=4)
+    run = fs.train_centralised(split, evaluator, dim=3, epochs=1, learning_rate=0.01, batch_users=25, seed=4)
+    start = fs.init_state(split, 3, seed=4)
+    assert np.array_equal(seen[0][0], start[0].params) and np.array_equal(seen[0][1], start[1].user_vec)
     moved = np.abs(seen[1][1] - seen[0][1])
     first = np.random.default_rng([4, 0]).permutation(N_USERS)[:25]
     later = np.setdiff1d(np.arange(N_USERS), first)
     assert np.allclose(moved[first], 0.01, rtol=5e-3)
     assert np.all(moved[later] > 0.001) and np.all(moved[later] < 0.008)
+    assert 0 < run.seconds < 600
+
+
+def test_centralised_training_skips_users_with_nothing_to_train_on_and_applies_its_penalty(monkeypatch):
+    seen = []
+
+    class Recording:                                  # no evaluator needed: records what it is handed
+        best_round = 0
+
+        def __init__(self, evaluator, *args, **kwargs):
+            pass
+
+        def __call__(self, state, store):
+            seen.append(store.user_vec.copy())
+            return {"valid_hr": 0.0, "valid_ndcg": 0.0}
+
+        def test(self):
+            return {}
+
+    monkeypatch.setattr(fs, "ValidationSelector", Recording)
+    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
+                            "timestamp": [1, 2, 3, 1, 2, 3]})
+    tiny = fs.ranking_split(ratings, 3, 6)            # users 0 and 2: one training item each; user 1: none
+    fs.train_centralised(tiny, None, dim=2, epochs=2, learning_rate=0.1, batch_users=1, seed=0)
+    moved = np.any(seen[-1] != seen[0], axis=1)
+    assert moved.tolist() == [True, False, True] and np.isfinite(seen[-1]).all()
+    fs.train_centralised(tiny, None, dim=2, epochs=2, learning_rate=0.1, batch_users=1, l2=5.0, seed=0)
+    assert not np.array_equal(seen[-1], seen[2])       # the penalty reaches the gradients
 
 
 class ScriptedEvaluator:
@@ -352,12 +382,17 @@ def test_the_selector_keeps_the_first_best_round_and_tests_it_under_both_protoco
 
 
 def test_a_federated_run_passes_on_its_negatives_start_and_choice(split, evaluator, monkeypatch):
-    chosen = []
+    chosen, starts = [], []
 
     class Recording(fs.ValidationSelector):
         def __init__(self, evaluator, window=5, choose=True):
             chosen.append(choose)
             super().__init__(evaluator, window, choose)
+
+        def __call__(self, state, store):
+            if not self.hr:
+                starts.append((state.params.copy(), store.user_vec.copy()))
+            return super().__call__(state, store)
 
     monkeypatch.setattr(fs, "ValidationSelector", Recording)
     run = fs.run_federated(split, evaluator, config(), 1, "sampled", negatives=7, dim=3, init_seed=2)
@@ -366,8 +401,9 @@ def test_a_federated_run_passes_on_its_negatives_start_and_choice(split, evaluat
     report = run.history.reports[0]
     n = np.array([len(split.positives[c]) for c in report.trained])
     assert report.bytes_up == ((n + 7) * (4 * 4 + 4)).sum()
-    assert run.history.valid_hr[0] == evaluator.of_state(*fs.init_state(split, 3, 2), "valid")["HR@10"]
-    assert run.seconds > 0 and set(run.test) == set(fs.PROTOCOLS)
+    table, vectors = fs.init_state(split, 3, 2)
+    assert np.array_equal(starts[0][0], table.params) and np.array_equal(starts[0][1], vectors.user_vec)
+    assert 0 < run.seconds < 600 and set(run.test) == set(fs.PROTOCOLS)
 
 
 def test_the_evaluator_draws_its_negatives_at_its_own_seed_and_ranks_popularity_under_either_protocol(split):
@@ -398,3 +434,10 @@ def test_the_panel_s_menus_reach_the_round(split, evaluator):
     seconds = playground.warm([{**step, "server_lr": 1.0}, {**step, "server_lr": 3.0}])
     assert 0 < seconds < 600 and playground.history(**step, server_lr=1.0).valid_hr != playground.history(
         **step, server_lr=3.0).valid_hr
+
+
+def test_a_device_scores_every_item_by_its_vector_and_the_item_s_row():
+    table = np.array([[1.0, 0.0, 0.5], [0.0, 2.0, -1.0], [1.0, 1.0, 0.0]], np.float32)   # rows (q_c, b_c)
+    users = np.array([[0.5, 1.0], [2.0, -1.0]], np.float32)
+    got = fs.scores(fs.ServerState(table), fs.UserVectors(users), [1, 0])
+    assert got.tolist() == [[2.0 + 0.5, -2.0 - 1.0, 1.0], [0.5 + 0.5, 2.0 - 1.0, 1.5]]
