@@ -50,15 +50,16 @@ def test_the_split_holds_out_the_last_two_interactions_of_every_user(split):
     assert split.item_counts.sum() == sum(len(p) for p in split.positives)
 
 
-@pytest.mark.parametrize("form, batch_size, prox_mu", [("sampled", 0, 0.0), ("sampled", 3, 0.0), ("full", 0, 0.0),
-                                                       ("full", 4, 0.1), ("touched", 0, 0.0)])
-def test_the_vectorised_closed_form_equals_autodiff_one_client_at_a_time(split, form, batch_size, prox_mu):
+@pytest.mark.parametrize("form, batch_size, prox_mu, cosine_rounds", [
+    ("sampled", 0, 0.0, 0), ("sampled", 3, 0.0, 0), ("full", 0, 0.0, 0), ("full", 4, 0.1, 0), ("touched", 0, 0.0, 0),
+    ("sampled", 3, 0.0, 4)])
+def test_the_vectorised_closed_form_equals_autodiff_one_client_at_a_time(split, form, batch_size, prox_mu, cosine_rounds):
     task = fs.SoftmaxFederation(split, form, negatives=12)
-    settings = config(batch_size=batch_size, prox_mu=prox_mu)
+    settings = config(batch_size=batch_size, prox_mu=prox_mu, cosine_rounds=cosine_rounds)
     states = []
     for client_update in (None, fs.reference_training):
         state, store = fs.init_state(split, 6, seed=2)
-        for _ in range(2):
+        for _ in range(3 if cosine_rounds else 2):   # a schedule's rate differs from round to round
             state, report = fc.run_round(state, task, store, settings, fc.Algorithm(client_update=client_update))
         states.append((state.params, store.user_vec, report.bytes_up))
     (a, pa, up_a), (b, pb, up_b) = states
@@ -441,3 +442,49 @@ def test_a_device_scores_every_item_by_its_vector_and_the_item_s_row():
     users = np.array([[0.5, 1.0], [2.0, -1.0]], np.float32)
     got = fs.scores(fs.ServerState(table), fs.UserVectors(users), [1, 0])
     assert got.tolist() == [[2.0 + 0.5, -2.0 - 1.0, 1.0], [0.5 + 0.5, 2.0 - 1.0, 1.5]]
+
+
+def test_the_start_and_the_negative_sampling_distribution(split):
+    state, store = fs.init_state(split, 8, seed=1, scale=0.1)
+    vectors = np.concatenate([state.params[:, :-1].ravel(), store.user_vec.ravel()])
+    assert abs(vectors.mean()) < 0.01 and 0.09 < vectors.std() < 0.11 and not state.params[:, -1].any()
+    assert fs.sampling_distribution(np.array([0, 1, 4, 9]), 0.5) == pytest.approx(np.array([1, 1, 2, 3]) / 7)
+    assert fs.sampling_distribution(np.array([0, 1, 4, 9]), 1.0) == pytest.approx(np.array([1, 1, 4, 9]) / 15)
+    task = fs.SoftmaxFederation(split, "sampled", negatives=5, exponent=1.0)
+    busiest = int(np.argmax([len(p) for p in split.positives]))
+    q = fs.sampling_distribution(split.item_counts, 1.0)
+    q_k = q.copy()
+    q_k[split.positives[busiest]] = 0
+    n = len(split.positives[busiest])
+    drawn = task.candidates(np.array([busiest]), 0, 0)
+    assert np.allclose(drawn.offset[0, n:n + 5], np.log(5 * q_k[drawn.rows[0, n:n + 5]] / q_k.sum()))
+
+
+def test_a_sampled_client_may_draw_from_one_to_every_item_it_has_not_seen(split):
+    sizes = [len(p) for p in split.positives]
+    largest = N_ITEMS - max(sizes)
+    busiest = int(np.argmax(sizes))
+    everything = fs.SoftmaxFederation(split, "sampled", negatives=largest).candidates(np.array([busiest]), 0, 0)
+    negatives = everything.rows[0, sizes[busiest]:sizes[busiest] + largest]
+    assert sorted(negatives) == sorted(set(range(N_ITEMS)) - set(split.positives[busiest]))   # each once
+    assert fs.SoftmaxFederation(split, "sampled", negatives=1).rows_used([busiest]).tolist() == [sizes[busiest] + 1]
+    for impossible in (0, largest + 1):
+        with pytest.raises(ValueError, match=f"1..{largest}"):
+            fs.SoftmaxFederation(split, "sampled", negatives=impossible)
+
+
+def test_clients_are_the_users_with_a_training_interaction():
+    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
+                            "timestamp": [1, 2, 3, 1, 2, 3]})
+    tiny = fs.ranking_split(ratings, 3, 6)                        # one training item each for users 0 and 2
+    assert fs.SoftmaxFederation(tiny, "full").client_ids.tolist() == [0, 2]
+
+
+def test_the_softmax_residual_is_row_wise_and_safe_for_large_and_batched_scores():
+    scores = np.array([[0.0, 1.0, 2.0], [300.0, 301.0, 302.0]], np.float32)   # the second row: exp overflows unshifted
+    target = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], np.float32)
+    pi = np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum()
+    expected = np.stack([pi - target[0], pi - target[1]])
+    assert fs.softmax_residual(scores, target) == pytest.approx(expected, abs=1e-6)
+    batched = fs.softmax_residual(np.stack([scores, scores[::-1]]), np.stack([target, target[::-1]]))   # (K, B, M)
+    assert batched.shape == (2, 2, 3) and batched == pytest.approx(np.stack([expected, expected[::-1]]), abs=1e-6)
