@@ -14,18 +14,6 @@ import sys
 import time
 
 
-def _movielens_federation(variant: str = "latest-small"):
-    """Lessons 03, 09, 10's set-up: every user a client, its ratings split 80/20 on the client (seed 0),
-    μ the training mean. Returns (ratings data, train frame, test frame, Federation)."""
-    from helpers import federated as fl
-    from helpers.data import load_movielens
-    from helpers.splits import per_user_split
-
-    data = load_movielens(variant)
-    train, test = per_user_split(data.ratings, 0.2, seed=0)
-    return data, train, test, fl.Federation(train, test, data.n_users, data.n_items, mu=float(train["rating"].mean()))
-
-
 def bench_softmax(variant: str) -> dict:
     """Lesson 01: softmax recommender vs most-popular under leave-last-out."""
     from helpers import softmax as sm
