@@ -511,42 +511,32 @@ def bench_widgets(lessons=None, fast: bool = True, timeout: int = 3600, folder=N
     Args:
         lessons: notebook name prefixes ("03", "06", ...); None: every notebook that shows a panel.
         folder: where the notebooks are (default: the course's ``notebooks/``).
+        timeout: seconds each notebook, its panel timing included, may run
+            (:func:`helpers.runtimes.run_notebook` stops it there with the kernel's stack).
     """
-    import os
     from pathlib import Path
 
     import nbformat
-    from nbclient import NotebookClient
 
     from helpers.paths import course_root
-
-    folder = Path(folder) if folder else course_root() / "notebooks"
+    from helpers.runtimes import run_notebook
     from helpers.widgets import lessons_with_panels
 
+    folder = Path(folder) if folder else course_root() / "notebooks"
     names = [name for name in lessons_with_panels(folder)
              if lessons is None or any(name.startswith(prefix) for prefix in lessons)]
     if not names:
         raise ValueError(f"no lesson notebook with control panels matches {lessons}")
-    previous = os.environ.get("COURSE_FAST")
-    os.environ["COURSE_FAST"] = "1" if fast else "0"  # the kernel inherits this process's environment
     panels = []
-    try:
-        for name in names:
-            notebook = nbformat.read(folder / name, as_version=4)
-            notebook.cells.append(nbformat.v4.new_code_cell(_TIME_PANELS))
-            start = time.perf_counter()
-            NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(folder)}}).execute()
-            outputs = "".join(o.get("text", "") for o in notebook.cells[-1].outputs if o.get("output_type") == "stream")
-            line = next(l for l in outputs.splitlines() if l.startswith("PANEL_TIMES "))
-            for panel in json.loads(line.removeprefix("PANEL_TIMES ")):
-                panels.append({"lesson": name, **panel})
-            print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    finally:
-        if previous is None:
-            os.environ.pop("COURSE_FAST")
-        else:
-            os.environ["COURSE_FAST"] = previous
+    for name in names:
+        notebook = nbformat.read(folder / name, as_version=4)
+        notebook.cells.append(nbformat.v4.new_code_cell(_TIME_PANELS))
+        seconds = run_notebook(notebook, folder, fast, timeout, deadline=timeout, name=name)
+        outputs = "".join(o.get("text", "") for o in notebook.cells[-1].outputs if o.get("output_type") == "stream")
+        line = next(l for l in outputs.splitlines() if l.startswith("PANEL_TIMES "))
+        for panel in json.loads(line.removeprefix("PANEL_TIMES ")):
+            panels.append({"lesson": name, **panel})
+        print(f"{name}: {seconds:.0f} s", file=sys.stderr)
     within = [p["median"] <= WIDGET_BUDGET["median"] and p["max"] <= WIDGET_BUDGET["max"] for p in panels]
     return {"mode": "fast" if fast else "full", "budget_seconds": WIDGET_BUDGET, "panels": panels,
             "panels_within_budget": f"{sum(within)} of {len(panels)}", "all_within_budget": all(within),

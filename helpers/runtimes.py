@@ -148,34 +148,31 @@ def _stop_with_stack(client, dump: Path) -> str:
     return "\n\n".join(threads) or "(the kernel wrote no stack: stuck outside Python)"
 
 
-def execute(path: Path, fast: bool, timeout: int = 1200, save: bool | None = None, deadline: float | None = None,
-            log=None) -> float:
-    """Run every cell of the notebook at ``path`` in a fresh kernel; return the wall seconds.
+def run_notebook(notebook, folder: Path, fast: bool, timeout: int = 1200, deadline: float = UNTIMED_DEADLINE_SECONDS,
+                 log=None, name: str = "notebook") -> float:
+    """Run every code cell of an in-memory ``notebook`` (nbformat) in a fresh kernel started in
+    ``folder``, with ``COURSE_FAST`` set from ``fast``; the outputs go into ``notebook``; return the
+    wall seconds.
 
     Each cell is named on ``log`` (default stderr) as it starts, with the seconds so far. A cell may
-    run ``timeout`` s, the whole notebook ``deadline`` s (default :func:`deadline_for`); past
-    either, the kernel's Python stack is taken, the kernel killed and :class:`NotebookTimeout`
-    raised with both. A full run saves the outputs into the notebook; a fast run (``COURSE_FAST=1``)
-    only times it, unless ``save`` says otherwise.
-    Raises ``nbclient.exceptions.CellExecutionError`` when a cell fails (a finding included).
+    run ``timeout`` s, the whole notebook ``deadline`` s; past either, the kernel's Python stack is
+    taken, the kernel killed and :class:`NotebookTimeout` raised with both (``name`` says which
+    notebook). Raises ``nbclient.exceptions.CellExecutionError`` when a cell fails (a finding included).
     """
     import tempfile
 
     import nbclient
-    import nbformat
     from nbclient.exceptions import CellTimeoutError
 
     log = log or sys.stderr
-    notebook = nbformat.read(path, as_version=4)
-    deadline = deadline_for(path.name, fast) if deadline is None else deadline
     previous = os.environ.get("COURSE_FAST")
-    os.environ["COURSE_FAST"] = "1" if fast else "0"
+    os.environ["COURSE_FAST"] = "1" if fast else "0"  # the kernel inherits this process's environment
     with tempfile.TemporaryDirectory(prefix="course-run-") as scratch:
         dump = Path(scratch) / "kernel-stack.txt"
         try:
             client = nbclient.NotebookClient(
                 notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                resources={"metadata": {"path": str(path.parent)}},
+                resources={"metadata": {"path": str(folder)}},
                 extra_arguments=[f"--IPKernelApp.exec_lines={_STACK_ON_SIGNAL.format(path=str(dump))}"])
             client.reset_execution_trackers()
             start = time.perf_counter()
@@ -196,14 +193,27 @@ def execute(path: Path, fast: bool, timeout: int = 1200, save: bool | None = Non
                         stack = _stop_with_stack(client, dump)
                         which = (f"the notebook's deadline of {deadline:.0f} s" if left < timeout
                                  else f"the cell timeout of {timeout} s")
-                        raise NotebookTimeout(f"{path.name}: cell {index} ({first_line[:70]!r}) was still running at "
+                        raise NotebookTimeout(f"{name}: cell {index} ({first_line[:70]!r}) was still running at "
                                               f"{which}; the kernel was stopped. Its stack:\n{stack}") from None
-            seconds = time.perf_counter() - start
+            return time.perf_counter() - start
         finally:
             if previous is None:
                 os.environ.pop("COURSE_FAST", None)
             else:
                 os.environ["COURSE_FAST"] = previous
+
+
+def execute(path: Path, fast: bool, timeout: int = 1200, save: bool | None = None, deadline: float | None = None,
+            log=None) -> float:
+    """Run the notebook at ``path`` with :func:`run_notebook` (deadline: :func:`deadline_for` unless
+    given); return the wall seconds. A full run saves the outputs into the notebook; a fast run
+    (``COURSE_FAST=1``) only times it, unless ``save`` says otherwise.
+    """
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    deadline = deadline_for(path.name, fast) if deadline is None else deadline
+    seconds = run_notebook(notebook, path.parent, fast, timeout, deadline, log, name=path.name)
     if (not fast) if save is None else save:
         nbformat.write(notebook, path)
     return seconds
