@@ -136,14 +136,12 @@ class Candidates:
         rows: (K, M) item index of each candidate (padding: 0).
         offset: (K, M) float32 subtracted from the score inside the softmax: 0 for the client's own
             items (and every item of the full softmax), log(m · Q_k(c)) for a sampled negative,
-            +inf for padding (its probability is 0).
-        n_positive: (K,) the client's own items, which come first in ``rows`` (sampled form).
+            +inf for padding (its probability is 0). In the sampled form a client's own items come first.
         full: whether ``rows`` is the whole catalogue, 0..I-1, for every client.
     """
 
     rows: np.ndarray
     offset: np.ndarray
-    n_positive: np.ndarray
     full: bool
 
     def positions(self, batch: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -231,7 +229,7 @@ class SoftmaxFederation:
         if self.form != "sampled":
             k = len(clients)
             return Candidates(np.broadcast_to(np.arange(self.split.n_items), (k, self.split.n_items)),
-                              np.zeros((k, self.split.n_items), np.float32), self.num_examples(clients), True)
+                              np.zeros((k, self.split.n_items), np.float32), True)
         width = int(self.rows_used(clients).max())
         rows = np.zeros((len(clients), width), np.int64)
         offset = np.full((len(clients), width), np.inf, np.float32)
@@ -241,7 +239,7 @@ class SoftmaxFederation:
             used = len(mine) + len(negatives)
             rows[k, :used] = np.concatenate([mine, negatives])
             offset[k, :used] = np.concatenate([np.zeros(len(mine)), correction])
-        return Candidates(rows, offset, self.num_examples(clients), False)
+        return Candidates(rows, offset, False)
 
     def train_clients(self, params, store: UserVectors, clients, config: FedConfig, round_num: int) -> Updates:
         """Step (2) of the core's round: :func:`local_training` (all clients at once)."""
