@@ -488,3 +488,17 @@ def test_the_softmax_residual_is_row_wise_and_safe_for_large_and_batched_scores(
     assert fs.softmax_residual(scores, target) == pytest.approx(expected, abs=1e-6)
     batched = fs.softmax_residual(np.stack([scores, scores[::-1]]), np.stack([target, target[::-1]]))   # (K, B, M)
     assert batched.shape == (2, 2, 3) and batched == pytest.approx(np.stack([expected, expected[::-1]]), abs=1e-6)
+
+
+def test_the_evaluator_reads_the_held_out_items_it_is_asked_for_at_its_own_k(split):
+    assert split.held_out("valid") is split.valid and split.held_out("test") is split.test
+    five = fs.Evaluator(split, k=5)
+    rng = np.random.default_rng(3)
+    everyone = rng.normal(size=(len(split.held_out("test")), N_ITEMS))
+    ranks = five.ranks(everyone, "test", "full")
+    got = five.metrics(everyone, "test", "full", units=True)
+    assert got["HR@5"] == pytest.approx(np.mean(ranks < 5)) and got["units"]["HR@5"].tolist() == (ranks < 5).tolist()
+    gains = np.where(ranks < 5, 1 / np.log2(ranks + 2), 0.0)
+    assert got["NDCG@5"] == pytest.approx(gains.mean()) and got["units"]["NDCG@5"] == pytest.approx(gains)
+    one_list = rng.normal(size=N_ITEMS)                                   # a non-personalised model: one score row
+    assert five.metrics(one_list, "test") == five.metrics(np.tile(one_list, (len(everyone), 1)), "test")
