@@ -428,6 +428,14 @@ def test_dissimilarity_is_measured_once_per_alpha_and_start(task, source):
     _, skipped = fv.train_fedavg(experiment.models["scratch"], experiment.clients(1.0), task.x_test, task.y_test,
                                  experiment.config("scratch"), 2, measure_dissimilarity=False)
     assert skipped.dissimilarity is None and skipped.valid_accuracy == experiment.run(1.0, "scratch")[1].valid_accuracy
+    assert list(sweep.columns) == ["alpha", "init", "rounds_to_target", "chosen_round", "valid_accuracy",
+                                   "test_accuracy", "drift", "seconds"]
+    for row in sweep.itertuples():
+        history = experiment.run(row.alpha, row.init)[1]
+        assert row.rounds_to_target == fv.metrics.first_reaching(history.valid_accuracy, 0.5)
+        assert (row.chosen_round, row.valid_accuracy, row.test_accuracy) == (
+            history.chosen_round, history.valid_accuracy[history.chosen_round], history.test_accuracy)
+        assert row.seconds == history.seconds[-1] > 0
 
 
 def test_head_task_step_is_softmax_regression_sgd():
@@ -441,6 +449,38 @@ def test_head_task_step_is_softmax_regression_sgd():
     assert head.width == 6 and updates.upload_bytes[0] == 24
     np.testing.assert_allclose(updates.values[0], np.concatenate([(-0.5 * x.T @ error / 3).ravel(),
                                                                   -0.5 * error.mean(axis=0)]), rtol=1e-6)
+
+
+def test_head_task_clients_run_seeded_minibatch_sgd_on_the_cross_entropy():
+    """From a non-zero head, E = 2 epochs of batches of 4 in the order (seed, round, client, epoch)
+    draws, at the schedule's rate for this round: Keras's SGD on the mean cross-entropy, step by step.
+    The logits are large (features × 30), as a stable softmax must handle."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    features = [(30 * rng.normal(size=(10, 3))).astype(np.float32) for _ in range(2)]
+    labels = [rng.integers(0, 4, 10) for _ in range(2)]
+    head = fv.HeadTask(features, labels, n_classes=4)
+    params = rng.normal(size=(1, head.width)).astype(np.float32)
+    config = fc.FedConfig(2, 2, batch_size=4, client_lr=0.01, seed=7, cosine_rounds=5)
+    updates = head.train_clients(params, None, [1, 0], config, 2)
+    for slot, k in enumerate([1, 0]):
+        w0, b0 = head.split(params)
+        w, b = tf.Variable(w0), tf.Variable(b0)
+        for epoch in range(2):
+            order = np.random.default_rng([7, 2, k, epoch]).permutation(10)
+            for start in range(0, 10, 4):
+                batch = order[start:start + 4]
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels[k][batch], features[k][batch] @ w + b))
+                for variable, gradient in zip((w, b), tape.gradient(loss, (w, b))):
+                    variable.assign_sub(config.client_rate(2) * gradient)
+        expected = np.concatenate([w.numpy().ravel(), b.numpy()]) - params.ravel()
+        np.testing.assert_allclose(updates.values[slot], expected, rtol=1e-4, atol=1e-4)
+    x = np.zeros((3, 3), np.float32)
+    biased = np.concatenate([np.zeros(12), [0.0, 0.0, 1.0, 0.0]])[None, :]     # W = 0, b favours class 2
+    assert head.accuracy(biased, x, np.array([2, 2, 1])) == pytest.approx(2 / 3)
 
 
 def test_federated_head_learns_separable_features():
@@ -461,6 +501,25 @@ def test_pooled_standardisation_equals_the_central_one():
     mean, std = fv.pooled_standardisation(parts)
     np.testing.assert_allclose(mean, np.concatenate(parts).mean(axis=0))
     np.testing.assert_allclose(std, np.concatenate(parts).std(axis=0))
+    narrow = [0.05 * part for part in parts]                           # variances far below 1 are kept as they are
+    np.testing.assert_allclose(fv.pooled_standardisation(narrow)[1], np.concatenate(narrow).std(axis=0))
+
+
+def test_the_head_task_standardises_every_split_with_the_clients_pooled_statistics(task, source):
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=3, clients_per_round=2, local_epochs=1)
+    head, (x_valid, _), (x_test, _) = experiment.head_task(1.0)
+    clients = experiment.clients(1.0)
+    raw = [vt.features(source, x) for x in clients.x_train]
+    mean, std = fv.pooled_standardisation(raw)
+    pooled = np.concatenate(head.features)
+    np.testing.assert_allclose(pooled.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(x_valid, (vt.features(source, clients.validation_images()[0]) - mean) / std, atol=1e-4)
+    np.testing.assert_allclose(x_test, (vt.features(source, task.x_test) - mean) / std, atol=1e-4)
+    history = experiment.head_run(1.0, 2, 1)
+    kept = fv.KeepBestOnValidation(lambda params: head.accuracy(params, *experiment.head_task(1.0)[1]))
+    config = fc.FedConfig(2, 1, batch_size=32, client_lr=experiment.head_lr, seed=experiment.seed)
+    _, again = fc.train(head, fc.ServerState(np.zeros((1, head.width), np.float32)), fc.ClientState(), config, 3, kept)
+    assert history.valid_accuracy == again.valid_accuracy and history.chosen_round == kept.round
 
 
 def test_head_panel_retrains_quickly_caches_and_explains_bad_settings(task, source):
