@@ -247,8 +247,13 @@ def test_class_mean_head_is_the_nearest_class_mean_classifier(task, source):
     test = vt.features(model.extractor, task.x_test)
     central = vt.nearest_mean_accuracy(train, np.concatenate(clients.y_train), test, task.y_test)
     assert model.accuracy(task.x_test, task.y_test) == pytest.approx(central, abs=1e-9)
-    assert report.bytes_up == 4 * 5 * (train.shape[1] + 1) * 4 and report.examples == 0
-    assert list(report.trained) == [0, 1, 2, 3]
+    assert report.bytes_up == 4 * 5 * (train.shape[1] + 1) * 4 and report.examples == 0 == report.steps
+    assert list(report.trained) == list(report.asked) == [0, 1, 2, 3] and report.round == 0
+    model_bytes = 4 * model.n_shared()                                         # the whole model, no row indices
+    assert report.bytes_down == 4 * model_bytes and report.dense_bytes == 2 * 4 * model_bytes
+    features = [vt.features(model.extractor, x) for x in clients.x_train]
+    sums = [np.stack([f[y == c].sum(axis=0) for c in range(5)]) for f, y in zip(features, clients.y_train)]
+    np.testing.assert_allclose(report.update_norms, [np.linalg.norm(v) for v in sums], rtol=1e-5)
 
 
 def test_a_class_no_client_holds_is_explained(task, source):
@@ -402,8 +407,26 @@ def test_a_remedy_is_chosen_on_validation_accuracy(task, source):
     assert chosen["plain"] != "same"   # "same" repeats "moving": equal scores keep the one listed first
 
 
+def test_personalisation_reports_the_model_it_kept_and_every_client_with_a_test_image(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    params = model.reset() and model.get_flat()
+    trimmed = dataclasses.replace(clients, x_test=[clients.x_test[0][:0], clients.x_test[1][:1], *clients.x_test[2:]],
+                                  y_test=[clients.y_test[0][:0], clients.y_test[1][:1], *clients.y_test[2:]])
+    table = fv.personalise(model, params, trimmed, max_epochs=2, learning_rate=0.05, seed=1)
+    assert list(table["client"]) == [1, 2, 3] and table.loc[0, "n_test"] == 1   # none: skipped; one: kept
+    for _, row in table.iterrows():
+        k = int(row["client"])
+        model.set_flat(params)
+        assert row["global"] == model.accuracy(trimmed.x_test[k], trimmed.y_test[k])
+        for epoch in range(1, int(row["epochs"]) + 1):   # the kept model: that many single epochs, as the client took them
+            model.local_train(trimmed.x_train[k], trimmed.y_train[k], 1, 32, 0.05, [1, fv.PERSONALISE_TAG, k, epoch])
+        assert row["personalised"] == model.accuracy(trimmed.x_test[k], trimmed.y_test[k])
+
+
 def test_majority_class_baseline_answers_the_most_common_training_class():
     assert fv.majority_class_accuracy(np.array([2, 2, 1]), np.array([2, 1, 2, 0])) == 0.5
+    assert fv.majority_class_accuracy(np.array([2, 2, 1]), np.array([2, 2, 2, 0])) == 0.75
     assert fv.majority_class_accuracy(np.array([3, 1, 1, 3]), np.array([1, 3])) == 0.5   # a tie: the smaller label
     with pytest.raises(ValueError, match="no test images"):
         fv.majority_class_accuracy(np.array([1]), np.array([], dtype=int))
