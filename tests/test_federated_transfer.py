@@ -602,3 +602,18 @@ def test_the_compression_panel_runs_are_the_lessons_runs(federation):
         np.testing.assert_allclose(panel.test_rmse, direct.test_rmse, rtol=1e-6)
         assert panel.mb_up == pytest.approx(direct.mb_up)
         assert runs.get(config, cp.compressed_fedavg(compressor), key=("compress", compressor)) is run
+
+
+def test_the_experiment_s_config_is_its_defaults_or_the_setting_asked(task, source):
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=6, clients_per_round=2, local_epochs=1,
+                                   client_lr=0.07, seed=3, methods={"FedProx": ({"prox_mu": 0.5}, fc.FEDAVG)})
+    default = fc.FedConfig(2, 1, batch_size=32, client_lr=0.07, cosine_rounds=6, seed=3)
+    assert experiment.config("scratch") == default
+    assert experiment.config("pretrained", 3, 2) == dataclasses.replace(default, clients_per_round=3, local_epochs=2)
+    assert experiment.config("scratch", method="FedProx") == dataclasses.replace(default, prox_mu=0.5)
+    with pytest.raises(ValueError, match=r"unknown starting point 'imagenet'; choose from \['scratch', 'pretrained'\]"):
+        experiment.config("imagenet")
+    with pytest.raises(ValueError, match=r"unknown method 'FedNova'; choose from \['FedAvg', 'FedProx'\]"):
+        experiment.config("scratch", method="FedNova")
+    with pytest.raises(ValueError, match="clients per round"):
+        experiment.config("scratch", 5)                                   # more than the 4 clients
