@@ -76,6 +76,7 @@ class RankingSplit:
         n_users, n_items: index-space sizes U, I.
         positives: per user, the sorted item indices of its training interactions.
         item_counts: (I,) training interactions per item (what one federated count gives the server).
+        active_users: the users with at least one training interaction, ascending (the clients).
     """
 
     train: pd.DataFrame
@@ -85,11 +86,13 @@ class RankingSplit:
     n_items: int
     positives: list = field(init=False, repr=False)
     item_counts: np.ndarray = field(init=False, repr=False)
+    active_users: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
         groups = self.train.groupby("user_idx")["item_idx"].apply(lambda items: np.sort(items.to_numpy()))
         self.positives = [groups.get(u, np.zeros(0, np.int64)).astype(np.int64) for u in range(self.n_users)]
         self.item_counts = np.bincount(self.train["item_idx"].to_numpy(), minlength=self.n_items).astype(np.int64)
+        self.active_users = np.flatnonzero([len(p) > 0 for p in self.positives])
 
     def held_out(self, on: str) -> pd.DataFrame:
         """The ``"valid"`` or ``"test"`` frame."""
@@ -195,7 +198,7 @@ class SoftmaxFederation:
         if self.form == "sampled" and not (int(self.negatives) == self.negatives and 1 <= self.negatives <= largest):
             raise ValueError(f"sampled negatives m must be a whole number in 1..{largest} (the items the most active "
                              f"client has not interacted with), got {self.negatives}")
-        self.client_ids = np.flatnonzero([len(p) > 0 for p in self.split.positives])
+        self.client_ids = self.split.active_users
         self._distinct = np.array([len(p) for p in self.split.positives], np.int64)
         self._q = sampling_distribution(self.split.item_counts, self.exponent)
 
@@ -580,10 +583,9 @@ def train_centralised(split: RankingSplit, evaluator: "Evaluator", dim: int = 32
     table, users = state.params.copy(), store.user_vec.copy()
     moments = {name: (np.zeros_like(x), np.zeros_like(x)) for name, x in (("table", table), ("users", users))}
     step = 0
-    active = np.flatnonzero([len(p) > 0 for p in split.positives])
     history = fc.History({name: [value] for name, value in selector(ServerState(table), UserVectors(users)).items()})
     for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(active)
+        order = np.random.default_rng([seed, epoch]).permutation(split.active_users)
         for first in range(0, len(order), batch_users):
             batch = order[first:first + batch_users]
             grad_table, grad_users = pooled_gradients(split, table, users, batch, l2)
