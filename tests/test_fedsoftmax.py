@@ -37,6 +37,14 @@ def evaluator(split) -> fs.Evaluator:
     return fs.Evaluator(split)
 
 
+def tiny_split() -> fs.RankingSplit:
+    """Three users, six items: users 0 and 2 rated three items each (so one is left to train on),
+    user 1 and item 5 never appear."""
+    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
+                            "timestamp": [1, 2, 3, 1, 2, 3]})
+    return fs.ranking_split(ratings, 3, 6)
+
+
 def config(**changes) -> fc.FedConfig:
     return fc.FedConfig(**{**dict(clients_per_round=8, local_epochs=2, batch_size=0, client_lr=0.5, server_lr=3.0,
                                   l2=0.01, seed=5), **changes})
@@ -345,9 +353,7 @@ def test_centralised_training_skips_users_with_nothing_to_train_on_and_applies_i
             return {}
 
     monkeypatch.setattr(fs, "ValidationSelector", Recording)
-    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
-                            "timestamp": [1, 2, 3, 1, 2, 3]})
-    tiny = fs.ranking_split(ratings, 3, 6)            # users 0 and 2: one training item each; user 1: none
+    tiny = tiny_split()
     fs.train_centralised(tiny, None, dim=2, epochs=2, learning_rate=0.1, batch_users=1, seed=0)
     moved = np.any(seen[-1] != seen[0], axis=1)
     assert moved.tolist() == [True, False, True] and np.isfinite(seen[-1]).all()
@@ -418,9 +424,7 @@ def test_the_evaluator_draws_its_negatives_at_its_own_seed_and_ranks_popularity_
 
 
 def test_a_user_with_no_training_interaction_has_no_positives():
-    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
-                            "timestamp": [1, 2, 3, 1, 2, 3]})
-    split = fs.ranking_split(ratings, 3, 6)                       # user 1 never rated; item 5 never rated
+    split = tiny_split()
     assert [p.tolist() for p in split.positives] == [[0], [], [3]]
     assert split.positives[1].dtype == np.int64 and split.item_counts.tolist() == [1, 0, 0, 1, 0, 0]
 
@@ -474,10 +478,8 @@ def test_a_sampled_client_may_draw_from_one_to_every_item_it_has_not_seen(split)
 
 
 def test_clients_are_the_users_with_a_training_interaction():
-    ratings = pd.DataFrame({"user_idx": [0, 0, 0, 2, 2, 2], "item_idx": [0, 1, 2, 3, 1, 4],
-                            "timestamp": [1, 2, 3, 1, 2, 3]})
-    tiny = fs.ranking_split(ratings, 3, 6)                        # one training item each for users 0 and 2
-    assert fs.SoftmaxFederation(tiny, "full").client_ids.tolist() == [0, 2]
+    tiny = tiny_split()
+    assert fs.SoftmaxFederation(tiny, "full").client_ids.tolist() == tiny.active_users.tolist() == [0, 2]
 
 
 def test_the_softmax_residual_is_row_wise_and_safe_for_large_and_batched_scores():
