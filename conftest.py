@@ -30,7 +30,7 @@ from nbval.plugin import IPyNbFile
 
 import browser_panels
 from helpers.download import MIRROR_ENV, is_available
-from helpers.lessons import LESSON_DATA, datasets_for
+from helpers.catalogue import LESSON_DATA, datasets_for
 from helpers.runtimes import load_times
 from helpers.widgets import lessons_with_panels
 

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def download_failures(outcome: dict[str, str], asked: set[str] = frozenset()) -> list[str]:
     """The archives of a ``download_all`` outcome whose miss is a failure: required by a lesson, or named in ``asked``."""
-    from helpers.lessons import is_required
+    from helpers.catalogue import is_required
 
     return [name for name, result in outcome.items() if result != "ok" and (is_required(name) or name in asked)]
 
@@ -372,7 +372,7 @@ def download_failures(outcome: dict[str, str], asked: set[str] = frozenset()) ->
 def download_summary(outcome: dict[str, str], asked: set[str] = frozenset()) -> str:
     """What ``download-all`` prints: one line per archive (ok, FAILED and what needs it, or optional
     and what happens without it), then the archives fetched and which lessons the cache can run."""
-    from helpers.lessons import LESSON_DATA, OPTIONAL_DATA, lessons_missing_data, lessons_using
+    from helpers.catalogue import LESSON_DATA, OPTIONAL_DATA, lessons_missing_data, lessons_using
 
     failed = set(download_failures(outcome, asked))
     width = max(len(name) for name in outcome)

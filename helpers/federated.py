@@ -401,43 +401,6 @@ class RunCache(fc.RunCache):
                          lambda task, state, store: evaluate_rmse(task, state, store, units))
 
 
-PANEL_ALGORITHMS = ("FedAvg", "FedSGD")  # what lesson 03's panel offers
-
-
-def panel_config(algorithm: str, clients_per_round: int, local_epochs: int, client_lr: float,
-                 server_lr: float) -> FedConfig:
-    """The :class:`FedConfig` behind one position of lesson 03's panel.
-
-    FedAvg: lesson 03's set-up (:func:`helpers.lessons.mf_config`) with K, E, η_c, η_s.
-    FedSGD: one full-batch gradient per client and θ ← θ − η Σ (n_k/n) ∇L_k with η = ``server_lr``;
-    E and η_c do not exist in FedSGD and are ignored (so moving them changes nothing).
-    """
-    from helpers.lessons import mf_config
-
-    if algorithm == "FedAvg":
-        return mf_config(clients_per_round=clients_per_round, local_epochs=local_epochs, client_lr=client_lr,
-                         server_lr=server_lr)
-    if algorithm == "FedSGD":
-        return FedConfig.fedsgd(clients_per_round, learning_rate=server_lr)
-    raise ValueError(f"algorithm must be one of {', '.join(PANEL_ALGORITHMS)}, got {algorithm!r}")
-
-
-def panel_history(runs: RunCache, rounds: int, algorithm: str, clients_per_round: int, local_epochs: int,
-                  client_lr: float, server_lr: float) -> tuple[fc.History, int]:
-    """What lesson 03's panel draws: the run of :func:`panel_config`'s setting, from ``runs``,
-    extended to ``rounds`` rounds.
-
-    Returns (history of rounds 0 … ``rounds``, rounds newly trained: 0 when the panel answers from
-    the cache). Too large a rate makes the model diverge: NumPy's overflow warnings are silenced and
-    the RMSE becomes inf or NaN, which the panel reports as divergence (:func:`diverged`).
-    Raises ValueError (explained on the panel) for an impossible setting, e.g. K = 0.
-    """
-    run = runs.get(panel_config(algorithm, clients_per_round, local_epochs, client_lr, server_lr))
-    new_rounds = max(0, int(rounds) - run.rounds_run)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return run.first(rounds), new_rounds
-
-
 def diverged(history: fc.History) -> bool:
     """Whether any recorded test RMSE is inf or NaN (the training blew up)."""
     return not np.all(np.isfinite(history.test_rmse))

@@ -18,7 +18,7 @@ import pandas as pd
 
 from helpers import download, runtimes
 from helpers.paths import course_root
-from helpers.lessons import OPTIONAL_DATA, lessons_using
+from helpers.catalogue import OPTIONAL_DATA, lessons_using
 
 
 # (section of the source article, notebook, the heading of the cell that teaches it)

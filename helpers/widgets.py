@@ -17,7 +17,8 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers.lessons import MF_FEDAVG
+from helpers import fedcore as fc
+from helpers.lessons import MF_FEDAVG, mf_config
 
 LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
 # lesson 04's panel: its defaults and what each menu offers (every position has a run behind it: warm_settings)
@@ -211,6 +212,42 @@ def gd_controls(render: Callable[[float, int, int], object], learning_rate: floa
     return explained_interact(render, name="gradient_descent", learning_rate=rate, batch_size=batch, steps=count)
 
 
+PANEL_ALGORITHMS = ("FedAvg", "FedSGD")  # what lesson 03's panel offers
+
+
+def panel_config(algorithm: str, clients_per_round: int, local_epochs: int, client_lr: float,
+                 server_lr: float) -> fc.FedConfig:
+    """The :class:`helpers.fedcore.FedConfig` behind one position of lesson 03's panel.
+
+    FedAvg: lesson 03's set-up (:func:`helpers.lessons.mf_config`) with K, E, η_c, η_s.
+    FedSGD: one full-batch gradient per client and θ ← θ − η Σ (n_k/n) ∇L_k with η = ``server_lr``;
+    E and η_c do not exist in FedSGD and are ignored (so moving them changes nothing).
+    """
+    if algorithm == "FedAvg":
+        return mf_config(clients_per_round=clients_per_round, local_epochs=local_epochs, client_lr=client_lr,
+                         server_lr=server_lr)
+    if algorithm == "FedSGD":
+        return fc.FedConfig.fedsgd(clients_per_round, learning_rate=server_lr)
+    raise ValueError(f"algorithm must be one of {', '.join(PANEL_ALGORITHMS)}, got {algorithm!r}")
+
+
+def panel_history(runs: fc.RunCache, rounds: int, algorithm: str, clients_per_round: int, local_epochs: int,
+                  client_lr: float, server_lr: float) -> tuple[fc.History, int]:
+    """What lesson 03's panel draws: the run of :func:`panel_config`'s setting, from ``runs`` (lesson
+    03's :class:`helpers.federated.RunCache`), extended to ``rounds`` rounds.
+
+    Returns (history of rounds 0 … ``rounds``, rounds newly trained: 0 when the panel answers from
+    the cache). Too large a rate makes the model diverge: NumPy's overflow warnings are silenced and
+    the RMSE becomes inf or NaN, which the panel reports as divergence
+    (:func:`helpers.federated.diverged`). Raises ValueError (explained on the panel) for an
+    impossible setting, e.g. K = 0.
+    """
+    run = runs.get(panel_config(algorithm, clients_per_round, local_epochs, client_lr, server_lr))
+    new_rounds = max(0, int(rounds) - run.rounds_run)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return run.first(rounds), new_rounds
+
+
 def federated_controls(render: Callable[[int, str, int, int, float, float], object]):
     """Rounds, algorithm (FedAvg or FedSGD), clients per round K, local epochs E, client rate η_c
     and server rate η_s → ``render``.
@@ -219,8 +256,6 @@ def federated_controls(render: Callable[[int, str, int, int, float, float], obje
     ``render``, which must explain them. Starts at lesson 03's set-up (:data:`helpers.lessons.MF_FEDAVG`);
     E goes to 10 and the rounds to 150, far enough to see many local epochs over-fit.
     """
-    from helpers.federated import PANEL_ALGORITHMS
-
     preset = MF_FEDAVG
     return explained_interact(
         render, name="federated_rounds",

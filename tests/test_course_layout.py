@@ -18,7 +18,7 @@ def test_notebooks_are_numbered_and_registered():
     assert NOTEBOOKS, "no lessons found"
     for path in NOTEBOOKS:
         assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), path.name
-        assert path.name in NOTEBOOK_DATA, f"{path.name}: add its datasets to LESSON_DATA in helpers/lessons.py"
+        assert path.name in NOTEBOOK_DATA, f"{path.name}: add its datasets to LESSON_DATA in helpers/catalogue.py"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

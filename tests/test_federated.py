@@ -17,7 +17,7 @@ from helpers import mf
 from helpers.lessons import MF_FEDAVG
 from helpers.metrics import chosen_round
 from helpers.plots import plot_fed_curves
-from helpers.widgets import show_or_explain
+from helpers.widgets import panel_config, panel_history, show_or_explain
 
 
 def planted(n_users=25, n_items=30, per_user=(3, 20), seed=0):
@@ -161,15 +161,15 @@ def test_run_cache_reuses_and_extends_each_settings_run(federation):
 
 
 def test_panel_config_gives_fedavg_or_fedsgd_and_fedsgd_ignores_epochs_and_client_rate():
-    fedavg = fl.panel_config("FedAvg", 20, 10, 0.02, 5.0)
+    fedavg = panel_config("FedAvg", 20, 10, 0.02, 5.0)
     assert (fedavg.clients_per_round, fedavg.local_epochs, fedavg.client_lr, fedavg.server_lr) == (20, 10, 0.02, 5.0)
     assert fedavg.batch_size == MF_FEDAVG["batch_size"] and fedavg.l2 == MF_FEDAVG["l2"]
-    fedsgd = fl.panel_config("FedSGD", 20, 10, 0.02, 5.0)
-    assert fedsgd == fl.panel_config("FedSGD", 20, 1, 0.5, 5.0) == fl.FedConfig.fedsgd(20, learning_rate=5.0)
+    fedsgd = panel_config("FedSGD", 20, 10, 0.02, 5.0)
+    assert fedsgd == panel_config("FedSGD", 20, 1, 0.5, 5.0) == fl.FedConfig.fedsgd(20, learning_rate=5.0)
     assert fedsgd.local_epochs == 1 and fedsgd.batch_size == 0
     assert np.isclose(fedsgd.client_lr * fedsgd.server_lr, 5.0)  # the global step is exactly η
     with pytest.raises(ValueError, match="FedAvg, FedSGD"):
-        fl.panel_config("FedProx", 20, 1, 0.05, 10.0)
+        panel_config("FedProx", 20, 1, 0.05, 10.0)
 
 
 def test_run_cache_records_the_numbers_of_train_federated(federation):
@@ -196,17 +196,17 @@ def test_item_bias_rmse_is_the_damped_item_mean_model():
 
 def test_panel_history_answers_from_the_cache_and_reports_divergence_without_warnings(federation, recwarn):
     runs = fl.RunCache(federation, dim=4)
-    history, new_rounds = fl.panel_history(runs, 4, "FedAvg", 10, 1, 0.05, 10.0)
+    history, new_rounds = panel_history(runs, 4, "FedAvg", 10, 1, 0.05, 10.0)
     assert new_rounds == 4 and len(history.test_rmse) == 5 and not fl.diverged(history)
-    again, cached = fl.panel_history(runs, 3, "FedAvg", 10, 1, 0.05, 10.0)
+    again, cached = panel_history(runs, 3, "FedAvg", 10, 1, 0.05, 10.0)
     assert cached == 0 and again.test_rmse == history.test_rmse[:4]
-    exploded, _ = fl.panel_history(runs, 6, "FedSGD", 10, 1, 0.05, 1e30)  # an absurd step: overflow
+    exploded, _ = panel_history(runs, 6, "FedSGD", 10, 1, 0.05, 1e30)  # an absurd step: overflow
     assert fl.diverged(exploded) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     figure = plot_fed_curves({"diverged": exploded, "fine": history}, 1.0, "t")  # draws with inf / NaN in it
     assert figure.axes[0].get_ylim()[1] < 10
     matplotlib.pyplot.close("all")
     with pytest.raises(ValueError, match="clients per round"):
-        fl.panel_history(runs, 3, "FedAvg", 0, 1, 0.05, 10.0)
+        panel_history(runs, 3, "FedAvg", 0, 1, 0.05, 10.0)
 
 
 def validated_federation():

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBPROCESS_SECONDS = 300  # every child process here is waited for at most this long (a build, an install, an import)
-LIGHT_MODULES = ("findings", "exercises", "runtimes", "data", "download", "fedcore", "lessons", "startup", "paths",
+LIGHT_MODULES = ("findings", "exercises", "runtimes", "data", "download", "fedcore", "catalogue", "lessons", "startup", "paths",
                  "config", "metrics", "splits", "mirror", "federated", "privacy", "compression", "flower_rounds")
 
 
