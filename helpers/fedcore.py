@@ -198,16 +198,27 @@ def row_bytes(width: int, indexed: bool = True) -> int:
     return width * FLOAT_BYTES + (INDEX_BYTES if indexed else 0)
 
 
+def batches(n: int, batch_size: int, epochs: int, key) -> list[list[np.ndarray]]:
+    """``epochs`` passes over n examples, each a permutation of 0 … n − 1 seeded by (*key, epoch) and
+    cut into consecutive batches of ``batch_size`` (0: the whole pass is one batch; the last batch of
+    a pass may be smaller): ``epochs`` lists of int index arrays. Every local training in the course
+    (every task, and the CNN clients' Keras loop) takes its batches from here.
+
+    Raises:
+        ValueError: a batch size that is not a whole number ≥ 0.
+    """
+    if int(batch_size) != batch_size or batch_size < 0:
+        raise ValueError(f"batch size must be a whole number ≥ 1 (or 0 for full batch), got {batch_size}")
+    size = int(batch_size) or max(n, 1)
+    passes = (np.random.default_rng([*key, epoch]).permutation(n) for epoch in range(epochs))
+    return [[order[i:i + size] for i in range(0, n, size)] for order in passes]
+
+
 def local_schedule(n: int, config: FedConfig, client: int, round_num: int) -> list[list[np.ndarray]]:
-    """A client's batches for each of its E local epochs: E lists of index arrays into its n examples
-    (one full batch when the batch size is 0), seeded by (seed, round, client, epoch), so that the
-    vectorised and the one-client-at-a-time implementations of a task see the same batches."""
-    size = n if config.batch_size == 0 else config.batch_size
-    schedule = []
-    for epoch in range(config.local_epochs):
-        order = np.random.default_rng([config.seed, round_num, int(client), epoch]).permutation(n)
-        schedule.append([order[i:i + size] for i in range(0, n, size)])
-    return schedule
+    """A client's batches for each of its E local epochs (:func:`batches` of its n examples at the
+    config's batch size), seeded by (seed, round, client, epoch), so that the vectorised and the
+    one-client-at-a-time implementations of a task see the same batches."""
+    return batches(n, config.batch_size, config.local_epochs, [config.seed, round_num, int(client)])
 
 
 @runtime_checkable

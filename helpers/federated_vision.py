@@ -218,7 +218,8 @@ class FederatedModel:
 
     def local_train(self, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, learning_rate: float,
                     seed_key: list[int], prox_mu: float = 0.0) -> None:
-        """E epochs of mini-batch SGD on (x, y), batch order and augmentation seeded by ``seed_key``;
+        """E epochs of mini-batch SGD on (x, y) in batches of ``batch_size`` (0: one full batch; the order
+        from :func:`helpers.fedcore.batches`), batch order and augmentation seeded by ``seed_key``;
         with ``prox_mu`` > 0, FedProx's pull (μ/2)‖θ_k − θ‖² towards the weights at the start."""
         rate, mu = tf.constant(learning_rate, tf.float32), tf.constant(prox_mu, tf.float32)
         for anchor, variable in zip(self._anchor, self.trainable):
@@ -226,10 +227,8 @@ class FederatedModel:
         augment_seed = int(np.random.default_rng(seed_key).integers(2**31))
         for i, state in enumerate(self._seed_states):
             state.assign(np.array([augment_seed, i], np.int64))
-        for epoch in range(epochs):
-            order = np.random.default_rng([*seed_key, epoch]).permutation(len(y))
-            for start in range(0, len(y), batch_size):
-                batch = order[start:start + batch_size]
+        for epoch in fc.batches(len(y), batch_size, epochs, seed_key):
+            for batch in epoch:
                 self._step(tf.constant(x[batch]), tf.constant(y[batch]), rate, mu)
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -342,11 +341,9 @@ class HeadTask:
         for k in clients:
             w, b = self.split(params)
             x, y = self.features[k], self.labels[k]
-            rate, size = config.client_rate(round_num), config.batch_size or len(y)  # 0: one full batch
-            for epoch in range(config.local_epochs):
-                order = np.random.default_rng([config.seed, round_num, int(k), epoch]).permutation(len(y))
-                for start in range(0, len(y), size):
-                    batch = order[start:start + size]
+            rate = config.client_rate(round_num)
+            for epoch in fc.local_schedule(len(y), config, k, round_num):
+                for batch in epoch:
                     logits = x[batch] @ w + b
                     p = np.exp(logits - logits.max(axis=1, keepdims=True))
                     p /= p.sum(axis=1, keepdims=True)

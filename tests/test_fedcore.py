@@ -453,3 +453,26 @@ def test_a_round_reports_its_own_round_and_time_and_keeps_the_optimiser_state(fe
     assert set(new.optimizer) == {"m", "v"} and report.trained.dtype == np.int64
     with pytest.raises(ValueError, match="clients per round must be a whole number ≥ 1"):
         dataclasses.replace(CONFIG, clients_per_round=0).check()
+
+
+def test_batches_cover_every_example_once_a_pass_in_seeded_order():
+    passes = fc.batches(10, 4, 3, [7, 1])
+    assert len(passes) == 3 and [len(b) for b in passes[0]] == [4, 4, 2]
+    for epoch, batches in enumerate(passes):
+        order = np.concatenate(batches)
+        assert np.array_equal(order, np.random.default_rng([7, 1, epoch]).permutation(10))
+    assert not np.array_equal(np.concatenate(passes[0]), np.concatenate(passes[1]))   # a new order each pass
+    whole = fc.batches(10, 0, 2, [7, 1])                                                # 0: one full batch
+    assert [[len(x) for x in b] for b in whole] == [[10], [10]]
+    assert [[len(x) for x in b] for b in fc.batches(10, 25, 1, [0])] == [[10]]          # larger than the data
+    assert fc.batches(0, 0, 2, [0]) == [[], []] and fc.batches(0, 3, 1, [0]) == [[]]  # nothing to train on
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="batch size must be a whole number"):
+            fc.batches(10, bad, 1, [0])
+
+
+def test_a_client_s_local_schedule_is_its_batches_seeded_by_seed_round_and_client():
+    config = fc.FedConfig(clients_per_round=1, local_epochs=3, batch_size=4, seed=5)
+    schedule = fc.local_schedule(10, config, np.int64(8), 2)
+    expected = fc.batches(10, 4, 3, [5, 2, 8])
+    assert [[b.tolist() for b in epoch] for epoch in schedule] == [[b.tolist() for b in epoch] for epoch in expected]

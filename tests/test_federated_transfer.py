@@ -236,6 +236,19 @@ def test_fedavg_of_one_client_is_that_clients_local_training(task):
     assert report.bytes_up == report.bytes_down == model.n_shared() * 4
 
 
+def test_a_cnn_client_with_batch_size_0_takes_one_full_batch_per_epoch(task):
+    """FedConfig allows batch size 0 (one full batch) for every task; the CNN clients too."""
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    config = fl.FedConfig(clients_per_round=1, local_epochs=2, batch_size=0, client_lr=0.05)
+    state = fc.ServerState(model.get_flat())
+    new, report = fc.run_round(state, fv.ImageTask(model, clients), fc.ClientState(), config)
+    (k,) = report.trained
+    model.set_flat(state.params)
+    model.local_train(clients.x_train[k], clients.y_train[k], 2, len(clients.y_train[k]), 0.05, [config.seed, 0, int(k)])
+    np.testing.assert_allclose(new.params, model.get_flat(), atol=1e-6)
+
+
 def test_class_mean_head_is_the_nearest_class_mean_classifier(task, source):
     model = fv.federated_model("pretrained", source, 5)
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
