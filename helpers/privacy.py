@@ -201,11 +201,15 @@ def noise_for_epsilon(target: float, sampling_rate: float, rounds: int, delta: f
     return high
 
 
-def dp_fedavg(dp: DPConfig, sampling_rate: float) -> fc.Algorithm:
+def dp_fedavg(dp: DPConfig, sampling_rate: float, clipped_by_clients: bool = False) -> fc.Algorithm:
     """DP-FedAvg as hooks of the federated core: Poisson sampling with rate q, each update
-    clipped to C, then (Σ clipped + N(0, σ²C²)) / qN; the server applies η_s times that."""
+    clipped to C, then (Σ clipped + N(0, σ²C²)) / qN; the server applies η_s times that.
+    ``clipped_by_clients``: the clients clip their own updates before sending them (Flower's nodes,
+    :func:`helpers.flower_rounds.train_on_nodes` with ``clip_norm = C``), so the server does not clip
+    them a second time."""
     if not dp.clip_norm > 0 or dp.noise_multiplier < 0:
         raise ValueError(f"clipping norm must be > 0 and noise multiplier ≥ 0, got C = {dp.clip_norm}, "
                          f"σ = {dp.noise_multiplier}")
-    return fc.Algorithm(sampler=fc.poisson(sampling_rate), transforms=(fc.clip(dp.clip_norm),),
+    clipping = () if clipped_by_clients else (fc.clip(dp.clip_norm),)
+    return fc.Algorithm(sampler=fc.poisson(sampling_rate), transforms=clipping,
                         aggregator=fc.noisy_sum(dp.noise_multiplier * dp.clip_norm, dp.expected_clients, dp.seed))

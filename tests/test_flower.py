@@ -85,10 +85,11 @@ def test_rounds_over_nodes_equal_the_simulation(federation, node_files):
 def test_dp_on_nodes_equals_the_simulation(federation, node_files):
     config = lessons.mf_config()
     dp = pv.DPConfig(clip_norm=0.5, noise_multiplier=0.5, expected_clients=50)
-    algorithm = pv.dp_fedavg(dp, 50 / len(federation.client_ids))
-    _, _, local = fl.train_federated(federation, config, rounds=2, dim=8, algorithm=algorithm)
+    rate = 50 / len(federation.client_ids)
+    _, _, local = fl.train_federated(federation, config, rounds=2, dim=8, algorithm=pv.dp_fedavg(dp, rate))
     link = fr.LocalLink([fr.load_partition(p) for p in node_files], dim=8, seed=0)
-    _, remote = fr.train_on_nodes(link, config, 2, dim=8, algorithm=algorithm, clip_norm=dp.clip_norm)
+    on_nodes = pv.dp_fedavg(dp, rate, clipped_by_clients=True)      # the nodes clip; the server only adds noise
+    _, remote = fr.train_on_nodes(link, config, 2, dim=8, algorithm=on_nodes, clip_norm=dp.clip_norm)
     np.testing.assert_allclose(remote.test_rmse, local.test_rmse, rtol=1e-6)
     assert max(r.update_norms.max() for r in remote.reports) <= 0.5 + 1e-5  # clipped on the nodes
 

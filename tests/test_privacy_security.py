@@ -261,6 +261,10 @@ def test_dp_fedavg_refuses_impossible_settings_and_clips_then_adds_seeded_noise(
     noisy = [fc.run_round(state, federation, fl.init_state(federation, 4, 0)[1], config,
                           pv.dp_fedavg(pv.DPConfig(1.0, 1.0, 4, seed=s), 0.5))[0].params for s in (0, 0, 1)]
     assert np.array_equal(noisy[0], noisy[1]) and not np.allclose(noisy[0], noisy[2])
+    on_clients = pv.dp_fedavg(quiet, 0.5, clipped_by_clients=True)        # the clients clipped: no second clip
+    raw, _ = fc.run_round(state, federation, fl.init_state(federation, 4, 0)[1], config, on_clients)
+    unclipped = np.sqrt(((raw.params - state.params).astype(np.float64) ** 2).sum())
+    assert on_clients.transforms == () and unclipped > len(report.trained) * 1e-3 / 4 * (1 + 1e-4)
 
 
 def test_precision_and_recall_of_nothing_guessed_or_nothing_true():

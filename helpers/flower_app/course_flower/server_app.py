@@ -77,7 +77,7 @@ def main(grid: Grid, context: Context) -> None:
             dp = json.loads(settings["dp"])
             rate = dp.pop("sampling_rate")
             dp = pv.DPConfig(**dp)
-            algorithm, clip_norm = pv.dp_fedavg(dp, rate), dp.clip_norm
+            algorithm, clip_norm = pv.dp_fedavg(dp, rate, clipped_by_clients=True), dp.clip_norm
         fr.train_on_nodes(GridLink(grid, float(settings["round-timeout"])), config, int(settings["rounds"]),
                           int(settings["dim"]), int(settings["init-seed"]), algorithm, clip_norm, on_round=events.round)
         events.write({"event": "done"})
