@@ -248,6 +248,7 @@ def test_a_cold_users_two_lists_rank_by_the_models_they_name():
     everything = cd.cold_user_lists(domains, 0.5, user, k=domains.n_target_items, dim=4, epochs=3, seed=1)[1]
     marked = [name for name in everything["with transfer (linear map)"] if "★" in name]
     assert len(marked) == len(hidden) > 0                 # every hidden rating shows up, once, in a full list
+    assert all(name.startswith("music #") for name in everything["without transfer (TGT)"])   # the lesson's default
     with pytest.raises(ValueError, match="not a cold-start user"):
         cd.cold_user_lists(domains, 0.5, int(split.warm[0]), k=5, dim=4, epochs=3, seed=1)
 
