@@ -287,6 +287,22 @@ def test_the_head_round_counts_as_one_of_the_rounds(task, source):
     assert [r.round for r in history.reports] == [0, 1, 2]
     with pytest.raises(ValueError, match="at least 2 rounds"):
         fv.train_fedavg(model, clients, task.x_test, task.y_test, config, rounds=1, head_round=True)
+    x_valid, y_valid = clients.validation_images()     # lesson 07's "from … (random head) to … after the head round"
+    model.reset()
+    assert history.valid_accuracy[0] == model.accuracy(x_valid, y_valid)
+    fv.class_mean_head(model, clients)
+    assert history.valid_accuracy[1] == model.accuracy(x_valid, y_valid) != history.valid_accuracy[0]
+    with pytest.raises(ValueError, match="clients"):   # more clients per round than there are
+        fv.train_fedavg(model, clients, task.x_test, task.y_test, dataclasses.replace(config, clients_per_round=5), 3)
+
+
+def test_local_training_seeds_the_augmentation_from_its_key(task):
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    assert model._seed_states                            # the model augments its images
+    model.local_train(clients.x_train[0], clients.y_train[0], 0, 16, 0.05, [3, 1, 2])   # no step: only the seeding
+    expected = int(np.random.default_rng([3, 1, 2]).integers(2**31))
+    assert [state.numpy().tolist() for state in model._seed_states] == [[expected, i] for i in range(len(model._seed_states))]
 
 
 def test_the_pretrained_start_alone_gets_the_head_round(task, source):
@@ -321,12 +337,15 @@ def test_fedavg_learns_and_is_reproducible(task):
     assert first.mb[1] == pytest.approx(2 * 3 * model.n_shared() * 4 / 1e6)
 
 
-def test_dissimilarity_grows_with_label_skew(task):
+def test_dissimilarity_grows_with_label_skew(task, monkeypatch):
     model = fv.federated_model("scratch", None, 5)
     state = model.reset()
     iid = fv.gradient_dissimilarity(model, state, fv.make_clients(task, 5, alpha=1e4, min_size=5))
     skewed = fv.gradient_dissimilarity(model, state, fv.make_clients(task, 5, alpha=0.05, min_size=5))
     assert 1.0 <= iid < skewed
+    monkeypatch.setattr(model, "gradient", lambda x, y, full=model.gradient: 1e-3 * full(x, y))
+    tiny = fv.gradient_dissimilarity(model, state, fv.make_clients(task, 5, alpha=0.05, min_size=5))
+    assert tiny == pytest.approx(skewed, rel=1e-5)      # a ratio: gradients 1000× smaller give the same B²
 
 
 def test_personalisation_leaves_the_global_model_alone(task):
