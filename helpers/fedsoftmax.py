@@ -464,9 +464,9 @@ class Evaluator:
         """:meth:`metrics` of the federated model: each device scores with the table and its own vector."""
         return self.metrics(scores(state, store, self.split.held_out(on)["user_idx"].to_numpy()), on, protocol, units)
 
-    def popularity(self, on: str, protocol: str = "full") -> dict:
-        """Most-popular: every user gets the items ranked by training interactions."""
-        return self.metrics(self.split.item_counts.astype(np.float64), on, protocol)
+    def popularity(self, on: str, protocol: str = "full", units: bool = False) -> dict:
+        """Most-popular: every user gets the items ranked by training interactions (:meth:`metrics`)."""
+        return self.metrics(self.split.item_counts.astype(np.float64), on, protocol, units)
 
 
 # ---------------------------------------------------------------- choosing the round on validation data
@@ -480,16 +480,20 @@ class ValidationSelector:
 
     Attributes:
         best_round: the evaluation index chosen (0 = before training).  best: (state, store) then.
+        hits: each evaluation's per-user validation hits, (U_valid,) bool each, in held-out row order —
+            what a bootstrap over the validation users resamples.
     """
 
     def __init__(self, evaluator: "Evaluator", window: int = 5, choose: bool = True):
         self.evaluator, self.window, self.choose = evaluator, window, choose
         self.hr: list[float] = []
+        self.hits: list[np.ndarray] = []
         self.best_round, self.best, self._best_score = 0, None, -np.inf
 
     def __call__(self, state: ServerState, store: UserVectors) -> dict:
-        metrics = self.evaluator.of_state(state, store, "valid")
+        metrics = self.evaluator.of_state(state, store, "valid", units=True)
         self.hr.append(metrics[f"HR@{self.evaluator.k}"])
+        self.hits.append(metrics["units"][f"HR@{self.evaluator.k}"].astype(bool))
         smoothed = float(np.mean(self.hr[-self.window:]))
         if smoothed > self._best_score or not self.choose:  # not choosing: the last model is the one tested
             self._best_score, self.best_round = smoothed, len(self.hr) - 1
@@ -497,8 +501,9 @@ class ValidationSelector:
         return {"valid_hr": metrics[f"HR@{self.evaluator.k}"], "valid_ndcg": metrics[f"NDCG@{self.evaluator.k}"]}
 
     def test(self) -> dict:
-        """Test HR@k and NDCG@k of the chosen model under both protocols: {protocol: {metric: value}}."""
-        return {protocol: self.evaluator.of_state(*self.best, "test", protocol) for protocol in PROTOCOLS}
+        """Test HR@k and NDCG@k of the chosen model under both protocols, with each test user's values:
+        {protocol: {metric: value, "units": {metric: (U_test,)}}} (:meth:`Evaluator.metrics`)."""
+        return {protocol: self.evaluator.of_state(*self.best, "test", protocol, units=True) for protocol in PROTOCOLS}
 
 
 @dataclass
@@ -508,14 +513,16 @@ class SelectedRun:
     Attributes:
         history: the validation curve (``valid_hr``, ``valid_ndcg`` per evaluation) and, for a federated
             run, the rounds' reports (costs) — a :class:`helpers.fedcore.History`.
-        best_round: the chosen evaluation (rounds or epochs).  test: {protocol: {"HR@10", "NDCG@10"}}.
-        seconds: wall-clock time of training and evaluation.
+        best_round: the chosen evaluation (rounds or epochs).  test: {protocol: {"HR@10", "NDCG@10",
+        "units": {metric: (U_test,) per test user}}}.  seconds: wall-clock time of training and evaluation.
+        valid_hits: (evaluations, U_valid) bool, each evaluation's per-user validation hits (HR@10 units).
     """
 
     history: fc.History
     best_round: int
     test: dict
     seconds: float
+    valid_hits: np.ndarray
 
 
 def run_federated(split: RankingSplit, evaluator: "Evaluator", config: FedConfig, rounds: int, form: str = "sampled",
@@ -531,7 +538,8 @@ def run_federated(split: RankingSplit, evaluator: "Evaluator", config: FedConfig
     selector = ValidationSelector(evaluator, choose=choose_round)
     state, store = init_state(split, dim, init_seed)
     _, history = fc.train(task, state, store, config, rounds, selector, algorithm, progress, desc=f"{form} rounds")
-    return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start)
+    return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start,
+                       np.array(selector.hits))
 
 
 def pooled_gradients(split: RankingSplit, table: np.ndarray, users: np.ndarray, batch: np.ndarray,
@@ -594,7 +602,8 @@ def train_centralised(split: RankingSplit, evaluator: "Evaluator", dim: int = 32
             adam_update(users, moments["users"], grad_users, step, learning_rate, batch)
         for name, value in selector(ServerState(table), UserVectors(users)).items():
             history.metrics[name].append(value)
-    return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start_time)
+    return SelectedRun(history, selector.best_round, selector.test(), time.perf_counter() - start_time,
+                       np.array(selector.hits))
 
 
 # ---------------------------------------------------------------- what an update reveals

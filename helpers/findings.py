@@ -212,10 +212,6 @@ def forget() -> None:
     _STATED.clear()
 
 
-MIN_SEEDS = 3        # a comparison names a winner only with at least this many seeds per method
-MARGIN_IN_SE = 2.0   # ... and a mean difference larger than this many standard errors
-
-
 def difference(a, b) -> tuple[float, float, int]:
     """Mean and standard error of the per-seed difference a_i − b_i (the same seeds, paired), and n.
 
@@ -230,57 +226,6 @@ def difference(a, b) -> tuple[float, float, int]:
         return mean, math.inf, n
     spread = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
     return mean, spread / math.sqrt(n), n
-
-
-def measurable(d: float, se: float, n: int, z: float = MARGIN_IN_SE, min_seeds: int = MIN_SEEDS) -> bool:
-    """The course's noise rule: a mean per-seed difference ``d`` (standard error ``se`` over ``n``
-    seeds, as from :func:`difference`) names a winner only with at least ``min_seeds`` seeds and
-    |d| beyond ``z`` standard errors."""
-    return n >= min_seeds and abs(d) > z * se
-
-
-def compare(name: str, results: dict, /, metric: str, higher_is_better: bool = True, pairs=None, fmt: str = ".4f",
-            z: float = MARGIN_IN_SE, min_seeds: int = MIN_SEEDS) -> Finding:
-    """A comparison that survives noise: per pair of methods, "A ahead of B by d ± SE" only when the
-    mean per-seed difference exceeds ``z`` standard errors with at least ``min_seeds`` seeds;
-    otherwise "no measurable difference" — never a winner inside the seeds' spread.
-
-    Args:
-        name: the finding's title.
-        results: method → per-seed values of ``metric`` (the same seeds, in the same order, for all).
-        metric: what the values are ("test HR@10"), named in the sentence.
-        higher_is_better: whether larger values win.
-        pairs: (A, B) pairs to compare; default the best mean against each other method.
-        fmt: format of the differences.  z, min_seeds: the stated margin and the seeds it needs.
-
-    Returns:
-        The :class:`Finding`; its condition is, per pair, whether the claim or "no measurable
-        difference" was made, so it fails when a rerun's numbers would flip the sentence.
-    """
-    if len(results) < 2:
-        raise ValueError(f"finding {name!r}: compare at least two methods, got {list(results)}")
-    sign = 1.0 if higher_is_better else -1.0
-    means = {method: sum(map(float, v)) / len(v) for method, v in results.items()}
-    if pairs is None:
-        best = max(means, key=lambda m: sign * means[m])
-        pairs = [(best, other) for other in results if other != best]
-    numbers, clauses, conditions = {"z": z, "min_seeds": min_seeds}, [], []
-    for i, (a, b) in enumerate(pairs):
-        d, se, n = difference(results[a], results[b])
-        numbers.update({f"d{i}": d, f"se{i}": se, f"n{i}": n})
-        clear = measurable(d, se, n, z, min_seeds)
-        ahead, behind = (a, b) if sign * d > 0 else (b, a)
-        if clear:
-            clauses.append(f"{ahead} ahead of {behind} by {abs(d):{fmt}} ± {se:{fmt}}")
-        else:
-            clauses.append(f"{a} vs {b}: no measurable difference ({d:+{fmt}} ± {se:{fmt}})")
-        conditions.append(f"(n{i} >= min_seeds and abs(d{i}) > z * se{i})" if clear
-                          else f"not (n{i} >= min_seeds and abs(d{i}) > z * se{i})")
-    seeds = sorted({len(v) for v in results.values()})
-    sentence = (f"On {metric}: " + "; ".join(clauses) + f" (mean ± standard error of the per-seed difference, "
-                f"{'/'.join(map(str, seeds))} seeds; a winner is named only beyond {z:g} standard errors with ≥ "
-                f"{min_seeds} seeds).")
-    return check(name, sentence.replace("{", "{{").replace("}", "}}"), " and ".join(conditions), **numbers)
 
 
 # ---------------------------------------------------------------- the course's rule at 95 %

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers.metrics import hit_rate_at_k, ndcg_at_k, rank_of_targets
+from helpers.metrics import hit_rate_at_k, ndcg_at_k, rank_of_targets, user_hits, user_ndcg
 
 
 class SoftmaxRecommender(keras.Model):
@@ -123,7 +123,8 @@ def seen_items(train: pd.DataFrame, users: np.ndarray) -> list[np.ndarray]:
     return [groups.get(u, np.array([], dtype=np.int64)) for u in users]
 
 
-def evaluate_ranking(scores: np.ndarray, train: pd.DataFrame, test: pd.DataFrame, k: int = 10) -> dict:
+def evaluate_ranking(scores: np.ndarray, train: pd.DataFrame, test: pd.DataFrame, k: int = 10,
+                     units: bool = False) -> dict:
     """HR@k and NDCG@k under leave-last-out, seen items excluded.
 
     Args:
@@ -131,9 +132,11 @@ def evaluate_ranking(scores: np.ndarray, train: pd.DataFrame, test: pd.DataFrame
             (I,) vector used for every user (a non-personalised baseline).
         train: training interactions (their items are excluded from ranking).
         test: one held-out interaction per user.
+        units: also return each test user's hit and NDCG (what a bootstrap over users resamples).
 
     Returns:
-        ``{"HR@k": float, "NDCG@k": float, "users": int}``.
+        ``{"HR@k": float, "NDCG@k": float, "users": int}``, with ``units`` also
+        ``"units": {"HR@k": (U_test,), "NDCG@k": (U_test,)}`` in ``test``'s row order.
     """
     users = test["user_idx"].to_numpy()
     targets = test["item_idx"].to_numpy()
@@ -141,7 +144,10 @@ def evaluate_ranking(scores: np.ndarray, train: pd.DataFrame, test: pd.DataFrame
     if scores.ndim == 1:
         scores = np.broadcast_to(scores, (len(users), scores.shape[0]))
     ranks = rank_of_targets(scores, targets, seen_items(train, users))
-    return {f"HR@{k}": hit_rate_at_k(ranks, k), f"NDCG@{k}": ndcg_at_k(ranks, k), "users": len(users)}
+    result = {f"HR@{k}": hit_rate_at_k(ranks, k), f"NDCG@{k}": ndcg_at_k(ranks, k), "users": len(users)}
+    if units:
+        result["units"] = {f"HR@{k}": user_hits(ranks, k), f"NDCG@{k}": user_ndcg(ranks, k)}
+    return result
 
 
 def top_k(scores: np.ndarray, exclude: np.ndarray, k: int = 10) -> np.ndarray:

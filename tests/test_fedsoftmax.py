@@ -156,6 +156,12 @@ def test_fedavg_and_centralised_learn_the_groups_and_beat_most_popular(split, ev
         hr = run.history.valid_hr
         smoothed = [np.mean(hr[max(0, i - 4):i + 1]) for i in range(len(hr))]
         assert run.best_round == int(np.argmax(smoothed))  # chosen on validation, first best
+        assert run.valid_hits.shape == (len(hr), len(split.held_out("valid"))) and run.valid_hits.dtype == bool
+        assert run.valid_hits.mean(axis=1) == pytest.approx(hr)      # each user's hit, every evaluation
+        for protocol in fs.PROTOCOLS:                                 # each test user's hit and NDCG
+            units = run.test[protocol]["units"]
+            assert units["HR@10"].mean() == pytest.approx(run.test[protocol]["HR@10"])
+            assert units["NDCG@10"].mean() == pytest.approx(run.test[protocol]["NDCG@10"])
 
 
 def test_the_update_reveals_the_client_s_items(split):
@@ -246,7 +252,7 @@ def test_the_upload_table_gives_each_form_s_mean_rows_and_megabytes_per_client(s
 def test_the_results_table_gives_mean_and_sd_over_seeds_and_the_rounds_chosen():
     def run(hr, ndcg, best):
         scores = {"full": {"HR@10": hr, "NDCG@10": ndcg}, "sampled": {"HR@10": 2 * hr, "NDCG@10": 2 * ndcg}}
-        return fs.SelectedRun(fc.History(), best, scores, 1.0)
+        return fs.SelectedRun(fc.History(), best, scores, 1.0, np.zeros((1, 1), bool))
 
     popular = {"full": {"HR@10": 0.01, "NDCG@10": 0.005}, "sampled": {"HR@10": 0.2, "NDCG@10": 0.1}}
     table = fs.results_table({"FedAvg": [run(0.1, 0.04, 3), run(0.3, 0.08, 7)]}, popular)
@@ -340,7 +346,7 @@ def test_centralised_training_skips_users_with_nothing_to_train_on_and_applies_i
     seen = []
 
     class Recording:                                  # no evaluator needed: records what it is handed
-        best_round = 0
+        best_round, hits = 0, []
 
         def __init__(self, evaluator, *args, **kwargs):
             pass
@@ -370,10 +376,11 @@ class ScriptedEvaluator:
     def __init__(self, hit_rates):
         self.hit_rates = iter(hit_rates)
 
-    def of_state(self, state, store, on, protocol="full"):
+    def of_state(self, state, store, on, protocol="full", units=False):
+        assert units, "the selector keeps each user's values, for a bootstrap over users"
         if on == "valid":
             hr = next(self.hit_rates)
-            return {"HR@10": hr, "NDCG@10": hr / 2}
+            return {"HR@10": hr, "NDCG@10": hr / 2, "units": {"HR@10": np.array([hr > 0.25, True])}}
         return {"protocol": protocol, "round": state.round, "first user": float(store.user_vec[0, 0])}
 
 
@@ -381,6 +388,7 @@ def test_the_selector_keeps_the_first_best_round_and_tests_it_under_both_protoco
     selector = fs.ValidationSelector(ScriptedEvaluator([0.1, 0.3, 0.3, 0.2]), window=1)
     curves = [selector(fs.ServerState(np.zeros((2, 2)), r), fs.UserVectors(np.full((1, 1), float(r)))) for r in range(4)]
     assert curves[1] == {"valid_hr": 0.3, "valid_ndcg": 0.15} and selector.best_round == 1     # a tie keeps the first
+    assert np.array(selector.hits).tolist() == [[False, True], [True, True], [True, True], [False, True]]
     assert selector.test() == {p: {"protocol": p, "round": 1, "first user": 1.0} for p in fs.PROTOCOLS}
     last = fs.ValidationSelector(ScriptedEvaluator([0.1, 0.3, 0.2]), window=1, choose=False)
     for r in range(3):
@@ -421,6 +429,8 @@ def test_the_evaluator_draws_its_negatives_at_its_own_seed_and_ranks_popularity_
     counts = split.item_counts.astype(np.float64)
     for protocol in fs.PROTOCOLS:
         assert seeded.popularity("test", protocol) == seeded.metrics(counts, "test", protocol)
+        with_units = seeded.popularity("test", protocol, units=True)["units"]["HR@10"]
+        assert np.array_equal(with_units, seeded.metrics(counts, "test", protocol, units=True)["units"]["HR@10"])
 
 
 def test_a_user_with_no_training_interaction_has_no_positives():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -100,38 +102,17 @@ def test_a_question_as_a_name_gets_no_extra_full_stop():
     assert "- **Does it help?** Yes." in findings.report(f)._repr_markdown_()
 
 
-def test_compare_names_a_winner_only_beyond_the_seed_spread():
-    clear = findings.compare("clear", {"A": [0.80, 0.81, 0.79], "B": [0.70, 0.72, 0.69]}, metric="accuracy")
-    assert "A ahead of B by 0.0967" in clear.sentence and "3 seeds" in clear.sentence
-    # lesson 06's old claim: 0.8192 vs 0.8230 with a seed spread of ~0.007 is no winner
-    close = findings.compare("close", {"A": [0.8192, 0.8262, 0.8122], "B": [0.8230, 0.8160, 0.8300]},
-                             metric="RMSE", higher_is_better=False)
+def test_lesson_06_s_old_claim_is_no_winner_and_unpaired_seeds_are_refused():
+    # 0.8192 vs 0.8230 with a seed spread of ~0.007 is no winner
+    close = findings.compare_at_95("close", {"A": [0.8192, 0.8262, 0.8122], "B": [0.8230, 0.8160, 0.8300]},
+                                   metric="RMSE", higher_is_better=False, pairs=[("A", "B")])
     assert "no measurable difference" in close.sentence and "ahead" not in close.sentence
-    few = findings.compare("few", {"A": [0.9, 0.91], "B": [0.1, 0.11]}, metric="HR@10")
-    assert "no measurable difference" in few.sentence  # two seeds never name a winner
-
-
-def test_the_noise_rule_needs_three_seeds_and_a_margin_beyond_two_standard_errors():
-    assert findings.measurable(0.05, 0.02, 3) and findings.measurable(-0.05, 0.02, 3)   # either direction
-    assert not findings.measurable(0.04, 0.02, 3)                                       # exactly 2 SE: not beyond
-    assert not findings.measurable(0.05, 0.0, 2)                                        # too few seeds
-    assert not findings.measurable(*findings.difference([0.9], [0.1]))                  # one seed: SE is infinite
-
-
-def test_compare_picks_the_direction_and_every_pair():
-    lower = findings.compare("lower", {"A": [1.0, 1.1, 1.05], "B": [0.5, 0.52, 0.49], "C": [0.51, 0.5, 0.5]},
-                             metric="RMSE", higher_is_better=False)
-    assert "B ahead of A" in lower.sentence and "B vs C: no measurable difference" in lower.sentence
+    lower = findings.compare_at_95("lower", {"A": [1.0, 1.1, 1.05], "B": [0.5, 0.52, 0.49]}, metric="RMSE",
+                                   higher_is_better=False, pairs=[("A", "B")])
+    assert "B ahead of A" in lower.sentence                           # lower wins when lower is better
     with pytest.raises(ValueError, match="same seeds"):
-        findings.compare("unpaired", {"A": [1.0, 2.0, 3.0], "B": [1.0]}, metric="x")
-    with pytest.raises(ValueError, match="two methods"):
-        findings.compare("alone", {"A": [1.0]}, metric="x")
-
-
-def test_compare_s_condition_depends_on_its_numbers():
-    f = findings.compare("c", {"A": [0.8, 0.81, 0.79], "B": [0.7, 0.72, 0.69]}, metric="m")
-    assert findings.holds(f.condition, f.numbers)
-    assert not findings.holds(f.condition, {**f.numbers, "se0": 1.0})  # a wider spread would refute the claim
+        findings.compare_at_95("unpaired", {"A": [1.0, 2.0, 3.0], "B": [1.0]}, metric="x", pairs=[("A", "B")])
+    assert findings.difference([0.9], [0.1]) == (pytest.approx(0.8), math.inf, 1)   # one seed: SE is infinite
 
 
 def test_a_condition_that_reads_none_of_its_numbers_is_refused():
@@ -161,7 +142,8 @@ def test_a_difference_of_two_and_a_half_standard_errors_over_three_seeds_is_no_w
     assert d == pytest.approx(0.4 / 3) and low < 0 < high and 0.05 < p < 0.1
     stated = findings.compare_at_95("t rule", {"A": a, "B": b}, metric="accuracy", pairs=[("A", "B")])
     assert "no measurable difference at this budget" in stated.sentence
-    assert findings.measurable(*findings.difference(a, b))  # the old 2-SE rule named a winner here
+    d, se, _ = findings.difference(a, b)
+    assert abs(d) > 2 * se                          # a 2-SE rule (about 80 % with 3 seeds) named a winner here
     clear = findings.compare_at_95("clear", {"A": [1.0, 1.1, 1.2], "B": [0.5, 0.62, 0.69]}, metric="accuracy",
                                    pairs=[("A", "B")])
     assert "A ahead of B by 0.4967" in clear.sentence and "95 % CI of the difference over 3 seeds" in clear.sentence

@@ -66,6 +66,20 @@ def test_evaluate_ranking_perfect_and_constant_scorers():
     assert sm.evaluate_ranking(np.ones(20), train, test)["HR@10"] == 0.0
 
 
+def test_evaluate_ranking_can_give_each_test_user_s_hit_and_ndcg():
+    train = pd.DataFrame({"user_idx": [0, 1, 2], "item_idx": [0, 1, 0]})
+    test = pd.DataFrame({"user_idx": [2, 0, 1], "item_idx": [5, 2, 3]})
+    scores = np.zeros((3, 20))
+    scores[0, 5] = 1.0                     # user 2: target first
+    scores[1, 4:16] = 1.0                  # user 0: target 2 behind 12 items, a miss
+    scores[2, [1, 7, 3]] = [3.0, 2.0, 1.0]  # user 1: item 1 seen (excluded), target second
+    got = sm.evaluate_ranking(scores, train, test, k=10, units=True)
+    assert "units" not in sm.evaluate_ranking(scores, train, test)
+    assert got["units"]["HR@10"].tolist() == [1.0, 0.0, 1.0]
+    assert got["units"]["NDCG@10"] == pytest.approx([1.0, 0.0, 1 / np.log2(3)])
+    assert got["HR@10"] == pytest.approx(2 / 3) and got["NDCG@10"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
+
+
 def test_training_learns_a_planted_preference():
     # 40 users; users of group g interact only with items 10g..10g+4 of 30 items.
     rng = np.random.default_rng(0)
