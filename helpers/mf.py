@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from helpers.tf_quiet import tf  # first: TensorFlow without its start-up lines
 import numpy as np
 import pandas as pd
 
-from helpers.metrics import unit_sums
+from helpers.metrics import chosen_round, unit_sums
 
 
 @dataclass
@@ -251,6 +252,54 @@ def train_mf(
         if user_units:
             history.test_units.append(user_error_sums(params, test_t))
     return history
+
+
+@dataclass
+class RateChoice:
+    """What :func:`choose_rate` returns.
+
+    Attributes:
+        rate: the learning rate chosen on the validation ratings.
+        histories: rate → :class:`History` of its run, in the order the rates were given.
+        lowest: rate → the run's lowest validation RMSE in stars, at any epoch (inf for a run that
+            diverged: a rate that diverges is never chosen, however good its early epochs were).
+    """
+
+    rate: float
+    histories: dict
+    lowest: dict
+
+    @property
+    def history(self) -> History:
+        """The chosen rate's run."""
+        return self.histories[self.rate]
+
+
+def choose_rate(start: Callable[[], MFParams], train: pd.DataFrame, test: pd.DataFrame, valid: pd.DataFrame, *,
+                rates, batch_size: int, epochs: int, l2: float = 0.0, seed: int = 0) -> RateChoice:
+    """Train from the same start once per learning rate in ``rates`` (a grid fixed before the runs)
+    and keep the rate whose run reaches the lowest validation RMSE at any epoch (:func:`chosen_round`;
+    the first given on ties). The test ratings are recorded by :func:`train_mf` but never read here.
+
+    Args:
+        start: builds the starting parameters (called once per rate, so every run starts the same).
+        rates: the learning rates to try.  batch_size, epochs, l2, seed: as :func:`train_mf`.
+
+    Raises:
+        ValueError: no rates, an impossible setting (:func:`check_schedule`), or every run diverged.
+    """
+    rates = [float(r) for r in rates]
+    if not rates:
+        raise ValueError("give at least one learning rate to choose from")
+    histories, lowest = {}, {}
+    for rate in rates:
+        histories[rate] = history = train_mf(start(), train, test, valid=valid, batch_size=batch_size, epochs=epochs,
+                                             learning_rate=rate, l2=l2, seed=seed)
+        lowest[rate] = float("inf") if history.diverged else float(history.valid_rmse[chosen_round(history)])
+    best = min(rates, key=lambda r: lowest[r])
+    if not np.isfinite(lowest[best]):
+        raise ValueError(f"every rate in {rates} diverged at batch size {batch_size}: try smaller rates")
+    return RateChoice(best, histories, lowest)
 
 
 def check_schedule(learning_rate: float, batch_size: int, n: int, steps: int) -> None:

@@ -78,6 +78,37 @@ def test_divergence_is_detected(ratings):
     assert history.diverged and np.isnan(history.test_rmse[-1])
 
 
+def test_the_rate_is_chosen_on_the_validation_ratings_from_the_same_start(ratings):
+    train, held_out = ratings
+    valid, test = held_out.iloc[:50], held_out.iloc[50:]
+    start = lambda: mf.init_mf(30, 40, 4, mu=3.5, seed=4)
+    rates = (0.01, 0.5, 500.0)                        # too slow, right, divergent
+    choice = mf.choose_rate(start, train, test, valid, rates=rates, batch_size=32, epochs=8, l2=0.01, seed=1)
+    assert list(choice.histories) == list(rates) and choice.rate == 0.5 and choice.history is choice.histories[0.5]
+    assert choice.histories[500.0].diverged and choice.lowest[500.0] == np.inf
+    for rate in (0.01, 0.5):                          # each run is train_mf's from the same start
+        alone = mf.train_mf(start(), train, test, valid=valid, batch_size=32, epochs=8, learning_rate=rate, l2=0.01,
+                            seed=1)
+        assert choice.histories[rate].valid_rmse == alone.valid_rmse
+        assert choice.lowest[rate] == min(alone.valid_rmse)
+    assert choice.lowest[0.5] < choice.lowest[0.01]
+    # chosen on validation only: test ratings turned upside down change nothing in the choice
+    upside_down = test.assign(rating=(6.0 - test["rating"]).astype(np.float32))
+    other = mf.choose_rate(start, train, upside_down, valid, rates=rates, batch_size=32, epochs=8, l2=0.01, seed=1)
+    assert other.rate == choice.rate and other.lowest == choice.lowest
+    tie = mf.choose_rate(start, train, test, valid, rates=(0.5, 0.5), batch_size=32, epochs=2)
+    assert tie.rate == 0.5 and len(tie.histories) == 1
+
+
+def test_choosing_a_rate_refuses_no_rates_and_says_when_every_rate_diverged(ratings):
+    train, held_out = ratings
+    start = lambda: mf.init_mf(30, 40, 4, mu=3.5)
+    with pytest.raises(ValueError, match="at least one learning rate"):
+        mf.choose_rate(start, train, held_out, held_out, rates=[], batch_size=32, epochs=1)
+    with pytest.raises(ValueError, match="every rate in \\[500.0, 900.0\\] diverged at batch size 500"):
+        mf.choose_rate(start, train, held_out, held_out, rates=[500, 900], batch_size=500, epochs=50)
+
+
 @pytest.mark.parametrize("rate, batch, steps, message", [
     (0.0, 10, 10, "learning rate"), (-1.0, 10, 10, "learning rate"), (float("nan"), 10, 10, "learning rate"),
     (0.1, 0, 10, "batch size"), (0.1, -5, 10, "batch size"), (0.1, 501, 10, "larger than"),
