@@ -6,6 +6,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import compression as cp
@@ -361,6 +362,9 @@ def test_personalisation_leaves_the_global_model_alone(task):
     np.testing.assert_array_equal(model.get_flat(), params)
 
 
+HARSH_RATE = 5.0  # a client rate at which a step from the start makes things worse for some client
+
+
 def test_personalisation_keeps_the_epochs_its_validation_images_prefer(task):
     model = fv.federated_model("scratch", None, 5)
     clients = fv.make_clients(task, n_clients=4, alpha=0.1, min_size=5)
@@ -374,6 +378,20 @@ def test_personalisation_keeps_the_epochs_its_validation_images_prefer(task):
             model.local_train(clients.x_train[k], clients.y_train[k], 1, 32, 0.05, [2, fv.PERSONALISE_TAG, k, epoch])
             scores.append(model.accuracy(clients.x_valid[k], clients.y_valid[k]))
         assert row.epochs == int(np.argmax(scores)) and row.n_valid == len(clients.y_valid[k])
+    harsh = fv.personalise(model, params, clients, max_epochs=2, learning_rate=HARSH_RATE, seed=2)
+    for row in harsh.itertuples():                      # where local steps only hurt, the global model is kept
+        model.set_flat(params)
+        scores = [model.accuracy(clients.x_valid[row.client], clients.y_valid[row.client])]
+        for epoch in (1, 2):
+            model.local_train(clients.x_train[row.client], clients.y_train[row.client], 1, 32, HARSH_RATE,
+                              [2, fv.PERSONALISE_TAG, row.client, epoch])
+            scores.append(model.accuracy(clients.x_valid[row.client], clients.y_valid[row.client]))
+        assert row.epochs == int(np.argmax(scores))
+    assert (harsh["epochs"] == 0).any() and (harsh.loc[harsh["epochs"] == 0, "personalised"]
+                                               == harsh.loc[harsh["epochs"] == 0, "global"]).all()
+    default = fv.personalise(model, params, clients, max_epochs=1, learning_rate=0.05)   # lesson 09 relies on these
+    pd.testing.assert_frame_equal(default, fv.personalise(model, params, clients, max_epochs=1, learning_rate=0.05,
+                                                          batch_size=32, seed=0))
     none = fv.personalise(model, params, clients, max_epochs=0, learning_rate=0.05)
     assert (none["epochs"] == 0).all() and (none["personalised"] == none["global"]).all()
     blind = dataclasses.replace(clients, x_valid=[x[:0] for x in clients.x_valid], y_valid=[y[:0] for y in clients.y_valid])
@@ -649,3 +667,25 @@ def test_the_experiment_s_config_is_its_defaults_or_the_setting_asked(task, sour
         experiment.config("scratch", method="FedNova")
     with pytest.raises(ValueError, match="clients per round"):
         experiment.config("scratch", 5)                                   # more than the 4 clients
+
+
+def test_a_run_trains_the_setting_it_is_asked_for_and_caches_it_by_that_setting(task, source, monkeypatch):
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=2, clients_per_round=2, local_epochs=1,
+                                   methods={"FedProx": ({"prox_mu": 0.5}, fc.FEDAVG)})
+    asked = []
+    real = fv.train_fedavg
+
+    def recording(model, clients, x_test, y_test, config, rounds, algorithm, progress, **kwargs):
+        asked.append((config, kwargs["measure_dissimilarity"]))
+        return real(model, clients, x_test, y_test, config, rounds, algorithm, progress, **kwargs)
+
+    monkeypatch.setattr(fv, "train_fedavg", recording)
+    _, history = experiment.run(1.0, "scratch", clients_per_round=3, local_epochs=2, method="FedProx")
+    assert asked[0][0] == experiment.config("scratch", 3, 2, "FedProx") and asked[0][1]
+    assert [len(r.trained) for r in history.reports] == [3, 3]
+    experiment.run(1.0, "scratch")                     # another setting of the same start: B² is not measured again
+    assert asked[1][0] == experiment.config("scratch") and not asked[1][1]
+    experiment.run(1.0, "pretrained")                  # another start: measured
+    assert asked[2][1]
+    assert experiment.run(1.0, "scratch", clients_per_round=3, local_epochs=2, method="FedProx")[1] is history
+    assert len(asked) == 3                             # the same setting again: from the cache
