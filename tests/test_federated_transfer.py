@@ -297,6 +297,18 @@ def test_the_head_round_counts_as_one_of_the_rounds(task, source):
         fv.train_fedavg(model, clients, task.x_test, task.y_test, dataclasses.replace(config, clients_per_round=5), 3)
 
 
+def test_local_training_runs_the_model_in_training_mode(task):
+    """Batch norm learns its moving statistics, and the augmentation draws new images, only in training
+    mode: a step taken in inference mode would leave both untouched."""
+    model = fv.federated_model("scratch", None, 5)
+    clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
+    before = [v.numpy().copy() for v in model.model.non_trainable_variables if "moving" in v.path]
+    assert before                                        # the CNN has batch norm
+    model.local_train(clients.x_train[0], clients.y_train[0], 1, 16, 0.05, [0, 0, 0])
+    after = [v.numpy() for v in model.model.non_trainable_variables if "moving" in v.path]
+    assert all(not np.allclose(b, a) for b, a in zip(before, after))
+
+
 def test_local_training_seeds_the_augmentation_from_its_key(task):
     model = fv.federated_model("scratch", None, 5)
     clients = fv.make_clients(task, n_clients=4, alpha=1.0, min_size=5)
