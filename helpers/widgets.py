@@ -21,11 +21,12 @@ from helpers import fedcore as fc
 from helpers.lessons import MF_FEDAVG, mf_config
 
 LABEL_STYLE = {"description_width": "initial"}  # long control labels are shown whole, not cut off
-# lesson 04's panel: its defaults and what each menu offers (every position has a run behind it: warm_settings)
+# lesson 04's panel: its defaults, and the values each setting takes when it alone is changed (the panel offers
+# the defaults and each single change; every one is trained to the slider's maximum before the panel appears)
 SOFTMAX_PANEL = dict(rounds=30, negatives=100, client_lr=1.0, server_lr=10.0, clients_per_round=50)
-# K last: the browser check moves the controls in order and keeps each move, so only its last run pays for K = 100
 SOFTMAX_PANEL_OPTIONS = dict(negatives=(25, 100, 400), client_lr=(0.5, 1.0, 2.0), server_lr=(5.0, 10.0, 20.0),
                              clients_per_round=(25, 50, 100))
+SOFTMAX_PANEL_SYMBOLS = dict(negatives="m", client_lr="η_c", server_lr="η_s", clients_per_round="K")
 SOFTMAX_PANEL_MAX_ROUNDS = 60
 COLD_START_DIMS = (4, 8, 16, 32)  # the embedding sizes lesson 06's panel offers
 COLD_START_BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # its β values (0 and 1 leave no cold or no warm users)
@@ -377,24 +378,32 @@ def compression_controls(render: Callable[[str, float, bool], object], fraction:
     )
 
 
-def softmax_controls(render: Callable[..., object]):
-    """Lesson 04's panel (sampled softmax): rounds, negatives m, client rate η_c, server rate η_s and clients
-    per round K → ``render(**values)``; only the values of :data:`SOFTMAX_PANEL_OPTIONS` are offered."""
-    labels = dict(negatives="sampled negatives m", clients_per_round="clients per round K",
-                  client_lr="client rate η_c", server_lr="server rate η_s")
-    controls = {name: widgets.Dropdown(options=list(options), value=SOFTMAX_PANEL[name], description=labels[name],
-                                       style=LABEL_STYLE) for name, options in SOFTMAX_PANEL_OPTIONS.items()}
+def softmax_panel_settings() -> dict[str, dict]:
+    """The settings lesson 04's panel offers, label → keyword arguments of
+    :meth:`helpers.fedsoftmax.Playground.history` without the rounds: the defaults first, then every value
+    of :data:`SOFTMAX_PANEL_OPTIONS` changed alone (the rest at the defaults)."""
+    defaults = {name: value for name, value in SOFTMAX_PANEL.items() if name != "rounds"}
+    said = ", ".join(f"{SOFTMAX_PANEL_SYMBOLS[name]} = {value:g}" for name, value in defaults.items())
+    settings = {f"defaults ({said})": defaults}
+    for name, options in SOFTMAX_PANEL_OPTIONS.items():
+        for option in options:
+            if option != defaults[name]:
+                settings[f"{SOFTMAX_PANEL_SYMBOLS[name]} = {option:g}, the rest as the defaults"] = {**defaults, name: option}
+    return settings
+
+
+def softmax_controls(render: Callable[[int, str], object]):
+    """Lesson 04's panel (sampled softmax): the rounds and one of :func:`softmax_panel_settings` →
+    ``render(rounds=…, setting=label)``; only those settings are offered, each trained to the slider's
+    maximum before the panel appears (:func:`softmax_warm_settings`), so every move is a lookup."""
+    labels = list(softmax_panel_settings())
     rounds = widgets.IntSlider(value=SOFTMAX_PANEL["rounds"], min=10, max=SOFTMAX_PANEL_MAX_ROUNDS, step=10,
                                description="rounds", continuous_update=False)
-    return explained_interact(render, name="federated_softmax", rounds=rounds, **controls)
+    setting = widgets.Dropdown(options=labels, value=labels[0], description="setting", style=LABEL_STYLE,
+                               layout=widgets.Layout(width="32em"))
+    return explained_interact(render, name="federated_softmax", rounds=rounds, setting=setting)
 
 
 def softmax_warm_settings() -> list[dict]:
-    """What lesson 04's panel trains before it is shown: the default to the most rounds, and every other
-    menu position with the rest at their defaults (a person moving one control finds it ready)."""
-    settings = [{**SOFTMAX_PANEL, "rounds": SOFTMAX_PANEL_MAX_ROUNDS}]
-    for name, options in SOFTMAX_PANEL_OPTIONS.items():
-        for option in options:
-            if option != SOFTMAX_PANEL[name]:
-                settings.append({**SOFTMAX_PANEL, name: option})
-    return settings
+    """What lesson 04's panel trains before it is shown: every setting it offers, to the slider's maximum."""
+    return [{**setting, "rounds": SOFTMAX_PANEL_MAX_ROUNDS} for setting in softmax_panel_settings().values()]

@@ -208,12 +208,21 @@ def test_the_panel_s_runs_are_cached_extended_and_warmed_one_move_at_a_time(spli
     assert len(playground.runs._runs) == 1
     other = playground.history(rounds=4, negatives=40, clients_per_round=8, client_lr=0.5, server_lr=3.0)
     assert len(playground.runs._runs) == 2 and other.reports[0].bytes_up > first.reports[0].bytes_up
-    settings = w.softmax_warm_settings()
-    assert settings[0] == {**w.SOFTMAX_PANEL, "rounds": w.SOFTMAX_PANEL_MAX_ROUNDS}
-    assert len(settings) == 1 + sum(len(options) - 1 for options in w.SOFTMAX_PANEL_OPTIONS.values())
-    for setting in settings[1:]:
-        moved = [name for name in w.SOFTMAX_PANEL if setting[name] != w.SOFTMAX_PANEL[name]]
-        assert len(moved) == 1 and setting[moved[0]] in w.SOFTMAX_PANEL_OPTIONS[moved[0]]
+    offered = w.softmax_panel_settings()
+    labels = list(offered)
+    assert labels[0] == "defaults (m = 100, η_c = 1, η_s = 10, K = 50)" and "K = 100, the rest as the defaults" in labels
+    assert offered[labels[0]] == {k: v for k, v in w.SOFTMAX_PANEL.items() if k != "rounds"}
+    assert len(offered) == 1 + sum(len(options) - 1 for options in w.SOFTMAX_PANEL_OPTIONS.values())
+    for label in labels[1:]:                      # each offers one value changed from the defaults, and says which
+        moved = [name for name in offered[label] if offered[label][name] != w.SOFTMAX_PANEL[name]]
+        assert len(moved) == 1 and offered[label][moved[0]] in w.SOFTMAX_PANEL_OPTIONS[moved[0]]
+        assert label.startswith(f"{w.SOFTMAX_PANEL_SYMBOLS[moved[0]]} = {offered[label][moved[0]]:g},")
+    warm = w.softmax_warm_settings()              # every setting offered, to the slider's maximum: moves are lookups
+    assert warm == [{**setting, "rounds": w.SOFTMAX_PANEL_MAX_ROUNDS} for setting in offered.values()]
+    w.softmax_controls(lambda rounds, setting: None)
+    controls = w.PANELS[-1].controls
+    assert w.PANELS[-1].name == "federated_softmax" and set(controls) == {"rounds", "setting"}
+    assert list(controls["setting"].options) == labels and controls["rounds"].max == w.SOFTMAX_PANEL_MAX_ROUNDS
 
 
 def test_metrics_can_give_each_held_out_user_s_hit_and_ndcg(split, evaluator):
