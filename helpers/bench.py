@@ -156,6 +156,7 @@ def bench_fedsoftmax(variant: str = "latest-small", rounds: int = 400, seeds=(0,
 
     from helpers import fedsoftmax as fs
     from helpers import lessons
+    from helpers.progress import progress
 
     data, split, evaluator = lessons.movielens_ranking(variant)
     base = {"benchmark": "fedsoftmax", "dataset": data.name, "clients": len(split.positives), "items": split.n_items,
@@ -167,7 +168,7 @@ def bench_fedsoftmax(variant: str = "latest-small", rounds: int = 400, seeds=(0,
     methods = lessons.softmax_methods(split, evaluator, rounds, forms=("sampled", "full"))
     report = {**base, "seeds": list(seeds), "most_popular_test": popular, "methods": {}}
     for name, run in methods.items():
-        runs = [run(seed) for seed in seeds]
+        runs = [run(seed) for seed in progress(seeds, name)]                   # progress on stderr
         summary = {protocol: {metric: {"mean": float(np.mean([r.test[protocol][metric] for r in runs])),
                                        "std": float(np.std([r.test[protocol][metric] for r in runs]))}
                               for metric in ("HR@10", "NDCG@10")} for protocol in fs.PROTOCOLS}
@@ -194,10 +195,11 @@ def _softmax_sweep(split, evaluator, rounds: int) -> list:
     from helpers import fedsoftmax as fs
     from helpers import lessons
     from helpers.metrics import trailing_mean
+    from helpers.progress import progress
 
     results = []
     for method, grid in SOFTMAX_SWEEP.items():
-        for values in itertools.product(*grid.values()):
+        for values in progress(list(itertools.product(*grid.values())), f"{method} settings"):
             setting = dict(zip(grid, values))
             if method == "centralised":
                 run = fs.train_centralised(split, evaluator, lessons.SOFTMAX_DIM,
