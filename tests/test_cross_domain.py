@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import zipfile
@@ -15,6 +16,7 @@ import pytest
 
 from helpers import cross_domain as cd
 from helpers import download
+from helpers import mf
 from helpers.data import DataFormatError, RatingsData, load_douban, load_lastfm
 from helpers.download import Archive, DataUnavailableError
 
@@ -358,3 +360,67 @@ def test_the_lesson_s_training_settings_give_these_planted_data_numbers():
     pinned = {"tgt": rows["tgt"], "map_mlp": rows["map_mlp"],
               "interaction": cd.interaction_rmse(model, ratings.iloc[600:])}
     assert pinned == pytest.approx({"tgt": 0.956288, "map_mlp": 0.925252, "interaction": 0.943428}, rel=1e-4)
+
+
+def test_a_domain_mf_starts_from_its_init_its_mean_or_mu_and_its_seed():
+    domains = synthetic_domains()
+    frame = domains.target
+    mean = float(frame["rating"].mean())
+    assert cd.train_domain_mf(frame, domains.n_users, domains.n_target_items, 4, 1, seed=0).mu == pytest.approx(mean)
+    assert cd.train_domain_mf(frame, domains.n_users, domains.n_target_items, 4, 1, seed=0, mu=0.0).mu == 0.0
+    seeded = cd.train_domain_mf(frame, domains.n_users, domains.n_target_items, 4, 2, seed=3)
+    by_hand = mf.init_mf(domains.n_users, domains.n_target_items, 4, mean, seed=3)
+    data = cd._as_mf_frame(frame)
+    mf.train_mf(by_hand, data, data.iloc[:1], batch_size=256, epochs=2, learning_rate=1.0, l2=0.02, seed=3)
+    assert mf.max_abs_difference(seeded, by_hand) == 0.0     # the seed reaches both the start and the batch order
+    start = mf.init_mf(domains.n_users, domains.n_target_items, 4, mean, seed=5)
+    first = start.item_vec.numpy().copy()
+    tuned = cd.train_domain_mf(frame, domains.n_users, domains.n_target_items, 4, 1, seed=0, init=start)
+    assert tuned is start and not np.array_equal(first, tuned.item_vec.numpy())   # trained from init, in place
+
+
+def test_each_method_s_row_carries_its_setting_and_its_own_errors(monkeypatch):
+    """Lesson 06's tables read beta, seed, MAE and RMSE of each row; the bias baseline is clipped to the
+    star scale; CMF trains one MF on both domains' ratings, each centred on its own mean, with μ = 0;
+    fine-tuning runs a quarter of the epochs from the mapped start."""
+    domains = synthetic_domains()
+    split = cd.cold_start_split(domains, 0.5, seed=1)
+    calls = []
+    real = cd.train_domain_mf
+
+    def recording(frame, n_users, n_items, dim, epochs, seed, mu=None, init=None):
+        calls.append({"frame": frame, "n_items": n_items, "epochs": epochs, "mu": mu, "init": init})
+        return real(frame, n_users, n_items, dim, epochs, seed, mu=mu, init=init)
+
+    monkeypatch.setattr(cd, "train_domain_mf", recording)
+    rows = cd.evaluate_methods(domains, 0.5, seed=1, dim=4, epochs=8, methods=("bias", "cmf", "finetune"), split=split)
+    targets = split.test["rating"].to_numpy()
+    for row in rows:
+        assert row["beta"] == 0.5 and row["seed"] == 1 and row["MAE"] <= row["RMSE"]
+        assert 0 < row["MAE"] < 5
+    joint = next(c for c in calls if c["n_items"] == domains.n_source_items + domains.n_target_items)
+    off = domains.n_source_items
+    source_part, target_part = joint["frame"][joint["frame"]["item"] < off], joint["frame"][joint["frame"]["item"] >= off]
+    assert abs(source_part["rating"].mean()) < 1e-5 and joint["mu"] == 0.0 and len(joint["frame"].index.unique()) == len(joint["frame"])
+    assert len(source_part) == len(domains.source) and len(target_part) == len(split.train)
+    tuned = next(c for c in calls if c["init"] is not None)
+    assert tuned["epochs"] == 2                               # max(1, 8 // 4)
+    mu_b, b_items = cd.item_bias_baseline(split.train, domains.n_target_items)
+    raw = mu_b + b_items[split.test["item"].to_numpy()]
+    bias_row = next(r for r in rows if r["method"] == "bias")
+    assert bias_row["MAE"] == pytest.approx(float(np.mean(np.abs(np.clip(raw, 1.0, 5.0) - targets))))
+
+
+def test_the_bias_baseline_is_clipped_to_the_star_scale():
+    domains = synthetic_domains()
+    split = cd.cold_start_split(domains, 0.5, seed=1)
+    train = split.train.copy()
+    low_item, high_item = split.test["item"].iloc[0], split.test["item"].iloc[1]
+    train.loc[train["item"] == low_item, "rating"] = -40.0     # an item far below the scale …
+    train.loc[train["item"] == high_item, "rating"] = 40.0     # … and one far above it
+    extreme = dataclasses.replace(split, train=train)
+    row = cd.evaluate_methods(domains, 0.5, seed=1, dim=4, epochs=1, methods=("bias",), split=extreme)[0]
+    mu_b, b_items = cd.item_bias_baseline(train, domains.n_target_items)
+    clipped = np.clip(mu_b + b_items[split.test["item"].to_numpy()], 1.0, 5.0)
+    assert row["RMSE"] == pytest.approx(float(np.sqrt(np.mean((clipped - split.test["rating"].to_numpy()) ** 2))))
+    assert clipped.min() == 1.0 and clipped.max() == 5.0
