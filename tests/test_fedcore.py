@@ -476,3 +476,59 @@ def test_a_client_s_local_schedule_is_its_batches_seeded_by_seed_round_and_clien
     schedule = fc.local_schedule(10, config, np.int64(8), 2)
     expected = fc.batches(10, 4, 3, [5, 2, 8])
     assert [[b.tolist() for b in epoch] for epoch in schedule] == [[b.tolist() for b in epoch] for epoch in expected]
+
+
+def test_client_rate_follows_the_cosine_schedule_from_its_first_round():
+    """η_c(t) = η_c · ½ (1 + cos(π (t + ½) / R)): lessons 07 and 09 decay the client rate on it. The
+    half-round offset means round 0 already steps a little below η_c and round R − 1 a little above 0,
+    and a one-round schedule (R = 1) runs at half the rate, not the full one."""
+    config = dataclasses.replace(CONFIG, client_lr=0.2, cosine_rounds=10)
+    for t in (0, 3, 9):
+        assert config.client_rate(t) == pytest.approx(0.2 * 0.5 * (1 + np.cos(np.pi * (t + 0.5) / 10)), rel=1e-12)
+    assert config.client_rate(0) == pytest.approx(0.19877, abs=1e-5)     # just below η_c
+    assert config.client_rate(9) == pytest.approx(0.00123, abs=1e-5)     # just above 0
+    assert dataclasses.replace(config, cosine_rounds=1).client_rate(0) == pytest.approx(0.1)
+    assert dataclasses.replace(config, cosine_rounds=0).client_rate(7) == 0.2   # no schedule: constant
+
+
+@pytest.mark.parametrize("rates, named", [((0.0, 1.0), "client learning rate must be > 0, got 0.0"),
+                                          ((1.0, -2.0), "server learning rate must be > 0, got -2.0")])
+def test_a_config_names_the_rate_it_refuses(rates, named):
+    """The panels print the refusal as it is: it must say which of the two rates is wrong."""
+    with pytest.raises(ValueError, match=named):
+        dataclasses.replace(CONFIG, client_lr=rates[0], server_lr=rates[1]).check()
+
+
+@pytest.mark.parametrize("optimizer", [fc.server_momentum(0.9), fc.server_adam()], ids=["momentum", "adam"])
+def test_server_optimiser_state_starts_at_zero_in_the_update_dtype(optimizer):
+    """The first round starts the velocity (or m and v) at zeros shaped and typed like Δ, so the state
+    a cache keeps is a plain float array, never a NumPy object array."""
+    params, delta = np.zeros((3, 2), np.float32), np.full((3, 2), 0.5, np.float32)
+    new_params, state = optimizer(params, delta, {}, CONFIG)
+    assert new_params.dtype == np.float32
+    for value in state.values():
+        assert value.dtype == np.float32 and value.shape == delta.shape
+
+
+def test_a_history_survives_copying_and_pickling():
+    """copy and pickle look attributes up on an instance that has no metrics yet; the lookup of a
+    metric must then say "no such attribute", not crash (a cached run is copied, a bench result pickled)."""
+    import copy
+    import pickle
+
+    history = fc.History({"valid_hr": [0.1, 0.2]}, notes={"chosen": 1})
+    for twin in (copy.deepcopy(history), pickle.loads(pickle.dumps(history))):
+        assert twin.valid_hr == [0.1, 0.2] and twin.chosen == 1
+    with pytest.raises(AttributeError, match="no attribute or metric 'missing'"):
+        history.missing
+
+
+def test_keeping_no_client_gives_empty_updates():
+    """A round where every sampled client dropped out keeps none of them: an empty message, not an
+    indexing error (an empty list of positions is still a list of integer positions)."""
+    updates = fc.Updates(np.array([3, 7]), np.array([5, 2]), np.array([0, 0, 1]), np.array([0, 2, 1]),
+                         np.ones((3, 4), np.float32), np.array([40, 20]))
+    none = updates.keep([])
+    assert len(none.clients) == 0 and none.values.shape == (0, 4) and len(none.rows) == 0
+    second = updates.keep([1])
+    assert second.clients.tolist() == [7] and second.slot.tolist() == [0] and second.rows.tolist() == [1]
