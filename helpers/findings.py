@@ -291,7 +291,7 @@ def _unit_metric(sums, statistic: str):
 
 def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float = CONFIDENCE,
                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                   paired: bool = True) -> tuple[tuple[float, float], float, int]:
+                   paired: bool = True) -> tuple[tuple[float, float], float, int | tuple[int, int]]:
     """The paired bootstrap over test units: the units are drawn with replacement, and on each draw
     both methods' metric is recomputed, per seed, on the same units; the statistic is the mean over
     seeds of the difference a − b.
@@ -315,7 +315,7 @@ def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float 
     Returns:
         (``confidence`` percentile interval of the difference, two-sided p-value — twice the smaller
         share of draws on either side of zero, counting the observed sample —, units per seed
-        (their mean, rounded, when seeds have their own)).
+        (their mean, rounded, when seeds have their own; unpaired, each method's: (a's, b's))).
     """
     import numpy as np
 
@@ -346,8 +346,9 @@ def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float 
     tail = (1 - confidence) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     p = min(1.0, 2 * (1 + min(np.sum(draws <= 0), np.sum(draws >= 0))) / (resamples + 1))
-    every = per_seed_a + ([] if paired else per_seed_b)
-    return (float(low), float(high)), float(p), round(sum(len(u) for u in every) / len(every))
+    def per_seed(units):
+        return round(sum(len(u) for u in units) / len(units))
+    return (float(low), float(high)), float(p), per_seed(per_seed_a) if paired else (per_seed(per_seed_a), per_seed(per_seed_b))
 
 
 def holm(p_values) -> list[float]:
@@ -371,7 +372,8 @@ class PairDecision:
         a, b: the methods.  difference: mean over seeds of a − b (the metric's units).
         seeds: how many.  seed_interval: its 95 % Student-t interval over the seeds.
         unit_interval: its 95 % paired-bootstrap interval over the test units (None without units).
-        units: test units per seed (None without units).  p: the p-value decided on, after Holm's
+        units: test units per seed (None without units; (a's, b's) when each was scored on its own).
+        p: the p-value decided on, after Holm's
         correction over the pairs judged together.  winner: a or b when p ≤ 0.05, else None.
     """
 
@@ -381,7 +383,7 @@ class PairDecision:
     seeds: int
     seed_interval: tuple
     unit_interval: tuple | None
-    units: int | None
+    units: int | tuple[int, int] | None
     p: float
     winner: str | None
 
@@ -418,7 +420,9 @@ def _interval_spans(decision: PairDecision, fmt: str, unit_name: str) -> list[st
     spans = [f"over {decision.seeds} seeds {decision.seed_interval[0]:+{fmt}} to {decision.seed_interval[1]:+{fmt}}"
              if decision.seeds > 1 else "over 1 seed unknown (one seed)"]
     if decision.unit_interval:
-        spans.append(f"over {decision.units:,} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
+        counted = (f"{decision.units[0]:,} and {decision.units[1]:,}" if isinstance(decision.units, tuple)
+                   else f"{decision.units:,}")
+        spans.append(f"over {counted} {unit_name} {decision.unit_interval[0]:+{fmt}} to "
                      f"{decision.unit_interval[1]:+{fmt}}")
     return spans
 

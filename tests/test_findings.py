@@ -244,12 +244,13 @@ def test_an_unpaired_bootstrap_compares_different_test_sets():
     small = [rng.normal(1.0, 0.5, 40) for _ in range(3)]
     large = [rng.normal(1.1, 0.5, 400) for _ in range(3)]
     (low, high), p, n = findings.unit_bootstrap(small, large, paired=False)
-    assert low < -0.1 < high and n == 220                                   # (3 × 40 + 3 × 400) / 6 units per seed
+    assert low < -0.1 < high and n == (40, 400)                             # each method's units per seed
     with pytest.raises(ValueError, match="paired bootstrap needs"):
         findings.unit_bootstrap(small, large)
     stated = findings.compare_at_95("β", {"A": [s.mean() for s in small], "B": [s.mean() for s in large]}, metric="m",
                                     pairs=[("A", "B")], units={"A": small, "B": large}, paired_units=False)
     assert "and a bootstrap over the test units" in stated.sentence
+    assert "over 40 and 400 test units" in stated.sentence                 # each test set's own size, not their mean
 
 
 def test_close_at_95_shows_closeness_only_when_every_interval_lies_inside_the_band():
