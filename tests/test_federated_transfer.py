@@ -701,3 +701,28 @@ def test_a_run_trains_the_setting_it_is_asked_for_and_caches_it_by_that_setting(
     assert asked[2][1]
     assert experiment.run(1.0, "scratch", clients_per_round=3, local_epochs=2, method="FedProx")[1] is history
     assert len(asked) == 3                             # the same setting again: from the cache
+
+
+def test_the_head_run_trains_the_setting_asked_with_the_experiments_seed(task, source, monkeypatch):
+    """Lesson 07's head-only model: mini-batches of 32 at the head's rate, seeded by the experiment's
+    seed (a run at seed 3 must not quietly train seed 0's batches); an impossible K is refused."""
+    experiment = fv.FLTLExperiment(task, source, n_clients=4, rounds=2, clients_per_round=2, local_epochs=1, seed=3)
+    trained = []
+    real = fv.fc.train
+
+    def recording(task_, start, clients_state, config, rounds, *args, **kwargs):
+        trained.append((config, rounds))
+        return real(task_, start, clients_state, config, rounds, *args, **kwargs)
+
+    monkeypatch.setattr(fv.fc, "train", recording)
+    experiment.head_run(1.0, 3, 2)
+    assert trained == [(fc.FedConfig(3, 2, batch_size=32, client_lr=experiment.head_lr, seed=3), 2)]
+    with pytest.raises(ValueError, match="clients per round must be a whole number in 1..4, got 5"):
+        experiment.head_run(1.0, 5, 1)
+
+
+@pytest.mark.parametrize("train, test, message", [([0, 1], [], "a client with no test images has no accuracy to measure"),
+                                                  ([], [0], "a client with no training images has no most common class")])
+def test_the_majority_baseline_explains_an_empty_client(train, test, message):
+    with pytest.raises(ValueError, match=message):
+        fv.majority_class_accuracy(np.array(train, int), np.array(test, int))
