@@ -259,7 +259,7 @@ def plot_transfer_curves(summary_runs, title: str, methods: dict):
 
 
 def plot_accuracy_curves(panels: dict, title: str, reference: float | None = None):
-    """Test accuracy during training, one panel per key.
+    """Validation accuracy during training, one panel per key.
 
     Args:
         panels: (panel title, x label) → {curve label → (x, accuracy)}; x in the panel's unit
@@ -272,7 +272,7 @@ def plot_accuracy_curves(panels: dict, title: str, reference: float | None = Non
             ax.plot(x, y, marker="o", ms=3, label=label)
         if reference is not None:
             ax.axhline(reference, color="grey", ls=":", lw=1, label="chance")
-        ax.set(xlabel=xlabel, ylabel="test accuracy", title=name, ylim=(0, 1))
+        ax.set(xlabel=xlabel, ylabel="validation accuracy", title=name, ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
@@ -711,10 +711,12 @@ def plot_ranking_curves(curves: dict, title: str, popular: float, reference: tup
         if reference is not None:
             ax.axhline(reference[1], color="grey", ls=":", lw=1.5, label=reference[0])
         ax.grid(alpha=0.3)
-    left.set(xlabel="round", ylabel=f"validation HR@10 (mean of last {window} rounds)", title=title)
+    left.set(xlabel="round", ylabel=f"validation HR@10 (mean of last {window} rounds)", title="against rounds")
     right.set_xscale("symlog", linthresh=1.0)
+    right.set_xlim(left=0)   # bytes are never negative: no ticks below 0
     right.set_xlabel("cumulative MB uploaded by all clients (1 MB = 10⁶ bytes; log scale above 1)")
     right.set_title("… and against what the clients uploaded")
     left.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
