@@ -346,9 +346,8 @@ def unit_bootstrap(units_a, units_b, statistic: str = "mean", confidence: float 
     tail = (1 - confidence) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     p = min(1.0, 2 * (1 + min(np.sum(draws <= 0), np.sum(draws >= 0))) / (resamples + 1))
-    def per_seed(units):
-        return round(sum(len(u) for u in units) / len(units))
-    return (float(low), float(high)), float(p), per_seed(per_seed_a) if paired else (per_seed(per_seed_a), per_seed(per_seed_b))
+    counts = tuple(round(sum(len(u) for u in units) / len(units)) for units in (per_seed_a, per_seed_b))
+    return (float(low), float(high)), float(p), counts[0] if paired else counts
 
 
 def holm(p_values) -> list[float]:

@@ -21,7 +21,7 @@ def test_ranking_curves_start_the_bytes_axis_at_zero_and_title_the_figure():
     figure = plots.plot_ranking_curves({"FedAvg": seeds}, "Validation HR@10 passes most-popular's at round 4", 0.03)
     left, right = figure.axes
     assert right.get_xlim()[0] == 0
-    assert figure._suptitle.get_text() == "Validation HR@10 passes most-popular's at round 4"
+    assert figure.get_suptitle() == "Validation HR@10 passes most-popular's at round 4"
     assert left.get_title() == "against rounds" and "MB" in right.get_xlabel() and "HR@10" in left.get_ylabel()
     plt.close(figure)
 
